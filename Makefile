@@ -1,0 +1,46 @@
+# rune — see README.md. `make run` starts a local system; `make test` runs every test.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all build deps test lint fmt run bench clean
+
+all: build
+
+build: deps
+	$(CARGO) build --release --bins
+
+# Installs what the build and the tests need and the machine lacks: protoc (etcd-client
+# compiles etcd's protobufs) and etcd itself (the tests start real etcd servers).
+deps:
+	@missing=""; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "rune needs:$$missing — install them (Debian/Ubuntu: sudo apt-get install$$missing) and run make again"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: deps
+	$(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+run: deps
+	@echo "make run (etcd + controller + agent + a demo scale) is not built yet: see issue 'Operate it'."
+	@echo "Today you can start etcd yourself and use the CLI: cargo run --bin rune -- --help"
+	@exit 1
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,143 @@
+//! `rune cast FILE...`: create or update services, compare-and-swap on each spec.
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+
+use crate::exit::{self, Error};
+use crate::model::{ServiceSpec, StoredService, parse_cast_file};
+use crate::store::{Store, cmp, op};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  rune cast manifests/web.yaml
+  rune cast manifests/*.yaml --dry-run
+  cat api.json | rune cast -
+
+A spec without `scale:` keeps the live scale on update (so a GitOps repository can
+leave scale to operators) and starts at 1 when the service is new.")]
+pub struct CastArgs {
+    /// Spec files (YAML or JSON; `-` reads standard input).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Show what would change without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+pub async fn run(store: &Store, args: CastArgs) -> exit::Result<()> {
+    // Parse everything first: one bad file means nothing is written.
+    let mut specs = Vec::new();
+    for path in &args.files {
+        let (name, text) = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::usage(format!("reading standard input: {e}")))?;
+            ("<stdin>".to_string(), s)
+        } else {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+            (path.display().to_string(), text)
+        };
+        specs.extend(parse_cast_file(&name, &text)?);
+    }
+    let suffix = if args.dry_run { " (dry run)" } else { "" };
+    for spec in specs {
+        let what = format!("service {}/{}", spec.namespace(), spec.name());
+        let change = cast_one(store, spec, args.dry_run).await?;
+        let verb = match change {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        println!("{what} {verb}{suffix}");
+    }
+    Ok(())
+}
+
+/// Writes one spec; retries when another writer got in between read and write.
+async fn cast_one(store: &Store, spec: ServiceSpec, dry_run: bool) -> exit::Result<Change> {
+    let key = store.keys().service(spec.namespace(), spec.name());
+    for _ in 0..5 {
+        let current = store.get(&key).await?;
+        let (mut next, change_if_different, rev) = match &current {
+            None => {
+                let mut s = spec.clone();
+                s.scale = Some(s.scale.unwrap_or(1));
+                let mut stored = StoredService::new(s);
+                stored.created_at = Some(Timestamp::now());
+                (stored, Change::Created, 0)
+            }
+            Some(kv) => {
+                let existing =
+                    StoredService::parse(&key, &kv.value, spec.namespace(), spec.name()).ok();
+                if existing
+                    .as_ref()
+                    .is_some_and(|e| e.deletion_timestamp.is_some())
+                {
+                    return Err(Error::conflict(format!(
+                        "service {}/{} is being deleted; cast it again once the deletion \
+                         finishes (rune get services shows it until then)",
+                        spec.namespace(),
+                        spec.name()
+                    )));
+                }
+                let mut s = spec.clone();
+                if s.scale.is_none() {
+                    s.scale = Some(live_scale(store, &spec, existing.as_ref()).await?);
+                }
+                let mut stored = StoredService::new(s);
+                stored.created_at = existing.as_ref().and_then(|e| e.created_at);
+                if existing.as_ref() == Some(&stored) {
+                    return Ok(Change::Unchanged);
+                }
+                (stored, Change::Updated, kv.mod_revision)
+            }
+        };
+        if dry_run {
+            return Ok(change_if_different);
+        }
+        next.deletion_timestamp = None;
+        let guard = if rev == 0 {
+            cmp::absent(&key)
+        } else {
+            cmp::mod_rev(&key, rev)
+        };
+        let res = store
+            .txn(vec![guard], vec![op::put(&key, next.to_json())], vec![])
+            .await?;
+        if res.succeeded {
+            return Ok(change_if_different);
+        }
+    }
+    Err(Error::conflict(format!(
+        "service {}/{} kept changing under us; try again",
+        spec.namespace(),
+        spec.name()
+    )))
+}
+
+/// The scale to keep when a cast omits `scale:`: the stored spec's, or, when the
+/// stored spec is unreadable, what the controller last reported.
+async fn live_scale(
+    store: &Store,
+    spec: &ServiceSpec,
+    existing: Option<&StoredService>,
+) -> exit::Result<u32> {
+    if let Some(e) = existing {
+        return Ok(e.service.desired_scale());
+    }
+    let state = store.service_state(spec.namespace(), spec.name()).await?;
+    Ok(state
+        .status
+        .as_ref()
+        .map(|_| state.status().desired_replicas)
+        .unwrap_or(1))
+}

@@ -1,0 +1,79 @@
+//! `rune delete service NAME`: mark the service for deletion. The controller stops
+//! its instances gracefully, then removes every key of the service.
+
+use jiff::Timestamp;
+
+use super::get::not_found;
+use crate::exit::{self, Error};
+use crate::model::StoredService;
+use crate::store::{Store, cmp, op};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DeleteCommand {
+    /// Delete a service: its instances are stopped, then its records removed.
+    #[command(
+        visible_alias = "svc",
+        after_help = "Examples:
+  rune delete service api
+  rune delete service worker -n batch
+
+The service is marked for deletion and shows as Terminating until the controller
+has stopped every instance and removed its keys. Without a running controller it
+stays marked; nothing is stopped until a controller runs."
+    )]
+    Service {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+pub async fn run(store: &Store, cmd: DeleteCommand) -> exit::Result<()> {
+    let DeleteCommand::Service { name, namespace } = cmd;
+    let key = store.keys().service(&namespace, &name);
+    let Some(kv) = store.get(&key).await? else {
+        return Err(not_found(&namespace, &name));
+    };
+    let mark = match StoredService::parse(&key, &kv.value, &namespace, &name) {
+        Ok(mut s) => {
+            if s.deletion_timestamp.is_some() {
+                println!("service {namespace}/{name} is already being deleted");
+                return Ok(());
+            }
+            s.deletion_timestamp = Some(Timestamp::now());
+            s.to_json()
+        }
+        // An unreadable spec cannot carry the mark; remove it outright. The
+        // controller stops instances whose service no longer exists.
+        Err(_) => {
+            let res = store
+                .txn(
+                    vec![cmp::mod_rev(&key, kv.mod_revision)],
+                    vec![op::delete(&key)],
+                    vec![],
+                )
+                .await?;
+            if !res.succeeded {
+                return Err(Error::conflict(
+                    "the service changed while deleting it; try again",
+                ));
+            }
+            println!("service {namespace}/{name} deleted (its spec was invalid)");
+            return Ok(());
+        }
+    };
+    let res = store
+        .txn(
+            vec![cmp::mod_rev(&key, kv.mod_revision)],
+            vec![op::put(&key, mark)],
+            vec![],
+        )
+        .await?;
+    if !res.succeeded {
+        return Err(Error::conflict(
+            "the service changed while deleting it; try again",
+        ));
+    }
+    println!("service {namespace}/{name} marked for deletion");
+    Ok(())
+}

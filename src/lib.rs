@@ -1,0 +1,10 @@
+//! rune: a service controller whose desired state lives in etcd.
+//!
+//! See ARCHITECTURE.md for the map. In short: [`model`] is the data and its rules,
+//! [`store`] owns every etcd key and request, [`cli`] is the `rune` command,
+//! [`controller`] reconciles, [`agent`] runs processes, [`probe`] checks them.
+
+pub mod cli;
+pub mod exit;
+pub mod model;
+pub mod store;

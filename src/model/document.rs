@@ -1,0 +1,203 @@
+//! Turning bytes into specs: cast files (`service:`, `services:`, several YAML
+//! documents, or JSON) and the stored form under `services/<ns>/<name>`.
+//! Every error names the source, line and column.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::spec::ServiceSpec;
+
+/// An input that could not be turned into specs, with where it went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// A file path, or an etcd key for stored specs.
+    pub source: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.source, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.source, self.message),
+            _ => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl SpecError {
+    pub fn new(source: &str, message: impl Into<String>) -> Self {
+        SpecError {
+            source: source.to_string(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    fn from_json(source: &str, e: serde_json::Error) -> Self {
+        // serde_json appends " at line L column C"; we print the location up front.
+        let msg = e.to_string();
+        let msg = msg
+            .rsplit_once(" at line ")
+            .map(|(m, _)| m.to_string())
+            .unwrap_or(msg);
+        SpecError {
+            source: source.to_string(),
+            line: (e.line() > 0).then_some(e.line() as u64),
+            column: (e.column() > 0).then_some(e.column() as u64),
+            message: msg,
+        }
+    }
+
+    fn from_yaml(source: &str, e: serde_saphyr::Error) -> Self {
+        let loc = e.location().filter(|l| l.line() > 0);
+        // The crate's Display adds a location and sometimes a source snippet; keep
+        // only the first line so our own `file:line:col:` prefix is the one shown.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("").to_string();
+        let message = strip_location_suffix(&first);
+        SpecError {
+            source: source.to_string(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            message,
+        }
+    }
+}
+
+fn strip_location_suffix(s: &str) -> String {
+    // "error: line 3 column 15: message" -> "message"
+    let s = s.strip_prefix("error: ").unwrap_or(s);
+    if let Some(rest) = s.strip_prefix("line ")
+        && let Some((_, msg)) = rest.split_once(": ")
+    {
+        return msg.to_string();
+    }
+    for marker in [" at line ", " at ", ", line "] {
+        if let Some((m, rest)) = s.rsplit_once(marker)
+            && rest
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || c == 'l')
+        {
+            return m.trim_end_matches(':').to_string();
+        }
+    }
+    s.to_string()
+}
+
+fn looks_like_json(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
+/// YAML 1.2 booleans only: `command: y` or `name: no` stay strings (the "Norway
+/// problem" of YAML 1.1).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
+}
+
+fn parse_one<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
+    if looks_like_json(text) {
+        serde_json::from_str(text).map_err(|e| SpecError::from_json(source, e))
+    } else {
+        serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| SpecError::from_yaml(source, e))
+    }
+}
+
+/// One document of a cast file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDocument {
+    #[serde(default)]
+    service: Option<ServiceSpec>,
+    #[serde(default)]
+    services: Option<Vec<ServiceSpec>>,
+}
+
+/// Parses a cast file: `service:`, `services: [...]`, several YAML documents, or the
+/// same as JSON. `source` names the file in errors.
+pub fn parse_cast_file(source: &str, text: &str) -> Result<Vec<ServiceSpec>, SpecError> {
+    let docs: Vec<FileDocument> = if looks_like_json(text) {
+        vec![parse_one(source, text)?]
+    } else {
+        serde_saphyr::from_multiple_with_options(text, yaml_options())
+            .map_err(|e| SpecError::from_yaml(source, e))?
+    };
+    let mut specs = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        match (doc.service, doc.services) {
+            (None, None) => {
+                return Err(SpecError::new(
+                    source,
+                    format!("document {}: expected `service:` or `services:`", i + 1),
+                ));
+            }
+            (s, list) => {
+                specs.extend(s);
+                specs.extend(list.unwrap_or_default());
+            }
+        }
+    }
+    if specs.is_empty() {
+        return Err(SpecError::new(source, "no services in this file"));
+    }
+    Ok(specs)
+}
+
+/// The value stored under `services/<ns>/<name>`: the same `service:` document a user
+/// casts, plus the deletion mark `rune delete` sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoredService {
+    pub service: ServiceSpec,
+    /// When `rune cast` first created the service (absent for GitOps writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    /// Set by `rune delete`: the controller stops the instances, then removes the keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<Timestamp>,
+}
+
+impl StoredService {
+    pub fn new(service: ServiceSpec) -> Self {
+        StoredService {
+            service,
+            created_at: None,
+            deletion_timestamp: None,
+        }
+    }
+
+    /// Parses a stored spec (YAML or JSON), checking it belongs under `key`'s name.
+    pub fn parse(key: &str, bytes: &[u8], namespace: &str, name: &str) -> Result<Self, SpecError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| SpecError::new(key, format!("not UTF-8: {e}")))?;
+        let stored: StoredService = parse_one(key, text)?;
+        let s = &stored.service;
+        if s.name() != name || s.namespace() != namespace {
+            return Err(SpecError::new(
+                key,
+                format!(
+                    "spec names {}/{} but is stored under {namespace}/{name}",
+                    s.namespace(),
+                    s.name()
+                ),
+            ));
+        }
+        Ok(stored)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("specs always serialize")
+    }
+}

@@ -1,0 +1,118 @@
+//! Instances: the controller's intent (`instances/<ns>/<svc>/<id>`) and the agent's
+//! report (`instance-status/<ns>/<svc>/<id>`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::spec::ServiceSpec;
+
+/// Whether the instance should be running. Scale-down first flips this to `Stopped`
+/// (the agent stops the process gracefully), then the record is removed once the
+/// agent reports the process gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+/// Written by the controller leader before anything happens on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRecord {
+    pub id: String,
+    pub namespace: String,
+    pub service: String,
+    pub node: String,
+    pub desired: DesiredState,
+    /// The spec this instance runs; later spec edits do not touch it.
+    pub spec: ServiceSpec,
+    /// The spec's mod revision the snapshot was taken from.
+    pub spec_revision: i64,
+    pub created_at: Timestamp,
+    /// The operation that created it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Exited,
+    Failed,
+}
+
+impl Phase {
+    /// The process exists (or is about to): it counts toward `currentReplicas`.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Phase::Pending | Phase::Starting | Phase::Running | Phase::Stopping
+        )
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub at: Timestamp,
+    /// Why it ended, e.g. "liveness probe failed: ...".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (_, Some(s)) => write!(f, "killed by signal {s}")?,
+            (Some(c), _) => write!(f, "exit code {c}")?,
+            _ => write!(f, "ended")?,
+        }
+        if !self.reason.is_empty() {
+            write!(f, " ({})", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Written by the agent of the instance's node. Holds no heartbeat timestamp on
+/// purpose: a write happens only when something a reader cares about changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub id: String,
+    pub node: String,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The first port (`PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+    pub ready: bool,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitInfo>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Timestamp>,
+}

@@ -1,0 +1,27 @@
+//! The data model: every value rune stores in etcd, and the rules that make a spec
+//! valid. Pure: no I/O here.
+
+pub mod document;
+pub mod duration;
+pub mod instance;
+pub mod names;
+pub mod node;
+pub mod operation;
+pub mod spec;
+pub mod status;
+
+pub use document::{SpecError, StoredService, parse_cast_file};
+pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase};
+pub use node::NodeRecord;
+pub use operation::{OperationKind, OperationRecord};
+pub use spec::{
+    Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,
+    ScalingDefaults, ServiceSpec,
+};
+pub use status::{
+    Condition, ConditionKind, ConditionStatus, HistoryEntry, OperationPhase, OperationProgress,
+    ServiceStatus,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! `status/<ns>/<name>`, written only by the controller leader.
+//!
+//! Field order matters: the contract says `status:` begins with exactly
+//! desiredReplicas, readyReplicas, currentReplicas, lastScaleAt, lastScaleReason, so
+//! `grep -A5 status` shows them. serde keeps struct order.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::operation::OperationKind;
+use super::spec::ScaleMode;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub desired_replicas: u32,
+    pub ready_replicas: u32,
+    pub current_replicas: u32,
+    pub last_scale_at: Option<Timestamp>,
+    pub last_scale_reason: String,
+    /// The spec mod revision this status reflects.
+    #[serde(default)]
+    pub observed_generation: i64,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The scale operation in progress, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationProgress>,
+    /// The last scale at which every instance was ready: where a rollback goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_replicas: Option<u32>,
+    /// The last non-zero scale: what `rune restart` brings back on a stopped service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_nonzero_replicas: Option<u32>,
+    /// The last operations, newest first (at most [`HISTORY_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+pub const HISTORY_LIMIT: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: ConditionKind,
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionKind {
+    Available,
+    Progressing,
+    ReplicaFailure,
+    SpecInvalid,
+    Terminating,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ServiceStatus {
+    pub fn condition(&self, kind: ConditionKind) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    pub fn is_true(&self, kind: ConditionKind) -> bool {
+        self.condition(kind)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    /// Sets a condition, keeping `lastTransitionTime` unless the status flips.
+    pub fn set_condition(
+        &mut self,
+        kind: ConditionKind,
+        status: ConditionStatus,
+        reason: &str,
+        message: &str,
+        now: Timestamp,
+    ) {
+        match self.conditions.iter_mut().find(|c| c.kind == kind) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                c.reason = reason.to_string();
+                c.message = message.to_string();
+            }
+            None => self.conditions.push(Condition {
+                kind,
+                status,
+                reason: reason.to_string(),
+                message: message.to_string(),
+                last_transition_time: now,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperationPhase {
+    Pending,
+    Progressing,
+    Succeeded,
+    Failed,
+    RolledBack,
+    Superseded,
+}
+
+impl OperationPhase {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, OperationPhase::Pending | OperationPhase::Progressing)
+    }
+}
+
+impl fmt::Display for OperationPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Where an operation stands; kept in etcd so a new leader resumes mid-plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationProgress {
+    pub id: String,
+    pub kind: OperationKind,
+    pub phase: OperationPhase,
+    pub from: u32,
+    pub to: u32,
+    pub mode: ScaleMode,
+    /// 1-based step number; 0 before the first step.
+    pub step: u32,
+    pub steps: u32,
+    /// The replica count this step aims at.
+    pub step_target: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Timestamp>,
+    /// When the current step's instances were all ready (the interval counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ready_at: Option<Timestamp>,
+    pub started_at: Timestamp,
+    pub deadline: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default)]
+    pub message: String,
+    /// For restart: whether the stop half is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+    /// The spec revision of the write that started the operation; a rollback is a
+    /// compare-and-swap on it.
+    #[serde(default)]
+    pub spec_revision: i64,
+    /// The id of the operation that replaced this one, when superseded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub id: String,
+    pub kind: OperationKind,
+    pub from: u32,
+    pub to: u32,
+    pub mode: ScaleMode,
+    #[serde(default)]
+    pub requested_by: String,
+    #[serde(default)]
+    pub reason: String,
+    pub result: OperationPhase,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}

@@ -1,0 +1,238 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Vec<ServiceSpec>, SpecError> {
+    parse_cast_file("api.yaml", text)
+}
+
+const FULL: &str = r#"
+service:
+  name: api
+  namespace: default
+  scale: 3
+  command: ["python3", "-m", "http.server", "--bind", "127.0.0.1", "${PORT}"]
+  env: {LOG_LEVEL: info}
+  workingDir: /srv/api
+  ports:
+    - name: http
+  health:
+    readiness: {type: http, port: http, path: /healthz, intervalSeconds: 1, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1, initialDelaySeconds: 0}
+    liveness:  {type: tcp, port: http}
+  restartPolicy: Always
+  stopGracePeriod: 30s
+  scaling:
+    mode: immediate
+    step: 1
+    interval: 30s
+    rollbackOnFail: true
+"#;
+
+#[test]
+fn parses_the_contract_example() {
+    let specs = parse(FULL).unwrap();
+    assert_eq!(specs.len(), 1);
+    let s = &specs[0];
+    assert_eq!(s.name(), "api");
+    assert_eq!(s.scale, Some(3));
+    assert_eq!(s.ports[0].name.as_str(), "http");
+    let r = s.health.readiness.as_ref().unwrap();
+    assert_eq!(r.kind, ProbeKind::Http);
+    assert_eq!(r.interval_seconds, 1);
+    let l = s.health.liveness.as_ref().unwrap();
+    assert_eq!(l.failure_threshold, 3, "kubernetes default");
+    assert_eq!(s.stop_grace_period.as_secs(), 30);
+}
+
+#[test]
+fn defaults_apply() {
+    let s = &parse("service:\n  name: w\n  command: sleep 100\n").unwrap()[0];
+    assert_eq!(s.namespace(), "default");
+    assert_eq!(s.scale, None);
+    assert_eq!(s.command, Command::Shell("sleep 100".into()));
+    assert_eq!(s.restart_policy, RestartPolicy::Always);
+    assert_eq!(s.scaling_defaults(), ScalingDefaults::default());
+}
+
+#[test]
+fn services_list_and_multiple_documents() {
+    let list = "services:\n  - {name: a, command: x}\n  - {name: b, command: y}\n";
+    assert_eq!(parse(list).unwrap().len(), 2);
+    let docs = "service: {name: a, command: x}\n---\nservice: {name: b, command: y}\n";
+    let names: Vec<_> = parse(docs)
+        .unwrap()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn json_files_parse_too() {
+    let json = r#"{"service": {"name": "a", "command": ["sleep", "1"], "scale": 2}}"#;
+    assert_eq!(parse(json).unwrap()[0].scale, Some(2));
+}
+
+fn error_of(text: &str) -> SpecError {
+    parse(text).expect_err("should be rejected")
+}
+
+#[test]
+fn unknown_field_names_line_and_column() {
+    let e = error_of("service:\n  name: a\n  command: x\n  replicas: 3\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.column.is_some(), "{e}");
+    assert!(e.to_string().starts_with("api.yaml:4:"), "{e}");
+    assert!(e.message.contains("replicas"), "{e}");
+}
+
+#[test]
+fn bad_name_is_located() {
+    let e = error_of("service:\n  name: My_Api\n  command: x\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("DNS-1123"), "{e}");
+}
+
+#[test]
+fn negative_scale_is_located() {
+    let e = error_of("service:\n  name: a\n  command: x\n  scale: -1\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("0 or more"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let e = error_of("service:\n  name: a\n  command: x\n  scale: lots\n");
+    assert_eq!(e.line, Some(4), "{e}");
+}
+
+#[test]
+fn probe_missing_what_its_type_needs() {
+    let e = error_of("service:\n  name: a\n  command: x\n  health:\n    readiness: {type: exec}\n");
+    assert!(e.message.contains("command"), "{e}");
+    assert!(e.line.is_some(), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  health:\n    readiness: {type: tcp}\n");
+    assert!(e.message.contains("needs a port"), "{e}");
+}
+
+#[test]
+fn probe_port_must_be_declared() {
+    let e = error_of(
+        "service:\n  name: a\n  command: x\n  ports: [{name: http}]\n  health:\n    liveness: {type: tcp, port: web}\n",
+    );
+    assert!(e.message.contains("\"web\""), "{e}");
+    assert!(e.message.contains("http"), "{e}");
+    assert!(e.line.is_some(), "{e}");
+}
+
+#[test]
+fn json_errors_are_located() {
+    let e = error_of("{\"service\": {\"name\": \"a\",\n \"command\": \"x\", \"bogus\": 1}}");
+    assert_eq!(e.line, Some(2), "{e}");
+}
+
+#[test]
+fn empty_and_wrong_shape_files() {
+    assert!(error_of("foo: 1\n").message.contains("unknown field"));
+    assert!(error_of("").message.contains("no services"));
+}
+
+#[test]
+fn stored_spec_must_match_its_key() {
+    let spec = &parse("service: {name: a, command: x}").unwrap()[0];
+    let json = StoredService::new(spec.clone()).to_json();
+    assert!(StoredService::parse("k", json.as_bytes(), "default", "a").is_ok());
+    let e = StoredService::parse("k", json.as_bytes(), "default", "b").unwrap_err();
+    assert!(e.message.contains("stored under"), "{e}");
+}
+
+mod roundtrip {
+    use super::*;
+    use crate::model::names::Label;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn label() -> impl Strategy<Value = Label> {
+        "[a-z][a-z0-9-]{0,10}[a-z0-9]".prop_map(|s| Label::new("name", s).unwrap())
+    }
+
+    fn probe(port: Option<String>) -> impl Strategy<Value = Probe> {
+        (0u32..3, 0u32..5, 1u32..20, 1u32..5, 1u32..5, 1u32..3).prop_map(
+            move |(k, delay, interval, timeout, failure, success)| {
+                let (kind, port, path, command) = match k {
+                    0 => (
+                        ProbeKind::Http,
+                        port.clone(),
+                        Some("/healthz".to_string()),
+                        None,
+                    ),
+                    1 => (ProbeKind::Tcp, port.clone(), None, None),
+                    _ => (ProbeKind::Exec, None, None, Some(vec!["true".to_string()])),
+                };
+                Probe {
+                    kind,
+                    port: port.map(PortRef::Name),
+                    path,
+                    command,
+                    initial_delay_seconds: delay,
+                    interval_seconds: interval,
+                    timeout_seconds: timeout,
+                    failure_threshold: failure,
+                    success_threshold: success,
+                }
+            },
+        )
+    }
+
+    prop_compose! {
+        fn spec()(
+            name in label(),
+            ns in label(),
+            scale in proptest::option::of(0u32..500),
+            shell in any::<bool>(),
+            words in proptest::collection::vec("[a-zA-Z0-9_./${}-]{1,12}", 1..4),
+            env in proptest::collection::btree_map("[A-Z_]{1,8}", "[ -~]{0,12}", 0..3),
+            pinned in proptest::option::of(1024u16..60000),
+            grace in 0u64..120,
+            gradual in any::<bool>(),
+            step in 1u32..10,
+            readiness in probe(Some("http".into())),
+            liveness in proptest::option::of(probe(Some("http".into()))),
+        ) -> ServiceSpec {
+            ServiceSpec {
+                name,
+                namespace: ns,
+                scale,
+                command: if shell { Command::Shell(words.join(" ")) } else { Command::Argv(words) },
+                args: vec![],
+                env,
+                working_dir: None,
+                ports: vec![PortSpec { name: Label::new("port", "http").unwrap(), port: pinned }],
+                health: Health { readiness: Some(readiness), liveness },
+                restart_policy: RestartPolicy::OnFailure,
+                stop_grace_period: Duration::from_secs(grace),
+                scaling: gradual.then(|| ScalingDefaults {
+                    mode: ScaleMode::Gradual,
+                    step,
+                    interval: Duration::from_secs(step as u64 * 7),
+                    rollback_on_fail: false,
+                }),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trips(s in spec()) {
+            let stored = StoredService::new(s);
+            let json = stored.to_json();
+            let back = StoredService::parse("k", json.as_bytes(), stored.service.namespace(), stored.service.name()).unwrap();
+            prop_assert_eq!(back, stored);
+        }
+
+        #[test]
+        fn yaml_round_trips(s in spec()) {
+            let yaml = serde_saphyr::to_string(&StoredService::new(s.clone())).unwrap();
+            let back = parse_cast_file("x.yaml", &yaml).unwrap();
+            prop_assert_eq!(&back[0], &s);
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The etcd key layout from the contract, in one place. Every key is under the
+//! configured prefix, so two prefixes in one etcd are two independent systems.
+
+/// Builds and parses keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Always ends with '/'.
+    root: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        let trimmed = prefix.trim_end_matches('/');
+        Keys {
+            root: format!("{trimmed}/"),
+        }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn services(&self) -> String {
+        format!("{}services/", self.root)
+    }
+    pub fn services_in(&self, ns: &str) -> String {
+        format!("{}services/{ns}/", self.root)
+    }
+    pub fn service(&self, ns: &str, name: &str) -> String {
+        format!("{}services/{ns}/{name}", self.root)
+    }
+
+    pub fn operations(&self) -> String {
+        format!("{}operations/", self.root)
+    }
+    pub fn operation(&self, ns: &str, name: &str) -> String {
+        format!("{}operations/{ns}/{name}", self.root)
+    }
+
+    pub fn statuses(&self) -> String {
+        format!("{}status/", self.root)
+    }
+    pub fn status(&self, ns: &str, name: &str) -> String {
+        format!("{}status/{ns}/{name}", self.root)
+    }
+
+    pub fn instances(&self) -> String {
+        format!("{}instances/", self.root)
+    }
+    /// All instance records of one service (trailing '/', so `api` doesn't match `api2`).
+    pub fn instances_of(&self, ns: &str, svc: &str) -> String {
+        format!("{}instances/{ns}/{svc}/", self.root)
+    }
+    pub fn instance(&self, ns: &str, svc: &str, id: &str) -> String {
+        format!("{}instances/{ns}/{svc}/{id}", self.root)
+    }
+
+    pub fn instance_statuses(&self) -> String {
+        format!("{}instance-status/", self.root)
+    }
+    pub fn instance_statuses_of(&self, ns: &str, svc: &str) -> String {
+        format!("{}instance-status/{ns}/{svc}/", self.root)
+    }
+    pub fn instance_status(&self, ns: &str, svc: &str, id: &str) -> String {
+        format!("{}instance-status/{ns}/{svc}/{id}", self.root)
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}nodes/", self.root)
+    }
+    pub fn node(&self, node: &str) -> String {
+        format!("{}nodes/{node}", self.root)
+    }
+
+    /// Election keys: `leader/<lease id>`; the lowest create revision leads.
+    pub fn leader(&self) -> String {
+        format!("{}leader/", self.root)
+    }
+
+    /// Splits a key under `collection` (e.g. `services/`) into its path segments:
+    /// `…/services/default/api` → `["default", "api"]`.
+    pub fn segments<'a>(&self, collection: &str, key: &'a str) -> Option<Vec<&'a str>> {
+        let rest = key.strip_prefix(&self.root)?.strip_prefix(collection)?;
+        let rest = rest.strip_prefix('/')?;
+        Some(rest.split('/').collect())
+    }
+
+    /// `(namespace, service)` of any per-service key (services, operations, status,
+    /// instances, instance-status).
+    pub fn service_of(&self, key: &str) -> Option<(String, String)> {
+        let rest = key.strip_prefix(&self.root)?;
+        let (collection, rest) = rest.split_once('/')?;
+        if !matches!(
+            collection,
+            "services" | "operations" | "status" | "instances" | "instance-status"
+        ) {
+            return None;
+        }
+        let mut parts = rest.split('/');
+        let ns = parts.next().filter(|s| !s.is_empty())?;
+        let name = parts.next().filter(|s| !s.is_empty())?;
+        Some((ns.to_string(), name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_normalised() {
+        assert_eq!(
+            Keys::new("/rune").service("default", "api"),
+            "/rune/services/default/api"
+        );
+        assert_eq!(
+            Keys::new("/rune/").service("default", "api"),
+            "/rune/services/default/api"
+        );
+    }
+
+    #[test]
+    fn service_of_every_collection() {
+        let k = Keys::new("/t");
+        for key in [
+            k.service("ns", "a"),
+            k.operation("ns", "a"),
+            k.status("ns", "a"),
+            k.instance("ns", "a", "id1"),
+            k.instance_status("ns", "a", "id1"),
+        ] {
+            assert_eq!(k.service_of(&key), Some(("ns".into(), "a".into())), "{key}");
+        }
+        assert_eq!(k.service_of(&k.node("n1")), None);
+        assert_eq!(k.service_of("/other/services/ns/a"), None);
+        assert_eq!(
+            k.segments("instances", &k.instance("ns", "a", "i")),
+            Some(vec!["ns", "a", "i"])
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Request counters and latencies for every etcd call, exported on /metrics by the
+//! controller and the agent.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
+pub struct StoreMetrics {
+    pub requests: Family<OpLabel, Counter>,
+    pub errors: Family<OpLabel, Counter>,
+    pub latency: Family<OpLabel, Histogram>,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
+        }
+    }
+}
+
+impl StoreMetrics {
+    pub fn record(&self, op: &'static str, took: Duration, ok: bool) {
+        let l = OpLabel { op };
+        self.requests.get_or_create(&l).inc();
+        if !ok {
+            self.errors.get_or_create(&l).inc();
+        }
+        self.latency.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    /// Total requests so far (all kinds); the benchmark divides this by instances.
+    pub fn total_requests(&self) -> u64 {
+        ["get", "list", "put", "delete", "txn", "watch", "lease"]
+            .iter()
+            .map(|op| self.requests.get_or_create(&OpLabel { op }).get())
+            .sum()
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "rune_etcd_requests",
+            "etcd requests by kind",
+            self.requests.clone(),
+        );
+        r.register(
+            "rune_etcd_request_errors",
+            "failed etcd requests by kind",
+            self.errors.clone(),
+        );
+        r.register(
+            "rune_etcd_request_duration_seconds",
+            "etcd request latency by kind",
+            self.latency.clone(),
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! The etcd store: connection, the key layout, and every read and write rune makes.
+//! Nothing outside this module builds a key or talks to etcd directly.
+
+mod keys;
+pub mod lease;
+mod metrics;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ConstantBuilder, Retryable};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+
+pub use keys::Keys;
+pub use metrics::StoreMetrics;
+
+use crate::exit;
+
+/// How to reach etcd; shared by every binary (flags and environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma separated.
+    #[arg(
+        long = "etcd-endpoints",
+        env = "RUNE_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379",
+        global = true
+    )]
+    pub endpoints: Vec<String>,
+    /// Key prefix; two prefixes in one etcd are two independent systems.
+    #[arg(
+        long = "etcd-prefix",
+        env = "RUNE_ETCD_PREFIX",
+        default_value = "/rune",
+        global = true
+    )]
+    pub prefix: String,
+    /// CA certificate (PEM) to verify etcd's server certificate (enables TLS).
+    #[arg(long = "etcd-ca", env = "RUNE_ETCD_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "etcd-cert", env = "RUNE_ETCD_CERT", global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long = "etcd-key", env = "RUNE_ETCD_KEY", global = true)]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdArgs {
+    pub fn local(endpoints: Vec<String>, prefix: &str) -> Self {
+        EtcdArgs {
+            endpoints,
+            prefix: prefix.to_string(),
+            ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+/// Failures talking to etcd, kept apart from "the data said no".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd at {endpoints} is unreachable: {detail}")]
+    Unreachable { endpoints: String, detail: String },
+    #[error("etcd at {endpoints} refused the request: {detail}")]
+    Refused { endpoints: String, detail: String },
+    #[error("etcd at {endpoints} did not answer within {timeout:?}")]
+    Timeout {
+        endpoints: String,
+        timeout: Duration,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<StoreError> for exit::Error {
+    fn from(e: StoreError) -> Self {
+        exit::Error::etcd(e.to_string())
+    }
+}
+
+/// One key as read from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub lease: i64,
+}
+
+impl Kv {
+    fn from_etcd(kv: &KeyValue) -> Self {
+        Kv {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        }
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.value).map_err(|e| format!("{}: {e}", self.key))
+    }
+}
+
+/// The result of a transaction: whether the comparisons held, the revision it
+/// committed at, and what its reads returned.
+#[derive(Debug)]
+pub struct TxnResult {
+    pub succeeded: bool,
+    pub revision: i64,
+    pub ranges: Vec<Vec<Kv>>,
+}
+
+/// A handle on etcd under one prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    keys: Keys,
+    endpoints: String,
+    request_timeout: Duration,
+    metrics: Arc<StoreMetrics>,
+}
+
+/// How long a unary request may take before it counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `connect` keeps trying before it names the endpoint and gives up.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(4);
+
+impl Store {
+    /// Connects and proves the connection with `status()` (the client connects
+    /// lazily), retrying for at most [`CONNECT_DEADLINE`].
+    pub async fn connect(args: &EtcdArgs) -> Result<Store, StoreError> {
+        Self::connect_within(args, CONNECT_DEADLINE).await
+    }
+
+    pub async fn connect_within(args: &EtcdArgs, deadline: Duration) -> Result<Store, StoreError> {
+        let endpoints = args.endpoints.join(",");
+        let unreachable = |detail: String| StoreError::Unreachable {
+            endpoints: endpoints.clone(),
+            detail,
+        };
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            // HTTP/2 keep-alive notices a dead etcd under a long-lived watch.
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true);
+        if let Some(tls) = tls_options(args)? {
+            options = options.with_tls(tls);
+        }
+        let started = Instant::now();
+        let client = tokio::time::timeout(
+            deadline,
+            Client::connect(args.endpoints.clone(), Some(options)),
+        )
+        .await
+        .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let store = Store {
+            client,
+            keys: Keys::new(&args.prefix),
+            endpoints: endpoints.clone(),
+            request_timeout: REQUEST_TIMEOUT,
+            metrics: Arc::new(StoreMetrics::default()),
+        };
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let probe = || async {
+            let mut c = store.client.clone();
+            tokio::time::timeout(Duration::from_millis(1500), c.status())
+                .await
+                .map_err(|_| "status request timed out".to_string())?
+                .map_err(|e| e.to_string())
+        };
+        let attempt = probe.retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::from_millis(200))
+                .with_max_times(50),
+        );
+        match tokio::time::timeout(remaining, attempt).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(unreachable(e)),
+            Err(_) => Err(unreachable(format!("no answer within {deadline:?}"))),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    pub fn metrics(&self) -> &Arc<StoreMetrics> {
+        &self.metrics
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one request with the request timeout, recording metrics and turning
+    /// transport failures into errors that name the endpoint.
+    async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.request_timeout, fut).await;
+        let out = match res {
+            Err(_) => Err(StoreError::Timeout {
+                endpoints: self.endpoints.clone(),
+                timeout: self.request_timeout,
+            }),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(e)),
+        };
+        self.metrics.record(op, started.elapsed(), out.is_ok());
+        out
+    }
+
+    fn classify(&self, e: etcd_client::Error) -> StoreError {
+        let endpoints = self.endpoints.clone();
+        match e {
+            etcd_client::Error::GRpcStatus(s)
+                if !matches!(
+                    s.code(),
+                    tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
+                ) =>
+            {
+                StoreError::Refused {
+                    endpoints,
+                    detail: s.message().to_string(),
+                }
+            }
+            other => StoreError::Unreachable {
+                endpoints,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Kv>, StoreError> {
+        let mut c = self.client.clone();
+        let resp = self.call("get", c.get(key, None)).await?;
+        Ok(resp.kvs().first().map(Kv::from_etcd))
+    }
+
+    /// Every key under `prefix`, with the revision the read happened at.
+    pub async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
+        let mut c = self.client.clone();
+        let resp = self
+            .call("list", c.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((resp.kvs().iter().map(Kv::from_etcd).collect(), rev))
+    }
+
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64, StoreError> {
+        let mut c = self.client.clone();
+        let resp = self.call("put", c.put(key, value.into(), None)).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.client.clone();
+        self.call("delete", c.delete(key, None)).await?;
+        Ok(())
+    }
+
+    /// Runs a transaction: `when` all comparisons hold, `then`; otherwise `otherwise`.
+    pub async fn txn(
+        &self,
+        when: Vec<Compare>,
+        then: Vec<TxnOp>,
+        otherwise: Vec<TxnOp>,
+    ) -> Result<TxnResult, StoreError> {
+        let mut c = self.client.clone();
+        let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
+        let resp: TxnResponse = self.call("txn", c.txn(txn)).await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let ranges = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().iter().map(Kv::from_etcd).collect()),
+                _ => None,
+            })
+            .collect();
+        Ok(TxnResult {
+            succeeded: resp.succeeded(),
+            revision,
+            ranges,
+        })
+    }
+
+    /// Reads several prefixes or keys at one revision (a consistent snapshot).
+    pub async fn snapshot(&self, reads: &[Read<'_>]) -> Result<(Vec<Vec<Kv>>, i64), StoreError> {
+        let ops = reads.iter().map(Read::op).collect();
+        let r = self.txn(vec![], ops, vec![]).await?;
+        Ok((r.ranges, r.revision))
+    }
+}
+
+/// One read inside [`Store::snapshot`].
+pub enum Read<'a> {
+    Key(&'a str),
+    Prefix(&'a str),
+}
+
+impl Read<'_> {
+    fn op(&self) -> TxnOp {
+        match self {
+            Read::Key(k) => TxnOp::get(*k, None),
+            Read::Prefix(p) => TxnOp::get(*p, Some(GetOptions::new().with_prefix())),
+        }
+    }
+}
+
+/// Comparison helpers, so callers need not import etcd-client.
+pub mod cmp {
+    use super::*;
+
+    /// The key's last write was at `rev` (0 = the key does not exist).
+    pub fn mod_rev(key: &str, rev: i64) -> Compare {
+        Compare::mod_revision(key, CompareOp::Equal, rev)
+    }
+
+    pub fn absent(key: &str) -> Compare {
+        Compare::create_revision(key, CompareOp::Equal, 0)
+    }
+
+    pub fn created_at(key: &str, rev: i64) -> Compare {
+        Compare::create_revision(key, CompareOp::Equal, rev)
+    }
+}
+
+/// Write helpers for transactions.
+pub mod op {
+    use super::*;
+    use etcd_client::PutOptions;
+
+    pub fn put(key: &str, value: impl Into<Vec<u8>>) -> TxnOp {
+        TxnOp::put(key, value.into(), None)
+    }
+
+    pub fn put_json<T: serde::Serialize>(key: &str, value: &T) -> TxnOp {
+        put(
+            key,
+            serde_json::to_vec(value).expect("model values serialize"),
+        )
+    }
+
+    pub fn put_with_lease(key: &str, value: impl Into<Vec<u8>>, lease: i64) -> TxnOp {
+        TxnOp::put(key, value.into(), Some(PutOptions::new().with_lease(lease)))
+    }
+
+    pub fn delete(key: &str) -> TxnOp {
+        TxnOp::delete(key, None)
+    }
+
+    pub fn get(key: &str) -> TxnOp {
+        TxnOp::get(key, None)
+    }
+}
+
+/// gRPC status codes we treat as "could not reach etcd" rather than "etcd said no".
+mod tonic_code {
+    use tonic::Code;
+    pub const UNAVAILABLE: Code = Code::Unavailable;
+    pub const DEADLINE_EXCEEDED: Code = Code::DeadlineExceeded;
+    pub const UNKNOWN: Code = Code::Unknown;
+}
+
+fn tls_options(args: &EtcdArgs) -> Result<Option<etcd_client::TlsOptions>, StoreError> {
+    if args.ca.is_none() && args.cert.is_none() {
+        return Ok(None);
+    }
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StoreError::Invalid(format!("{}: {e}", p.display())))
+    };
+    let mut tls = etcd_client::TlsOptions::new();
+    if let Some(ca) = &args.ca {
+        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    }
+    match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(c)?, read(k)?));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(StoreError::Invalid(
+                "--etcd-cert and --etcd-key go together".into(),
+            ));
+        }
+    }
+    Ok(Some(tls))
+}
+
+/// Everything stored about one service, read at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceState {
+    pub spec: Option<Kv>,
+    pub operation: Option<Kv>,
+    pub status: Option<Kv>,
+    pub instances: Vec<Kv>,
+    pub instance_statuses: Vec<Kv>,
+    pub revision: i64,
+}
+
+impl ServiceState {
+    /// The parsed status, or the zero status when none was written yet.
+    pub fn status(&self) -> crate::model::ServiceStatus {
+        self.status
+            .as_ref()
+            .and_then(|kv| kv.json().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Store {
+    pub async fn service_state(&self, ns: &str, name: &str) -> Result<ServiceState, StoreError> {
+        let k = &self.keys;
+        let (spec, op, status) = (
+            k.service(ns, name),
+            k.operation(ns, name),
+            k.status(ns, name),
+        );
+        let (inst, ist) = (k.instances_of(ns, name), k.instance_statuses_of(ns, name));
+        let (mut r, revision) = self
+            .snapshot(&[
+                Read::Key(&spec),
+                Read::Key(&op),
+                Read::Key(&status),
+                Read::Prefix(&inst),
+                Read::Prefix(&ist),
+            ])
+            .await?;
+        let mut first = |i: usize| std::mem::take(&mut r[i]).into_iter().next();
+        let (spec, operation, status) = (first(0), first(1), first(2));
+        Ok(ServiceState {
+            spec,
+            operation,
+            status,
+            instances: std::mem::take(&mut r[3]),
+            instance_statuses: std::mem::take(&mut r[4]),
+            revision,
+        })
+    }
+}

@@ -1,0 +1,274 @@
+//! Test harness: a real etcd per test (tmpfs data dir, random loopback ports, killed
+//! by PID on drop, also when the test panics), a unique key prefix, and helpers to
+//! run rune's binaries against it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A running etcd, killed when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    pub client_url: String,
+    peer_url: String,
+    pub data_dir: PathBuf,
+    name: String,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique within this machine for this test run.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let name = unique("rune-etcd");
+        let data_dir = scratch_root().join(&name);
+        for attempt in 0..5 {
+            let client_url = format!("http://127.0.0.1:{}", free_port());
+            let peer_url = format!("http://127.0.0.1:{}", free_port());
+            let mut etcd = Etcd {
+                child: None,
+                client_url,
+                peer_url,
+                data_dir: data_dir.clone(),
+                name: name.clone(),
+            };
+            etcd.spawn();
+            if etcd.wait_ready(Duration::from_secs(20)) {
+                return etcd;
+            }
+            eprintln!("etcd did not come up (attempt {attempt}); retrying on other ports");
+            etcd.kill();
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        panic!("could not start etcd");
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(scratch_root().join(format!("{}.log", self.name))).unwrap();
+        let child = Command::new(etcd_binary())
+            .args([
+                "--name",
+                &self.name,
+                "--data-dir",
+                self.data_dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &self.client_url,
+                "--advertise-client-urls",
+                &self.client_url,
+                "--listen-peer-urls",
+                &self.peer_url,
+                "--initial-advertise-peer-urls",
+                &self.peer_url,
+                "--initial-cluster",
+                &format!("{}={}", self.name, self.peer_url),
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the etcd binary must be installed (make test installs etcd-server)");
+        self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        wait_until(within, || {
+            if let Some(c) = &mut self.child
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return Some(false);
+            }
+            let ok = Command::new("etcdctl")
+                .args([
+                    "--endpoints",
+                    &self.client_url,
+                    "--dial-timeout=1s",
+                    "endpoint",
+                    "health",
+                ])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ok.then_some(true)
+        })
+        .unwrap_or(false)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops etcd (SIGKILL), keeping its data for [`Etcd::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        assert!(
+            self.wait_ready(Duration::from_secs(30)),
+            "etcd did not restart"
+        );
+    }
+
+    /// etcdctl against this etcd.
+    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .arg("--endpoints")
+            .arg(&self.client_url)
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap()
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl(&["put", key, value]);
+        assert!(
+            out.status.success(),
+            "etcdctl put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", key, "--print-value-only"]);
+        assert!(
+            out.status.success(),
+            "etcdctl get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        if s.is_empty() {
+            None
+        } else {
+            Some(s.trim_end_matches('\n').to_string())
+        }
+    }
+
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self.etcdctl(&["get", prefix, "--prefix", "--keys-only"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn etcd_binary() -> String {
+    std::env::var("RUNE_TEST_ETCD").unwrap_or_else(|_| "etcd".into())
+}
+
+/// Polls `f` until it returns `Some`, or the deadline passes (then `None`).
+pub fn wait_until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Like [`wait_until`] but panics with `what` on timeout.
+#[track_caller]
+pub fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    match wait_until(within, f) {
+        Some(v) => v,
+        None => panic!("timed out after {within:?} waiting for: {what}"),
+    }
+}
+
+/// One test's world: an etcd and a key prefix of its own.
+pub struct World {
+    pub etcd: Etcd,
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let etcd = Etcd::start();
+        let prefix = format!("/{}", unique("t"));
+        let dir = scratch_root().join(unique("rune-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        World { etcd, prefix, dir }
+    }
+
+    /// `rune` with this world's etcd settings.
+    pub fn rune(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("rune").unwrap();
+        c.env("RUNE_ETCD_ENDPOINTS", &self.etcd.client_url)
+            .env("RUNE_ETCD_PREFIX", &self.prefix)
+            .env_remove("RUNE_NAMESPACE")
+            .timeout(Duration::from_secs(120));
+        c
+    }
+
+    /// Writes a file under the test's scratch directory and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: real etcd, real binaries, real processes.
+
+mod harness;
+
+mod cli;
