@@ -6,5 +6,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod logging;
 pub mod model;
+pub mod serve;
 pub mod store;

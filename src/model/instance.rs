@@ -39,11 +39,18 @@ pub struct InstanceRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
+    /// Accepted, process not (yet) started; also while waiting out crash-loop back-off.
     Pending,
+    /// Process started, readiness not passed yet.
     Starting,
+    /// Process up and has passed readiness once (`ready` tells the current state).
     Running,
+    /// SIGTERM sent to the process group; waiting out the grace period.
     Stopping,
+    /// Ended and will not be restarted: stopped on request, or exited 0 under a
+    /// policy that does not restart it.
     Exited,
+    /// Ended with a failure and will not be restarted by the agent (policy Never).
     Failed,
 }
 
@@ -90,6 +97,10 @@ impl fmt::Display for ExitInfo {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Written by the agent of the instance's node. Holds no heartbeat timestamp on
 /// purpose: a write happens only when something a reader cares about changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +117,12 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
     pub ready: bool,
+    /// Consecutive failed readiness probes (0 once one passes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub readiness_failures: u32,
+    /// The last probe failure, e.g. "readiness http GET /healthz: connection refused".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub probe_error: String,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitInfo>,

@@ -272,3 +272,154 @@ impl Drop for World {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A rune daemon (controller or agent) started by a test; SIGKILLed on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub http: String,
+    pub name: String,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the process to exit (up to `within`).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        let mut c = self.child.take()?;
+        let status = wait_until(within, || c.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        status
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path on the daemon's HTTP listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.http, path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.0 GET over a TcpStream (tests need no HTTP client crate).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+impl World {
+    fn daemon(&self, bin: &str, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let http = format!("127.0.0.1:{}", free_port());
+        let log = self.dir.join(format!("{name}.log"));
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin(bin));
+        cmd.env("RUNE_ETCD_ENDPOINTS", &self.etcd.client_url)
+            .env("RUNE_ETCD_PREFIX", &self.prefix)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .args(["--listen", &http])
+            .args(args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        Daemon {
+            child: Some(child),
+            log,
+            http,
+            name: name.to_string(),
+        }
+    }
+
+    /// Starts `rune-agent` for `node`, its data dir under the test's scratch dir.
+    pub fn agent(&self, node: &str, extra: &[&str]) -> Daemon {
+        let data = self.dir.join(format!("agent-{node}"));
+        let data = data.to_str().unwrap().to_string();
+        let mut args = vec!["--node-name", node, "--data-dir", &data];
+        args.extend_from_slice(extra);
+        self.daemon("rune-agent", &format!("agent-{node}"), &args, &[])
+    }
+
+    /// Starts `rune-controller` with fast test timings unless `extra` overrides them.
+    pub fn controller(&self, name: &str, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--id", name];
+        args.extend_from_slice(extra);
+        self.daemon("rune-controller", &format!("controller-{name}"), &args, &[])
+    }
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Pids of every process whose environment has RUNE_INSTANCE set and whose
+/// RUNE_ETCD_PREFIX-independent marker matches `marker` in its command line.
+pub fn pids_with_cmdline(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(marker) && process_alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
