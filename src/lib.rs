@@ -5,6 +5,7 @@
 //! [`controller`] reconciles, [`agent`] runs processes, [`probe`] checks them.
 
 pub mod cli;
+pub mod controller;
 pub mod exit;
 pub mod logging;
 pub mod model;

@@ -25,6 +25,10 @@ pub struct ServiceStatus {
     pub observed_generation: i64,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Mod revision of the last operation record taken up, so an old record is
+    /// never run twice.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub observed_operation: i64,
     /// The scale operation in progress, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationProgress>,
@@ -40,6 +44,10 @@ pub struct ServiceStatus {
 }
 
 pub const HISTORY_LIMIT: usize = 20;
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +147,15 @@ pub struct OperationProgress {
     pub from: u32,
     pub to: u32,
     pub mode: ScaleMode,
+    /// Instances added or removed per step (gradual).
+    pub step_size: u32,
+    #[serde(with = "crate::model::duration")]
+    pub interval: std::time::Duration,
+    pub rollback_on_fail: bool,
+    #[serde(default)]
+    pub requested_by: String,
+    #[serde(default)]
+    pub reason: String,
     /// 1-based step number; 0 before the first step.
     pub step: u32,
     pub steps: u32,

@@ -1,0 +1,297 @@
+//! `rune-controller`: campaigns for leadership; while leading, watches rune's keys,
+//! queues services whose desired or observed state changed, and reconciles them with
+//! a few workers. Never runs instances itself.
+
+pub mod election;
+pub mod metrics;
+pub mod plan;
+pub mod queue;
+pub mod reconcile;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::logging::{self, LogFormat};
+use crate::serve::{self, Readiness};
+use crate::store::watch::{WatchEvent, watch_prefix};
+use crate::store::{EtcdArgs, Store};
+use election::{ElectionConfig, Leadership};
+use metrics::ControllerMetrics;
+use plan::PlanConfig;
+use queue::WorkQueue;
+use reconcile::{Action, Context, ReconcileError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rune-controller",
+    version,
+    about = "The rune control loop: one leader (etcd election) reconciles services into instances",
+    after_help = "Failover: when the leader dies, a standby takes over once its lease expires: \
+                  at most --lease-duration plus --retry-period (17s with the defaults)."
+)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "RUNE_CONTROLLER_LISTEN", default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// This replica's identity in the election (default: host name and pid).
+    #[arg(long, env = "RUNE_CONTROLLER_ID")]
+    pub id: Option<String>,
+    /// Leader lease TTL.
+    #[arg(long, env = "RUNE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// The leader stops working when it could not renew its lease for this long.
+    #[arg(long, env = "RUNE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// How often a standby checks whether it leads now.
+    #[arg(long, env = "RUNE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+    /// How long a node may be gone before its instances are replaced elsewhere.
+    #[arg(long, env = "RUNE_NODE_LOST_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub node_lost_grace: Duration,
+    /// Services reconciled in parallel.
+    #[arg(long, env = "RUNE_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// Safety-net resync of every service (changes are noticed by watch, not this).
+    #[arg(long, env = "RUNE_RESYNC", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+    #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+pub async fn main() -> i32 {
+    let args = ControllerArgs::parse();
+    logging::init(args.log_format);
+    match run(args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("{e:#}");
+            1
+        }
+    }
+}
+
+fn new_instance_id(service: &str) -> String {
+    let u = uuid::Uuid::now_v7().simple().to_string();
+    format!("{service}-{}", &u[u.len() - 10..])
+}
+
+async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    if args.renew_deadline >= args.lease_duration {
+        anyhow::bail!("--renew-deadline must be shorter than --lease-duration");
+    }
+    let store = Store::connect(&args.etcd).await?;
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let metrics = Arc::new(ControllerMetrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    store.metrics().register(&mut registry);
+    let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
+    let addr = serve::serve(args.listen, registry, ready_rx).await?;
+    info!(%id, %addr, endpoints = store.endpoints(), prefix = store.keys().root(), "rune-controller started");
+
+    let election = ElectionConfig {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    };
+    let shutdown = CancellationToken::new();
+    {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            s.cancel();
+        });
+    }
+    let _ = ready_tx.send(Readiness::Ready);
+    loop {
+        let leadership = tokio::select! {
+            l = election::campaign(&store, &id, &election) => l,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let leadership = match leadership {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                warn!(error = %e, "campaign failed; retrying");
+                let _ = ready_tx.send(Readiness::NotReady(e.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(args.retry_period) => continue,
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        };
+        let _ = ready_tx.send(Readiness::Ready);
+        metrics.is_leader.set(1);
+        metrics.leader_transitions.inc();
+        let term = CancellationToken::new();
+        let ctx = Arc::new(Context {
+            store: store.clone(),
+            leadership: leadership.clone(),
+            config: PlanConfig {
+                node_lost_grace: args.node_lost_grace,
+                new_id: new_instance_id,
+            },
+            metrics: metrics.clone(),
+            node_missing_since: Mutex::new(Default::default()),
+        });
+        let lead = lead(
+            ctx,
+            args.workers,
+            args.resync,
+            term.clone(),
+            ready_tx.clone(),
+        );
+        let reason = tokio::select! {
+            why = leadership.lost() => why,
+            why = lead => why,
+            _ = shutdown.cancelled() => "shutting down".to_string(),
+        };
+        term.cancel();
+        metrics.is_leader.set(0);
+        warn!(%reason, "stopped leading");
+        if shutdown.is_cancelled() {
+            if let Ok(l) = Arc::try_unwrap(leadership) {
+                l.resign(&store).await;
+            }
+            return Ok(());
+        }
+        drop(leadership);
+    }
+}
+
+/// Does the leader's work until cancelled; returns why it stopped early.
+async fn lead(
+    ctx: Arc<Context>,
+    workers: usize,
+    resync: Duration,
+    term: CancellationToken,
+    ready: watch::Sender<Readiness>,
+) -> String {
+    let queue = WorkQueue::default();
+    let mut handles = Vec::new();
+    let (deposed_tx, mut deposed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    for _ in 0..workers.max(1) {
+        let (ctx, queue, term, deposed) =
+            (ctx.clone(), queue.clone(), term.clone(), deposed_tx.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let key = tokio::select! {
+                    k = queue.next() => k,
+                    _ = term.cancelled() => return,
+                };
+                ctx.metrics.queue_depth.set(queue.len() as i64);
+                let started = Instant::now();
+                let result = tokio::select! {
+                    r = reconcile::reconcile(&ctx, &key) => r,
+                    _ = term.cancelled() => { queue.done(&key); return; }
+                };
+                ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+                match result {
+                    Ok(action) => {
+                        ctx.metrics.reconciled("ok");
+                        queue.forget(&key);
+                        if let Action::RequeueAfter(d) = action {
+                            queue.add_after(key.clone(), d);
+                        }
+                    }
+                    Err(ReconcileError::Deposed) => {
+                        ctx.metrics.reconciled("deposed");
+                        queue.done(&key);
+                        let _ = deposed.try_send(());
+                        return;
+                    }
+                    Err(ReconcileError::Conflict(why)) => {
+                        ctx.metrics.reconciled("conflict");
+                        tracing::debug!(service = ?key, %why, "conflict; reconciling again");
+                        queue.add_after(key.clone(), Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        ctx.metrics.reconciled("error");
+                        let delay = queue.add_rate_limited(key.clone());
+                        warn!(service = %format!("{}/{}", key.0, key.1), error = %e, retry_in = ?delay, "reconcile failed");
+                    }
+                }
+                queue.done(&key);
+            }
+        }));
+    }
+    let mut events = watch_prefix(ctx.store.clone(), ctx.store.keys().root().to_string());
+    let mut tick = tokio::time::interval(resync);
+    let keys = ctx.store.keys().clone();
+    let mut known: std::collections::HashSet<queue::Key> = Default::default();
+    let reason = loop {
+        tokio::select! {
+            _ = term.cancelled() => break "cancelled".to_string(),
+            _ = deposed_rx.recv() => break "fenced out: our leader key is gone".to_string(),
+            _ = tick.tick() => {
+                for k in &known { queue.add(k.clone()); }
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { break "watch ended".to_string() };
+                match ev {
+                    WatchEvent::Reset { kvs, .. } => {
+                        known.clear();
+                        for kv in &kvs {
+                            if let Some(k) = keys.service_of(&kv.key) { known.insert(k); }
+                        }
+                        for k in &known { queue.add(k.clone()); }
+                    }
+                    WatchEvent::Put(kv) | WatchEvent::Delete(kv) => {
+                        if kv.key.starts_with(&keys.nodes()) {
+                            // Placement and lost-node handling depend on nodes.
+                            for k in &known { queue.add(k.clone()); }
+                        } else if kv.key.starts_with(&keys.statuses()) || kv.key.starts_with(keys.leader().as_str()) {
+                            // Our own writes (status) and the election: nothing to do.
+                        } else if let Some(k) = keys.service_of(&kv.key) {
+                            known.insert(k.clone());
+                            queue.add(k);
+                        }
+                    }
+                    WatchEvent::Connected(up) => {
+                        let _ = ready.send(if up { Readiness::Ready } else {
+                            Readiness::NotReady(format!("etcd at {} unreachable", ctx.store.endpoints()))
+                        });
+                    }
+                }
+                ctx.metrics.queue_depth.set(queue.len() as i64);
+            }
+        }
+    };
+    term.cancel();
+    for h in handles {
+        let _ = h.await;
+    }
+    reason
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send(l: Leadership) -> impl Send {
+    l
+}

@@ -1,0 +1,255 @@
+//! One reconcile: read everything about a service at one revision, ask
+//! [`plan`](super::plan) what to do, and write it — every write fenced by the
+//! leader key, every record compare-and-swapped on the revision it was read at.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, TxnOp};
+use jiff::Timestamp;
+use tracing::{debug, info};
+
+use super::election::Leadership;
+use super::metrics::ControllerMetrics;
+use super::plan::{self, Observed, Plan, PlanConfig, SpecState};
+use super::queue::Key;
+use crate::model::{InstanceRecord, InstanceStatus, NodeRecord, StoredService};
+use crate::store::{Read, Store, StoreError, cmp, op};
+
+/// What the worker does after a reconcile (kube-runtime's `Action`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing pending: wait for the next change (or the periodic resync).
+    AwaitChange,
+    /// Look again after this long (a step interval, a deadline, a grace period).
+    RequeueAfter(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Someone wrote between our read and our write; read again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Our leader key is gone: stop acting.
+    #[error("no longer the leader")]
+    Deposed,
+}
+
+/// Shared by all workers of one leadership term.
+pub struct Context {
+    pub store: Store,
+    pub leadership: Arc<Leadership>,
+    pub config: PlanConfig,
+    pub metrics: Arc<ControllerMetrics>,
+    /// When each missing node was first seen missing (this term's memory: a new
+    /// leader conservatively waits a full grace period again).
+    pub node_missing_since: Mutex<HashMap<String, Instant>>,
+}
+
+/// At most this many writes per transaction (etcd's default --max-txn-ops is 128).
+const TXN_CHUNK: usize = 100;
+
+pub async fn reconcile(ctx: &Context, key: &Key) -> Result<Action, ReconcileError> {
+    let (ns, name) = key;
+    let observed = observe(ctx, ns, name).await?;
+    let plan = plan::plan(&observed, &ctx.config);
+    apply(ctx, ns, name, &observed, plan).await
+}
+
+async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreError> {
+    let k = ctx.store.keys();
+    let (spec_key, op_key, status_key) = (
+        k.service(ns, name),
+        k.operation(ns, name),
+        k.status(ns, name),
+    );
+    let (inst, ist, nodes) = (
+        k.instances_of(ns, name),
+        k.instance_statuses_of(ns, name),
+        k.nodes(),
+    );
+    let (r, _) = ctx
+        .store
+        .snapshot(&[
+            Read::Key(&spec_key),
+            Read::Key(&op_key),
+            Read::Key(&status_key),
+            Read::Prefix(&inst),
+            Read::Prefix(&ist),
+            Read::Prefix(&nodes),
+        ])
+        .await?;
+    let spec = match r[0].first() {
+        None => SpecState::Missing,
+        Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name) {
+            Ok(stored) => SpecState::Valid {
+                stored: Box::new(stored),
+                revision: kv.mod_revision,
+            },
+            Err(e) => SpecState::Invalid(e),
+        },
+    };
+    let operation = r[1]
+        .first()
+        .and_then(|kv| kv.json().ok().map(|o| (o, kv.mod_revision)));
+    let status = r[2]
+        .first()
+        .and_then(|kv| kv.json().ok())
+        .unwrap_or_default();
+    let instances = r[3]
+        .iter()
+        .filter_map(|kv| {
+            kv.json::<InstanceRecord>()
+                .ok()
+                .map(|i| (i, kv.mod_revision))
+        })
+        .collect::<Vec<_>>();
+    let statuses = r[4]
+        .iter()
+        .filter_map(|kv| kv.json::<InstanceStatus>().ok())
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let nodes: BTreeMap<String, NodeRecord> = r[5]
+        .iter()
+        .filter_map(|kv| kv.json::<NodeRecord>().ok())
+        .map(|n| (n.name.clone(), n))
+        .collect();
+    let node_lost_for = {
+        let mut missing = ctx.node_missing_since.lock().unwrap();
+        missing.retain(|n, _| !nodes.contains_key(n));
+        let now = Instant::now();
+        instances
+            .iter()
+            .filter(|(i, _)| !nodes.contains_key(&i.node))
+            .map(|(i, _)| {
+                let since = *missing.entry(i.node.clone()).or_insert(now);
+                (i.node.clone(), now - since)
+            })
+            .collect()
+    };
+    Ok(Observed {
+        spec,
+        operation,
+        status,
+        instances,
+        statuses,
+        nodes,
+        node_lost_for,
+        now: Timestamp::now(),
+    })
+}
+
+async fn apply(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    o: &Observed,
+    plan: Plan,
+) -> Result<Action, ReconcileError> {
+    let k = ctx.store.keys();
+    let mut writes: Vec<(Vec<Compare>, TxnOp)> = Vec::new();
+    for rec in &plan.create {
+        let key = k.instance(ns, name, &rec.id);
+        writes.push((vec![cmp::absent(&key)], op::put_json(&key, rec)));
+    }
+    for (rec, rev) in &plan.stop {
+        let key = k.instance(ns, name, &rec.id);
+        writes.push((vec![cmp::mod_rev(&key, *rev)], op::put_json(&key, rec)));
+    }
+    for (id, rev) in &plan.remove {
+        let key = k.instance(ns, name, id);
+        writes.push((vec![cmp::mod_rev(&key, *rev)], op::delete(&key)));
+    }
+    // Instance intent first (in chunks), then the status and spec that describe it,
+    // together in the last transaction.
+    let mut last: Vec<(Vec<Compare>, TxnOp)> = Vec::new();
+    if let Some((stored, rev)) = &plan.rollback {
+        let key = k.service(ns, name);
+        last.push((
+            vec![cmp::mod_rev(&key, *rev)],
+            op::put(&key, stored.to_json()),
+        ));
+    }
+    let status_key = k.status(ns, name);
+    if plan.purge {
+        let spec_rev = match &o.spec {
+            SpecState::Valid { revision, .. } => Some(*revision),
+            _ => None,
+        };
+        let spec_key = k.service(ns, name);
+        let guard = spec_rev.map(|r| cmp::mod_rev(&spec_key, r));
+        last.push((guard.into_iter().collect(), op::delete(&spec_key)));
+        last.push((vec![], op::delete(&k.operation(ns, name))));
+        last.push((vec![], op::delete(&status_key)));
+    } else if plan.status != o.status {
+        last.push((vec![], op::put_json(&status_key, &plan.status)));
+    }
+    let batches = writes.len().div_ceil(TXN_CHUNK);
+    let mut chunks: Vec<Vec<(Vec<Compare>, TxnOp)>> = Vec::new();
+    let mut it = writes.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(TXN_CHUNK).collect());
+    }
+    match chunks.last_mut() {
+        Some(c) if c.len() + last.len() <= TXN_CHUNK => c.extend(last),
+        _ if !last.is_empty() => chunks.push(last),
+        _ => {}
+    }
+    for chunk in chunks {
+        commit(ctx, chunk).await?;
+    }
+    if !plan.create.is_empty() || !plan.stop.is_empty() || plan.rollback.is_some() || plan.purge {
+        info!(
+            service = %format!("{ns}/{name}"),
+            created = plan.create.len(),
+            stopping = plan.stop.len(),
+            removed = plan.remove.len(),
+            rolled_back = plan.rollback.is_some(),
+            purged = plan.purge,
+            desired = plan.status.desired_replicas,
+            "reconciled"
+        );
+    } else {
+        debug!(service = %format!("{ns}/{name}"), batches, "reconciled, nothing to do");
+    }
+    if plan.purge {
+        return Ok(Action::AwaitChange);
+    }
+    Ok(match plan.requeue_after {
+        Some(d) => Action::RequeueAfter(d),
+        None => Action::AwaitChange,
+    })
+}
+
+/// One fenced transaction: applies only while we lead and every record is as read.
+async fn commit(ctx: &Context, chunk: Vec<(Vec<Compare>, TxnOp)>) -> Result<(), ReconcileError> {
+    let fence = ctx.leadership.fence();
+    let mut compares = vec![fence];
+    let mut ops = Vec::with_capacity(chunk.len());
+    for (c, o) in chunk {
+        compares.extend(c);
+        ops.push(o);
+    }
+    let leader_key = ctx.leadership.key.clone();
+    let res = ctx
+        .store
+        .txn(compares, ops, vec![op::get(&leader_key)])
+        .await?;
+    if res.succeeded {
+        return Ok(());
+    }
+    let still_leader = res
+        .ranges
+        .first()
+        .and_then(|r| r.first())
+        .is_some_and(|kv| kv.create_revision == ctx.leadership.create_revision);
+    if !still_leader {
+        return Err(ReconcileError::Deposed);
+    }
+    Err(ReconcileError::Conflict(
+        "a record changed since it was read".into(),
+    ))
+}
