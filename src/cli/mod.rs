@@ -4,7 +4,10 @@
 pub mod cast;
 pub mod delete;
 pub mod get;
+pub mod history;
 pub mod output;
+pub mod scale;
+pub mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +37,14 @@ pub enum Command {
     /// Show services and instances.
     #[command(subcommand)]
     Get(get::GetCommand),
+    /// Change a service's scale, immediately or gradually, health-gated.
+    Scale(scale::ScaleArgs),
+    /// Stop every instance, then start them again from the current spec.
+    Restart(scale::RestartArgs),
+    /// Scale to 0 and wait until every process is gone; the spec stays.
+    Stop(scale::StopArgs),
+    /// The last operations on a service and their outcome.
+    History(history::HistoryArgs),
     /// Delete a service.
     #[command(subcommand)]
     Delete(delete::DeleteCommand),
@@ -66,6 +77,10 @@ async fn run(cli: Cli) -> exit::Result<()> {
     match cli.command {
         Command::Cast(args) => cast::run(&store, args).await,
         Command::Get(cmd) => get::run(&store, cmd).await,
+        Command::Scale(a) => scale::scale(&store, a).await,
+        Command::Restart(a) => scale::restart(&store, a).await,
+        Command::Stop(a) => scale::stop(&store, a).await,
+        Command::History(a) => history::run(&store, a).await,
         Command::Delete(cmd) => delete::run(&store, cmd).await,
     }
 }

@@ -1,5 +1,8 @@
 //! End-to-end tests: real etcd, real binaries, real processes.
 
 mod harness;
+mod system;
 
 mod cli;
+mod controller;
+mod scale;

@@ -1,0 +1,299 @@
+//! `rune scale`, `rune restart`, `rune stop`: write the new scale and an operation
+//! record in one transaction (compare-and-swap on the spec's mod revision), then
+//! wait for the controller's verdict unless `--no-wait`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::wait::{self, WaitFor};
+use crate::controller::plan::{default_timeout, step_count};
+use crate::exit::{self, Error};
+use crate::model::{OperationKind, OperationRecord, ScaleMode, StoredService, duration};
+use crate::store::{Store, cmp, op};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// How long the whole operation may take; stored in the operation record, so the
+    /// controller enforces it too (default 5m; longer for long gradual plans).
+    #[arg(long, value_parser = duration::parse)]
+    pub timeout: Option<Duration>,
+    /// Return as soon as the request is stored; print the operation id.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Why (recorded in the operation and shown by `rune history`).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  rune scale api 5
+  rune scale api 5 --no-wait
+  rune scale api 10 --mode=gradual --step=2 --interval=30s
+  rune scale api 10 --rollback-on-fail=false
+  rune scale workers 50 --mode=gradual --step=5 --interval=1m
+  rune scale api 3 --current-replicas 5      # only if it is at 5 now
+
+Waits until the rollout completes; exits 0 when done, 1 when it failed and was rolled
+back (or pinned with --rollback-on-fail=false), 3 when it stopped waiting, 4 when
+another operation superseded it or --current-replicas did not hold, 5 on etcd trouble.")]
+pub struct ScaleArgs {
+    pub name: String,
+    /// Desired number of instances.
+    #[arg(allow_negative_numbers = true)]
+    pub replicas: i64,
+    /// immediate: go to N at once; gradual: --step instances every --interval.
+    #[arg(long, value_enum, default_value = "immediate")]
+    pub mode: ModeArg,
+    /// Instances added or removed per step (gradual).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub step: i64,
+    /// Time between steps (gradual).
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub interval: Duration,
+    /// Revert to the previous scale on health failure.
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub rollback_on_fail: bool,
+    /// Precondition: only scale if the service's scale is this now (exit 4 otherwise).
+    #[arg(long)]
+    pub current_replicas: Option<u32>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Immediate,
+    Gradual,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  rune restart api
+  rune restart api --no-wait
+
+Stops every instance, waits until all are gone, then starts the previous scale from
+the current spec (this is how spec edits reach running instances). On a stopped
+service it brings back the last non-zero scale.")]
+pub struct RestartArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  rune stop api
+  rune scale api 3      # bring it back
+
+Sets the desired scale to 0 and waits until every process is gone. The spec stays.")]
+pub struct StopArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+struct Request {
+    kind: OperationKind,
+    mode: ScaleMode,
+    step: u32,
+    interval: Duration,
+    rollback_on_fail: bool,
+    precondition: Option<u32>,
+}
+
+pub async fn scale(store: &Store, a: ScaleArgs) -> exit::Result<()> {
+    if a.replicas < 0 {
+        return Err(Error::usage(format!(
+            "replicas must be 0 or more, got {}",
+            a.replicas
+        )));
+    }
+    if a.step < 1 {
+        return Err(Error::usage(format!(
+            "--step must be at least 1, got {}",
+            a.step
+        )));
+    }
+    let to = u32::try_from(a.replicas).map_err(|_| Error::usage("replicas: too large"))?;
+    let req = Request {
+        kind: OperationKind::Scale,
+        mode: match a.mode {
+            ModeArg::Immediate => ScaleMode::Immediate,
+            ModeArg::Gradual => ScaleMode::Gradual,
+        },
+        step: a.step as u32,
+        interval: a.interval,
+        rollback_on_fail: a.rollback_on_fail,
+        precondition: a.current_replicas,
+    };
+    submit(store, &a.name, Target::Exactly(to), req, a.wait).await
+}
+
+pub async fn restart(store: &Store, a: RestartArgs) -> exit::Result<()> {
+    let req = Request {
+        kind: OperationKind::Restart,
+        mode: ScaleMode::Immediate,
+        step: 1,
+        interval: Duration::ZERO,
+        rollback_on_fail: false,
+        precondition: None,
+    };
+    submit(store, &a.name, Target::Current, req, a.wait).await
+}
+
+pub async fn stop(store: &Store, a: StopArgs) -> exit::Result<()> {
+    let req = Request {
+        kind: OperationKind::Stop,
+        mode: ScaleMode::Immediate,
+        step: 1,
+        interval: Duration::ZERO,
+        rollback_on_fail: false,
+        precondition: None,
+    };
+    submit(store, &a.name, Target::Exactly(0), req, a.wait).await
+}
+
+enum Target {
+    Exactly(u32),
+    /// The current scale (restart); a stopped service gets its last non-zero scale.
+    Current,
+}
+
+async fn submit(
+    store: &Store,
+    name: &str,
+    target: Target,
+    req: Request,
+    w: WaitArgs,
+) -> exit::Result<()> {
+    let ns = w.namespace.as_str();
+    let spec_key = store.keys().service(ns, name);
+    let op_key = store.keys().operation(ns, name);
+    let mut announced = false;
+    for _ in 0..5 {
+        let state = store.service_state(ns, name).await?;
+        let Some(kv) = &state.spec else {
+            return Err(super::get::not_found(ns, name));
+        };
+        let stored = StoredService::parse(&kv.key, &kv.value, ns, name)
+            .map_err(|e| Error::usage(format!("the stored spec is invalid; fix it first: {e}")))?;
+        if stored.deletion_timestamp.is_some() {
+            return Err(Error::conflict(format!(
+                "service {ns}/{name} is being deleted"
+            )));
+        }
+        let from = stored.service.desired_scale();
+        if let Some(expect) = req.precondition
+            && expect != from
+        {
+            return Err(Error::conflict(format!(
+                "precondition failed: service {ns}/{name} is at scale {from}, not {expect} (--current-replicas)"
+            )));
+        }
+        let to = match target {
+            Target::Exactly(n) => n,
+            Target::Current if from > 0 => from,
+            Target::Current => {
+                let last = state.status().last_nonzero_replicas.filter(|n| *n > 0).ok_or_else(|| {
+                    Error::conflict(format!(
+                        "service {ns}/{name} is stopped and has never run at a non-zero scale; use rune scale {name} N"
+                    ))
+                })?;
+                if !announced {
+                    eprintln!(
+                        "service {ns}/{name} is stopped; restarting it at its last scale, {last}"
+                    );
+                    announced = true;
+                }
+                last
+            }
+        };
+        let needed = match req.mode {
+            ScaleMode::Gradual => req.interval * step_count(from, to, req.step).saturating_sub(1),
+            ScaleMode::Immediate => Duration::ZERO,
+        };
+        let timeout = match w.timeout {
+            Some(t) if req.mode == ScaleMode::Gradual && t < needed => {
+                return Err(Error::usage(format!(
+                    "--timeout {} is shorter than the plan needs: {} steps {} apart take {}",
+                    duration::format(t),
+                    step_count(from, to, req.step),
+                    duration::format(req.interval),
+                    duration::format(needed)
+                )));
+            }
+            Some(t) => t,
+            None => {
+                let t = default_timeout(req.mode, from, to, req.step, req.interval);
+                if t > DEFAULT_TIMEOUT && !announced {
+                    eprintln!(
+                        "note: this plan needs {} of intervals; --timeout defaults to {} (plan + 5m)",
+                        duration::format(needed),
+                        duration::format(t)
+                    );
+                    announced = true;
+                }
+                t
+            }
+        };
+        let record = OperationRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: req.kind,
+            from,
+            to,
+            mode: req.mode,
+            step: req.step,
+            interval: req.interval,
+            rollback_on_fail: req.rollback_on_fail,
+            timeout,
+            requested_at: Timestamp::now(),
+            requested_by: requested_by(),
+            reason: w.reason.clone().unwrap_or_default(),
+        };
+        let mut next = stored.clone();
+        next.service.scale = Some(to);
+        let res = store
+            .txn(
+                vec![cmp::mod_rev(&spec_key, kv.mod_revision)],
+                vec![
+                    op::put(&spec_key, next.to_json()),
+                    op::put_json(&op_key, &record),
+                ],
+                vec![],
+            )
+            .await?;
+        if !res.succeeded {
+            // Someone wrote the spec in between: read again and apply on top (the
+            // latest intent wins; the other writer's operation is superseded).
+            continue;
+        }
+        if w.no_wait {
+            println!("{}", record.id);
+            return Ok(());
+        }
+        return wait::wait(store, ns, name, &record, res.revision, WaitFor::default()).await;
+    }
+    Err(Error::conflict(format!(
+        "service {ns}/{name} kept changing under us; try again"
+    )))
+}
+
+/// `user@host`, for the operation record.
+fn requested_by() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{user}@{}", crate::controller::hostname())
+}

@@ -1,0 +1,226 @@
+//! Waiting on an operation: watch (not poll) the service's status and operation
+//! keys until the controller reaches a verdict, showing progress as it goes — a
+//! live bar on a terminal, one plain line per change elsewhere (CI logs).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use jiff::Timestamp;
+
+use crate::exit::{self, Error, Exit};
+use crate::model::{OperationKind, OperationPhase, OperationRecord, ServiceStatus};
+use crate::store::Store;
+use crate::store::watch::{WatchEvent, watch_prefix};
+
+/// Tunables for how long the CLI waits beyond the operation's own timeout.
+#[derive(Debug, Clone)]
+pub struct WaitFor {
+    /// Extra time after the operation's deadline for the controller's verdict.
+    pub grace: Duration,
+    /// How long without etcd before giving up with exit 5.
+    pub etcd_outage: Duration,
+}
+
+impl Default for WaitFor {
+    fn default() -> Self {
+        // RUNE_WAIT_GRACE (seconds) exists for tests; 15s is right for people.
+        let grace = std::env::var("RUNE_WAIT_GRACE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(15);
+        WaitFor {
+            grace: Duration::from_secs(grace),
+            etcd_outage: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a status says about our operation.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Not picked up by a controller yet.
+    Waiting,
+    Progress(String),
+    Done(OperationPhase, String, Option<String>),
+}
+
+/// Reads our operation's fate out of a status.
+pub fn verdict(status: &ServiceStatus, op: &OperationRecord) -> Verdict {
+    if let Some(p) = status.operation.as_ref().filter(|p| p.id == op.id) {
+        let counts = format!(
+            "{} ready, {} current, {} desired",
+            status.ready_replicas, status.current_replicas, status.desired_replicas
+        );
+        return if p.phase.is_terminal() {
+            Verdict::Done(p.phase, p.message.clone(), p.superseded_by.clone())
+        } else {
+            Verdict::Progress(format!("{counts} · {}", p.message))
+        };
+    }
+    if let Some(h) = status.history.iter().find(|h| h.id == op.id) {
+        let by = status.operation.as_ref().map(|p| p.id.clone());
+        let msg = if h.error.is_empty() {
+            format!("{}", h.result)
+        } else {
+            h.error.clone()
+        };
+        return Verdict::Done(h.result, msg, by);
+    }
+    Verdict::Waiting
+}
+
+fn done_word(kind: OperationKind, to: u32) -> String {
+    match kind {
+        OperationKind::Scale => format!("scaled to {to}"),
+        OperationKind::Restart => format!("restarted ({to} ready)"),
+        OperationKind::Stop => "stopped (every instance is gone)".into(),
+    }
+}
+
+struct Display {
+    bar: Option<ProgressBar>,
+    last: String,
+}
+
+impl Display {
+    fn new() -> Display {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").unwrap());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Display {
+            bar,
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, line: &str) {
+        if line == self.last {
+            return;
+        }
+        self.last = line.to_string();
+        match &self.bar {
+            Some(b) => b.set_message(line.to_string()),
+            None => println!("{} {line}", Timestamp::now().strftime("%H:%M:%S")),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub async fn wait(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    op: &OperationRecord,
+    committed_at: i64,
+    cfg: WaitFor,
+) -> exit::Result<()> {
+    let status_key = store.keys().status(ns, name);
+    let op_key = store.keys().operation(ns, name);
+    let mut statuses = watch_prefix(store.clone(), status_key.clone());
+    let mut ops = watch_prefix(store.clone(), op_key.clone());
+    let started = Instant::now();
+    let give_up_at = started + op.timeout + cfg.grace;
+    let mut display = Display::new();
+    let mut outage: Option<Instant> = None;
+    let mut picked_up = false;
+    let what = format!("{} {ns}/{name}", op.kind);
+    display.show(&format!(
+        "{what}: waiting for the controller (operation {})",
+        op.id
+    ));
+    let outcome = loop {
+        let timer = tokio::time::sleep_until(give_up_at.into());
+        let hint = tokio::time::sleep(Duration::from_secs(10));
+        tokio::select! {
+            _ = timer => {
+                let why = if picked_up {
+                    format!("no outcome within {} (+{}s)", crate::model::duration::format(op.timeout), cfg.grace.as_secs())
+                } else {
+                    "no controller picked the operation up: is rune-controller running?".to_string()
+                };
+                break Err(Error::new(Exit::StoppedWaiting, format!("stopped waiting for {what}: {why}")));
+            }
+            _ = hint, if !picked_up => {
+                display.show(&format!("{what}: no controller has picked this up yet (is rune-controller running?)"));
+            }
+            _ = tokio::signal::ctrl_c() => {
+                break Err(Error::new(Exit::StoppedWaiting, format!(
+                    "stopped waiting for {what}; the operation goes on in the controller (follow it: rune get service {name} -n {ns} -w)"
+                )));
+            }
+            ev = ops.recv() => {
+                let kv = match ev {
+                    Some(WatchEvent::Put(kv)) => Some(kv),
+                    Some(WatchEvent::Reset { kvs, .. }) => kvs.into_iter().find(|k| k.key == op_key),
+                    _ => None,
+                };
+                if let Some(kv) = kv
+                    && kv.key == op_key
+                    && kv.mod_revision > committed_at
+                    && let Ok(newer) = kv.json::<OperationRecord>()
+                    && newer.id != op.id
+                {
+                    break Err(Error::conflict(format!(
+                        "{what} was superseded by operation {} ({} to {} requested by {})",
+                        newer.id, newer.kind, newer.to, newer.requested_by
+                    )));
+                }
+            }
+            ev = statuses.recv() => {
+                let Some(ev) = ev else { break Err(Error::etcd("lost the watch on etcd")) };
+                let kv = match ev {
+                    WatchEvent::Put(kv) if kv.key == status_key => Some(kv),
+                    WatchEvent::Reset { kvs, .. } => kvs.into_iter().find(|kv| kv.key == status_key),
+                    WatchEvent::Connected(false) => {
+                        outage.get_or_insert_with(Instant::now);
+                        display.show(&format!("{what}: lost etcd at {}; retrying", store.endpoints()));
+                        None
+                    }
+                    WatchEvent::Connected(true) => { outage = None; None }
+                    _ => None,
+                };
+                if let Some(o) = outage && o.elapsed() > cfg.etcd_outage {
+                    break Err(Error::etcd(format!("etcd at {} unreachable for {}s while waiting", store.endpoints(), cfg.etcd_outage.as_secs())));
+                }
+                let Some(kv) = kv else { continue };
+                let Ok(status) = kv.json::<ServiceStatus>() else { continue };
+                match verdict(&status, op) {
+                    Verdict::Waiting => {}
+                    Verdict::Progress(line) => {
+                        picked_up = true;
+                        display.show(&format!("{what}: {line}"));
+                    }
+                    Verdict::Done(OperationPhase::Succeeded, _, _) => {
+                        break Ok(format!(
+                            "service {ns}/{name} {} in {:.1}s",
+                            done_word(op.kind, op.to),
+                            started.elapsed().as_secs_f64()
+                        ));
+                    }
+                    Verdict::Done(OperationPhase::Superseded, msg, by) => {
+                        break Err(Error::conflict(format!(
+                            "{what} was superseded{}: {msg}",
+                            by.map(|b| format!(" by operation {b}")).unwrap_or_default()
+                        )));
+                    }
+                    Verdict::Done(phase, msg, _) => {
+                        break Err(Error::new(Exit::OperationFailed, format!("{what} {}: {msg}", phase.to_string().to_lowercase())));
+                    }
+                }
+            }
+        }
+    };
+    display.finish();
+    let line = outcome?;
+    println!("{line}");
+    Ok(())
+}

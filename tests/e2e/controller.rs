@@ -1,0 +1,236 @@
+//! rune-controller through the real binaries: convergence, placement, failover,
+//! fencing, lost nodes, bad specs, deletion.
+
+use std::time::Duration;
+
+use crate::harness::{World, eventually, process_alive};
+use crate::system::*;
+
+#[test]
+fn converges_on_one_node_then_spreads_over_two() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a1 = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 3, ""));
+    wait_ready(&w, "api", 3);
+    assert_eq!(nodes_of(&w, "api"), ["n1", "n1", "n1"]);
+    let s = service(&w, "api");
+    assert!(s["status"]["lastScaleAt"].is_string(), "{s}");
+    assert!(
+        s["status"]["lastScaleReason"]
+            .as_str()
+            .unwrap()
+            .contains("created"),
+        "{s}"
+    );
+
+    let _a2 = agent(&w, "n2");
+    cast(&w, &sleeper(&w, "api", 6, ""));
+    wait_ready(&w, "api", 6);
+    assert_eq!(nodes_of(&w, "api"), ["n1", "n1", "n1", "n2", "n2", "n2"]);
+
+    // Down again via the spec: processes really go away.
+    let before = pids(&w, "api");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+    eventually("stopped processes gone", Duration::from_secs(30), || {
+        (live_processes(&w, "api").len() == 2).then_some(())
+    });
+    let after = pids(&w, "api");
+    assert!(
+        after.iter().all(|p| before.contains(p)),
+        "scale-down keeps survivors running"
+    );
+}
+
+#[test]
+fn a_killed_instance_is_brought_back() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+    let victim = pids(&w, "api")[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("instance replaced", Duration::from_secs(60), || {
+        let p = pids(&w, "api");
+        (p.len() == 2 && !p.contains(&victim) && counts(&w, "api") == (2, 2, 2)).then_some(())
+    });
+    assert_eq!(live_processes(&w, "api").len(), 2);
+}
+
+#[test]
+fn a_standby_takes_over_when_the_leader_dies_without_touching_instances() {
+    let w = World::new();
+    let mut c1 = controller(&w, "c1");
+    eventually("c1 leads", Duration::from_secs(30), || {
+        c1.logs().contains("became leader").then_some(())
+    });
+    let c2 = controller(&w, "c2");
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 3, ""));
+    wait_ready(&w, "api", 3);
+    let before = pids(&w, "api");
+
+    c1.kill9();
+    cast(&w, &sleeper(&w, "api", 4, ""));
+    // Documented failover: lease (3s here) + retry period; allow generous slack.
+    eventually("c2 takes over and scales", Duration::from_secs(30), || {
+        (c2.logs().contains("became leader") && counts(&w, "api") == (4, 4, 4)).then_some(())
+    });
+    let after = pids(&w, "api");
+    assert_eq!(after.len(), 4);
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "no instance restarted: {before:?} -> {after:?}"
+    );
+    assert_eq!(live_processes(&w, "api").len(), 4, "no duplicates");
+}
+
+#[test]
+fn a_paused_leader_is_fenced_out_when_it_resumes() {
+    let w = World::new();
+    let c1 = controller(&w, "c1");
+    eventually("c1 leads", Duration::from_secs(30), || {
+        c1.logs().contains("became leader").then_some(())
+    });
+    let c2 = controller(&w, "c2");
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+
+    c1.signal("STOP");
+    eventually("c2 takes over", Duration::from_secs(30), || {
+        c2.logs().contains("became leader").then_some(())
+    });
+    cast(&w, &sleeper(&w, "api", 3, ""));
+    wait_ready(&w, "api", 3);
+    c1.signal("CONT");
+    eventually(
+        "the resumed leader steps down",
+        Duration::from_secs(30),
+        || c1.logs().contains("stopped leading").then_some(()),
+    );
+    // The state the new leader wrote stands: no duplicate, nothing undone.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(counts(&w, "api"), (3, 3, 3));
+    assert_eq!(live_processes(&w, "api").len(), 3);
+}
+
+#[test]
+fn instances_of_a_dead_node_are_replaced_elsewhere_and_cleaned_up_when_it_returns() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a1 = agent(&w, "n1");
+    let mut a2 = agent(&w, "n2");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+    assert_eq!(nodes_of(&w, "api"), ["n1", "n2"]);
+    let orphan = instances(&w, "api")
+        .iter()
+        .find(|i| i["instance"]["node"] == "n2")
+        .and_then(|i| i["status"]["pid"].as_i64())
+        .unwrap() as i32;
+
+    a2.kill9();
+    eventually(
+        "replaced on n1 after the grace period",
+        Duration::from_secs(60),
+        || (nodes_of(&w, "api") == ["n1", "n1"] && counts(&w, "api") == (2, 2, 2)).then_some(()),
+    );
+    assert!(
+        process_alive(orphan),
+        "the agent's death does not kill its instances"
+    );
+
+    let _a2 = w.agent("n2", FAST_AGENT);
+    eventually(
+        "the returning node stops what it should no longer run",
+        Duration::from_secs(60),
+        || (!process_alive(orphan)).then_some(()),
+    );
+    assert_eq!(live_processes(&w, "api").len(), 2);
+}
+
+#[test]
+fn an_invalid_spec_is_a_condition_and_instances_stay() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+    let before = pids(&w, "api");
+
+    w.etcd.put(
+        &w.key("services/default/api"),
+        "service:\n  name: api\n  scale: 0\n  command: x\n  bogus: true\n",
+    );
+    let cond = eventually("SpecInvalid", Duration::from_secs(30), || {
+        let s = service(&w, "api");
+        s["status"]["conditions"].as_array().and_then(|c| {
+            c.iter()
+                .find(|c| c["type"] == "SpecInvalid" && c["status"] == "True")
+                .cloned()
+        })
+    });
+    assert!(
+        cond["message"].as_str().unwrap().contains(":5:"),
+        "line of the bad field: {cond}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pids(&w, "api"), before, "instances untouched");
+
+    cast(&w, &sleeper(&w, "api", 3, ""));
+    wait_ready(&w, "api", 3);
+}
+
+#[test]
+fn deleting_a_service_leaves_no_process_and_no_keys() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+    w.rune()
+        .args(["delete", "service", "api"])
+        .assert()
+        .success();
+    eventually("processes gone", Duration::from_secs(30), || {
+        live_processes(&w, "api").is_empty().then_some(())
+    });
+    eventually("keys gone", Duration::from_secs(30), || {
+        let left: Vec<String> = w
+            .etcd
+            .keys(&w.prefix)
+            .into_iter()
+            .filter(|k| k.contains("/api"))
+            .collect();
+        left.is_empty().then_some(())
+    });
+}
+
+#[test]
+fn health_and_metrics_endpoints() {
+    let w = World::new();
+    let c = controller(&w, "c1");
+    eventually("leads", Duration::from_secs(30), || {
+        c.logs().contains("became leader").then_some(())
+    });
+    assert_eq!(c.http_get("/healthz").unwrap().0, 200);
+    eventually("ready", Duration::from_secs(10), || {
+        (c.http_get("/readyz")?.0 == 200).then_some(())
+    });
+    let (code, body) = c.http_get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    for m in [
+        "rune_controller_is_leader",
+        "rune_controller_reconciles",
+        "rune_etcd_requests",
+    ] {
+        assert!(body.contains(m), "{m} missing");
+    }
+}

@@ -1,0 +1,120 @@
+//! Helpers for tests that run the whole system: controllers, agents, and services.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Daemon, World, eventually};
+
+/// Fast timings so failover and lost-node tests finish in seconds.
+pub const FAST_CONTROLLER: &[&str] = &[
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "300ms",
+    "--node-lost-grace",
+    "3s",
+];
+pub const FAST_AGENT: &[&str] = &["--lease-ttl", "3s"];
+
+pub fn controller(w: &World, name: &str) -> Daemon {
+    w.controller(name, FAST_CONTROLLER)
+}
+
+pub fn agent(w: &World, node: &str) -> Daemon {
+    let a = w.agent(node, FAST_AGENT);
+    eventually(
+        &format!("node {node} registered"),
+        Duration::from_secs(30),
+        || w.etcd.get(&w.key(&format!("nodes/{node}"))).map(|_| ()),
+    );
+    a
+}
+
+/// `rune get service NAME -o json`.
+pub fn service(w: &World, name: &str) -> Value {
+    let out = w
+        .rune()
+        .args(["get", "service", name, "-o", "json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+pub fn counts(w: &World, name: &str) -> (u64, u64, u64) {
+    let s = service(w, name);
+    let n = |f: &str| s["status"][f].as_u64().unwrap_or(0);
+    (
+        n("desiredReplicas"),
+        n("readyReplicas"),
+        n("currentReplicas"),
+    )
+}
+
+/// Waits until the service reports `n` desired, ready and current.
+pub fn wait_ready(w: &World, name: &str, n: u64) {
+    eventually(
+        &format!("{name}: {n} ready"),
+        Duration::from_secs(60),
+        || (counts(w, name) == (n, n, n) && instances(w, name).len() == n as usize).then_some(()),
+    );
+}
+
+/// `rune get instances NAME -o json`: the instance documents.
+pub fn instances(w: &World, name: &str) -> Vec<Value> {
+    let out = w
+        .rune()
+        .args(["get", "instances", name, "-o", "json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+}
+
+/// Pids of the service's running instances (as the agents report them), sorted.
+pub fn pids(w: &World, name: &str) -> Vec<i32> {
+    let mut p: Vec<i32> = instances(w, name)
+        .iter()
+        .filter(|i| i["instance"]["desired"] == "Running")
+        .filter_map(|i| i["status"]["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    p.sort();
+    p
+}
+
+pub fn nodes_of(w: &World, name: &str) -> Vec<String> {
+    let mut n: Vec<String> = instances(w, name)
+        .iter()
+        .filter_map(|i| i["instance"]["node"].as_str().map(String::from))
+        .collect();
+    n.sort();
+    n
+}
+
+/// A service of sleeping python processes with a unique marker in their command line.
+pub fn sleeper(w: &World, name: &str, scale: u32, extra: &str) -> std::path::PathBuf {
+    let marker = format!("{}-{name}", w.prefix.trim_start_matches('/'));
+    w.file(
+        &format!("{name}.yaml"),
+        &format!(
+            "service:\n  name: {name}\n  scale: {scale}\n  command: [\"python3\", \"-c\", \"import time; time.sleep(100000)\", \"{marker}\"]\n  stopGracePeriod: 5s\n{extra}"
+        ),
+    )
+}
+
+pub fn marker(w: &World, name: &str) -> String {
+    format!("{}-{name}", w.prefix.trim_start_matches('/'))
+}
+
+/// Every OS process of the service still alive (found by its marker).
+pub fn live_processes(w: &World, name: &str) -> Vec<i32> {
+    crate::harness::pids_with_cmdline(&marker(w, name))
+}
+
+pub fn cast(w: &World, file: &std::path::Path) {
+    w.rune().arg("cast").arg(file).assert().success();
+}
