@@ -4,10 +4,12 @@
 //! [`store`] owns every etcd key and request, [`cli`] is the `rune` command,
 //! [`controller`] reconciles, [`agent`] runs processes, [`probe`] checks them.
 
+pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod exit;
 pub mod logging;
 pub mod model;
+pub mod probe;
 pub mod serve;
 pub mod store;

@@ -1,0 +1,278 @@
+//! Instance processes: the environment and command line built from the record's spec
+//! snapshot, spawning in a session of its own, signals to the whole process group, and
+//! process identity from /proc (pid + start time, since pids are recycled).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::model::{Command, InstanceRecord};
+
+/// The variables rune gives every instance, then the spec's `env` (whose values may
+/// use `${PORT}` and friends). rune's own names win: an instance must not be told a
+/// PORT other than the one it was given.
+pub fn build_env(
+    record: &InstanceRecord,
+    node: &str,
+    ports: &[(String, u16)],
+) -> Vec<(String, String)> {
+    let mut rune: BTreeMap<String, String> = BTreeMap::new();
+    if let Some((_, first)) = ports.first() {
+        rune.insert("PORT".into(), first.to_string());
+    }
+    for (name, port) in ports {
+        rune.insert(port_var(name), port.to_string());
+    }
+    rune.insert("RUNE_SERVICE".into(), record.service.clone());
+    rune.insert("RUNE_NAMESPACE".into(), record.namespace.clone());
+    rune.insert("RUNE_INSTANCE".into(), record.id.clone());
+    rune.insert("RUNE_NODE".into(), node.to_string());
+    let mut all: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &record.spec.env {
+        all.insert(k.clone(), expand(v, &rune));
+    }
+    all.extend(rune);
+    all.into_iter().collect()
+}
+
+/// `RUNE_PORT_<NAME>`: uppercase, '-' → '_'.
+pub fn port_var(name: &str) -> String {
+    format!("RUNE_PORT_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// Replaces `${VAR}` with its value from `vars`. Unknown names stay as they are, so a
+/// shell command still sees (and expands) its own `${HOME}`.
+pub fn expand<V: AsRef<str>>(s: &str, vars: &BTreeMap<String, V>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                match vars.get(name) {
+                    Some(v) => out.push_str(v.as_ref()),
+                    None => out.push_str(&rest[start..start + 2 + end + 1]),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The argv to exec: a shell string runs through `/bin/sh -c` with `args` appended
+/// shell-quoted; an argv list gets `args` appended. `${VAR}` is expanded in both.
+pub fn build_argv(record: &InstanceRecord, env: &[(String, String)]) -> Vec<String> {
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let args = record.spec.args.iter().map(|a| expand(a, &vars));
+    match &record.spec.command {
+        Command::Shell(s) => {
+            let mut line = expand(s, &vars);
+            for a in args {
+                line.push(' ');
+                line.push_str(&shell_quote(&a));
+            }
+            vec!["/bin/sh".into(), "-c".into(), line]
+        }
+        Command::Argv(v) => v.iter().map(|a| expand(a, &vars)).chain(args).collect(),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Starts the instance in a new session (so it is its own process group leader, gets
+/// no SIGHUP from our terminal and does not die with the agent), output appended to
+/// `log`.
+pub fn spawn(
+    argv: &[String],
+    env: &[(String, String)],
+    working_dir: Option<&str>,
+    log: &Path,
+) -> std::io::Result<tokio::process::Child> {
+    let out = super::logs::open(log)?;
+    let err = out.try_clone()?;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(false);
+    if let Some(dir) = working_dir {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Sends `sig` to the process group `pgid` (the instance and all its children).
+pub fn signal_group(pgid: u32, sig: Signal) {
+    let _ = killpg(Pid::from_raw(pgid as i32), sig);
+}
+
+/// Live (non-zombie) members of process group `pgid`, from /proc. Zombies are not
+/// counted: they are already dead and only wait for their parent to reap them.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some(f) = stat_fields(pid)
+            && f.first().is_some_and(|s| s != "Z" && s != "X")
+            && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// SIGTERM to the group, up to `grace` for it to empty, then SIGKILL to the group,
+/// then waits (briefly) until nothing of it is left.
+pub async fn stop_group(pgid: u32, grace: Duration) {
+    signal_group(pgid, Signal::SIGTERM);
+    // A stopped process cannot act on SIGTERM.
+    signal_group(pgid, Signal::SIGCONT);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if group_members(pgid).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill_group(pgid).await;
+}
+
+/// SIGKILL to the group until it is empty (bounded).
+pub async fn kill_group(pgid: u32) {
+    for _ in 0..100 {
+        if group_members(pgid).is_empty() {
+            return;
+        }
+        signal_group(pgid, Signal::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fields of /proc/<pid>/stat after the command name: [0] = state (field 3),
+/// [2] = pgrp (field 5), [19] = starttime (field 22).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+fn parse_stat(stat: &str) -> Option<Vec<String>> {
+    // The command name may contain spaces and ')': the last ')' ends it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+/// The process's start time (clock ticks since boot), while it is alive.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    if matches!(f.first().map(String::as_str), Some("Z" | "X")) {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the very process that was started at `start`.
+pub fn same_process(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(command: serde_json::Value, args: &[&str]) -> InstanceRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "i1", "namespace": "default", "service": "api", "node": "n1",
+            "desired": "Running", "specRevision": 1, "createdAt": "2024-01-01T00:00:00Z",
+            "spec": {"name": "api", "command": command, "args": args,
+                     "env": {"URL": "http://127.0.0.1:${PORT}/", "PORT": "1"},
+                     "ports": [{"name": "http"}, {"name": "admin-api"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn expansion_keeps_unknown_names() {
+        let vars: BTreeMap<String, String> = [("PORT".into(), "80".into())].into();
+        assert_eq!(
+            expand("a ${PORT} ${HOME} $PORT ${", &vars),
+            "a 80 ${HOME} $PORT ${"
+        );
+        assert_eq!(expand("${PORT}${PORT}", &vars), "8080");
+    }
+
+    #[test]
+    fn env_has_rune_variables_and_expanded_spec_env() {
+        let r = record(serde_json::json!(["x"]), &[]);
+        let env: BTreeMap<_, _> = build_env(
+            &r,
+            "n1",
+            &[("http".into(), 5000), ("admin-api".into(), 5001)],
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(env["PORT"], "5000");
+        assert_eq!(env["RUNE_PORT_HTTP"], "5000");
+        assert_eq!(env["RUNE_PORT_ADMIN_API"], "5001");
+        assert_eq!(env["RUNE_SERVICE"], "api");
+        assert_eq!(env["RUNE_NAMESPACE"], "default");
+        assert_eq!(env["RUNE_INSTANCE"], "i1");
+        assert_eq!(env["RUNE_NODE"], "n1");
+        assert_eq!(env["URL"], "http://127.0.0.1:5000/");
+    }
+
+    #[test]
+    fn argv_for_shell_and_list_commands() {
+        let env = vec![("PORT".to_string(), "5000".to_string())];
+        let r = record(
+            serde_json::json!(["srv", "--port", "${PORT}"]),
+            &["--x=${PORT}"],
+        );
+        assert_eq!(build_argv(&r, &env), ["srv", "--port", "5000", "--x=5000"]);
+        let r = record(serde_json::json!("exec srv ${PORT}"), &["it's"]);
+        assert_eq!(
+            build_argv(&r, &env),
+            ["/bin/sh", "-c", r"exec srv 5000 'it'\''s'"]
+        );
+    }
+
+    #[test]
+    fn stat_parsing_handles_odd_names() {
+        let stat = "123 (a) b) S 1 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4242 0 0";
+        let f = parse_stat(stat).unwrap();
+        assert_eq!(f[0], "S");
+        assert_eq!(f[2], "123");
+        assert_eq!(f[19], "4242");
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        assert!(same_process(me, start_time(me).unwrap()));
+    }
+}

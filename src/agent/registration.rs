@@ -1,0 +1,176 @@
+//! Node registration: `nodes/<node>` on a lease kept alive by its own task.
+//!
+//! A node name belongs to one agent: registering is a create-if-absent. The one
+//! exception is an agent restarted on the same data dir (e.g. after SIGKILL): it
+//! reclaims the node key when the key's lease is the lease id persisted in the data
+//! dir, so its instances' statuses survive the restart.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::state::DataDir;
+use crate::model::NodeRecord;
+use crate::store::lease::{Lease, LeaseState};
+use crate::store::{Store, StoreError, cmp, op};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(
+        "node name {node:?} is already registered by another agent (at {address}, lease {lease}); \
+         pick another --node-name or stop that agent"
+    )]
+    Taken {
+        node: String,
+        address: String,
+        lease: i64,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Registration {
+    pub lease: Lease,
+    pub record: NodeRecord,
+}
+
+/// Registers (or reclaims) the node key.
+pub async fn register(
+    store: &Store,
+    data: &DataDir,
+    mut record: NodeRecord,
+    ttl: Duration,
+) -> Result<Registration, RegisterError> {
+    let key = store.keys().node(&record.name);
+    let persisted = data.lease_id();
+    if let Some(kv) = store.get(&key).await? {
+        let theirs: Option<NodeRecord> = kv.json().ok();
+        if persisted == Some(kv.lease)
+            && kv.lease != 0
+            && store.lease_ttl(kv.lease).await?.is_some()
+        {
+            // Our own lease, still alive: keep it, so nothing on it vanishes.
+            record.lease_id = kv.lease;
+            let lease = store.keep_alive(kv.lease, ttl);
+            write(store, &key, &record, Some(kv.mod_revision)).await?;
+            info!(lease = kv.lease, "reclaimed node registration");
+            return Ok(Registration { lease, record });
+        }
+        return Err(RegisterError::Taken {
+            node: record.name.clone(),
+            address: theirs.map(|r| r.address).unwrap_or_else(|| "?".into()),
+            lease: kv.lease,
+        });
+    }
+    let lease = store.lease(ttl).await?;
+    record.lease_id = lease.id;
+    // Persist first: if we die right after the write, the restart still reclaims.
+    if let Err(e) = data.set_lease_id(lease.id) {
+        warn!(error = %e, "cannot persist the lease id");
+    }
+    if !write(store, &key, &record, None).await? {
+        let _ = store.revoke_lease(lease.id).await;
+        let kv = store.get(&key).await?;
+        return Err(RegisterError::Taken {
+            node: record.name.clone(),
+            address: kv
+                .as_ref()
+                .and_then(|kv| kv.json::<NodeRecord>().ok())
+                .map(|r| r.address)
+                .unwrap_or_else(|| "?".into()),
+            lease: kv.map(|kv| kv.lease).unwrap_or(0),
+        });
+    }
+    info!(lease = lease.id, "registered node");
+    Ok(Registration { lease, record })
+}
+
+/// Writes the node record on its lease: create-if-absent (`expect = None`) or
+/// compare-and-swap on the mod revision read.
+async fn write(
+    store: &Store,
+    key: &str,
+    record: &NodeRecord,
+    expect: Option<i64>,
+) -> Result<bool, StoreError> {
+    let when = match expect {
+        None => cmp::absent(key),
+        Some(rev) => cmp::mod_rev(key, rev),
+    };
+    let value = serde_json::to_vec(record).expect("node record serializes");
+    let r = store
+        .txn(
+            vec![when],
+            vec![op::put_with_lease(key, value, record.lease_id)],
+            vec![],
+        )
+        .await?;
+    Ok(r.succeeded)
+}
+
+/// Keeps the registration: re-acquires a lost lease (publishing the new id on
+/// `lease_tx`, which makes every status be rewritten) and updates the instance count.
+pub async fn keep(
+    store: Store,
+    data: std::sync::Arc<DataDir>,
+    mut reg: Registration,
+    ttl: Duration,
+    lease_tx: watch::Sender<i64>,
+    mut count: watch::Receiver<u32>,
+) {
+    let key = store.keys().node(&reg.record.name);
+    loop {
+        tokio::select! {
+            changed = reg.lease.state.changed() => {
+                if changed.is_err() || *reg.lease.state.borrow() != LeaseState::Lost {
+                    if changed.is_err() { tokio::time::sleep(Duration::from_secs(1)).await; }
+                    continue;
+                }
+                warn!(lease = reg.lease.id, "node lease lost; registering again");
+                reg = reacquire(&store, &data, reg.record.clone(), ttl).await;
+                let _ = lease_tx.send(reg.lease.id);
+            }
+            changed = count.changed() => {
+                if changed.is_err() { return; }
+                reg.record.instances = *count.borrow_and_update();
+                let value = serde_json::to_vec(&reg.record).expect("node record serializes");
+                if let Err(e) = store.txn(vec![], vec![op::put_with_lease(&key, value, reg.lease.id)], vec![]).await {
+                    warn!(error = %e, "updating the node record failed");
+                }
+            }
+        }
+    }
+}
+
+async fn reacquire(
+    store: &Store,
+    data: &DataDir,
+    record: NodeRecord,
+    ttl: Duration,
+) -> Registration {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match register(store, data, record.clone(), ttl).await {
+            Ok(r) => return r,
+            Err(e) => {
+                warn!(error = %e, "re-registering failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+pub fn node_record(name: &str, address: String) -> NodeRecord {
+    NodeRecord {
+        name: name.to_string(),
+        address,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: Timestamp::now(),
+        instances: 0,
+        capacity: 0,
+        lease_id: 0,
+    }
+}

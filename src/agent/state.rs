@@ -1,0 +1,154 @@
+//! Local state in the data dir, so a restarted agent (even after SIGKILL) adopts its
+//! instances instead of duplicating them, and reclaims its own lease:
+//! `lease-id`, `agent.lock`, and `instances/<ns>_<svc>_<id>.json`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// What identifies and describes a running instance process across agent restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    pub key: String,
+    pub pid: Option<u32>,
+    /// /proc/<pid>/stat field 22: with the pid, the process's identity (pids recycle).
+    pub start_time: Option<u64>,
+    /// Declaration order, so the first stays `PORT`.
+    pub ports: Vec<(String, u16)>,
+    pub restarts: u32,
+    pub started_at: Option<Timestamp>,
+    pub ready_at: Option<Timestamp>,
+}
+
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> io::Result<DataDir> {
+        std::fs::create_dir_all(root.join("instances"))?;
+        std::fs::create_dir_all(root.join("logs"))?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the data dir's lock: two agents on one data dir would fight over the same
+    /// processes. The lock dies with the process, also on SIGKILL.
+    pub fn lock(&self) -> Result<File, String> {
+        let path = self.root.join("agent.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "data dir {} is in use by another rune-agent",
+                self.root.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn lease_id(&self) -> Option<i64> {
+        std::fs::read_to_string(self.root.join("lease-id"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn set_lease_id(&self, id: i64) -> io::Result<()> {
+        write_atomic(&self.root.join("lease-id"), id.to_string().as_bytes())
+    }
+
+    fn instance_path(&self, file_name: &str) -> PathBuf {
+        self.root
+            .join("instances")
+            .join(format!("{file_name}.json"))
+    }
+
+    pub fn save(&self, file_name: &str, p: &Persisted) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(p).expect("state serializes");
+        write_atomic(&self.instance_path(file_name), &json)
+    }
+
+    pub fn remove(&self, file_name: &str) {
+        let _ = std::fs::remove_file(self.instance_path(file_name));
+    }
+
+    /// Every persisted instance, by its key (`ns/svc/id`).
+    pub fn load_all(&self) -> BTreeMap<String, Persisted> {
+        let mut out = BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir(self.root.join("instances")) else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Persisted>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(p) => {
+                    out.insert(p.key.clone(), p);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring bad state file")
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Write-then-rename, so a crash never leaves a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_state_and_lease_and_locks() {
+        let root = std::env::temp_dir().join(format!("rune-state-{}", std::process::id()));
+        let d = DataDir::new(&root).unwrap();
+        assert_eq!(d.lease_id(), None);
+        d.set_lease_id(42).unwrap();
+        assert_eq!(d.lease_id(), Some(42));
+        let p = Persisted {
+            key: "ns/svc/id".into(),
+            pid: Some(7),
+            start_time: Some(99),
+            ports: vec![("http".into(), 8080)],
+            restarts: 2,
+            started_at: None,
+            ready_at: None,
+        };
+        d.save("ns_svc_id", &p).unwrap();
+        assert_eq!(d.load_all().get("ns/svc/id"), Some(&p));
+        d.remove("ns_svc_id");
+        assert!(d.load_all().is_empty());
+        let _held = d.lock().unwrap();
+        assert!(d.lock().unwrap_err().contains("in use"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,196 @@
+//! Readiness and liveness probes: one check ([`check`]) and the loop that repeats it
+//! on a schedule ([`spawn_loop`]). The agent's supervisor turns the results into
+//! `ready`, `readiness_failures` and liveness restarts.
+
+mod exec;
+mod http;
+mod tcp;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::model::{PortRef, Probe, ProbeKind};
+
+/// Which of an instance's probes a result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Readiness,
+    Liveness,
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Which::Readiness => "readiness",
+            Which::Liveness => "liveness",
+        })
+    }
+}
+
+/// What a probe is aimed at: always 127.0.0.1 and the instance's own ports.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The instance's first port (`PORT`).
+    pub first_port: Option<u16>,
+    pub ports: BTreeMap<String, u16>,
+    /// The instance's environment, for exec probes.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+}
+
+impl Target {
+    /// PortRef name → that instance's port; number → that number; none → first port.
+    pub fn port_for(&self, r: Option<&PortRef>) -> Option<u16> {
+        match r {
+            Some(PortRef::Name(n)) => self.ports.get(n).copied(),
+            Some(PortRef::Number(n)) => Some(*n),
+            None => self.first_port,
+        }
+    }
+}
+
+/// Observes probe latency and failures (the agent's metrics implement it).
+pub trait Observer: Send + Sync {
+    fn observe(&self, kind: ProbeKind, took: Duration, ok: bool);
+}
+
+/// Runs one probe once, bounded by its `timeoutSeconds`.
+pub async fn check(probe: &Probe, target: &Target) -> Result<(), String> {
+    let timeout = Duration::from_secs(probe.timeout_seconds.max(1) as u64);
+    let port = || {
+        target
+            .port_for(probe.port.as_ref())
+            .ok_or_else(|| format!("{} probe: the instance has no such port", probe.kind))
+    };
+    let fut = async {
+        match probe.kind {
+            ProbeKind::Http => http::check(port()?, probe.http_path()).await,
+            ProbeKind::Tcp => tcp::check(port()?).await,
+            ProbeKind::Exec => exec::check(probe.command.as_deref().unwrap_or(&[]), target).await,
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{} probe timed out after {timeout:?}", probe.kind)),
+    }
+}
+
+/// The first delay after a fresh instance's first probe; it doubles until the
+/// probe's interval. Time-to-ready is then not bounded by `intervalSeconds`.
+pub const FAST_START: Duration = Duration::from_millis(50);
+
+/// The delay before the next probe: short and growing until the first success,
+/// then the probe's interval.
+pub fn next_delay(current_fast: Duration, interval: Duration, succeeded_once: bool) -> Duration {
+    if succeeded_once {
+        interval
+    } else {
+        current_fast.min(interval)
+    }
+}
+
+/// Probes `target` on the probe's schedule and sends every result to `tx`; ends when
+/// the receiver is dropped (or the returned handle is aborted).
+pub fn spawn_loop(
+    which: Which,
+    probe: Probe,
+    target: Target,
+    tx: mpsc::Sender<(Which, Result<(), String>)>,
+    observer: Arc<dyn Observer>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(probe.initial_delay_seconds as u64)).await;
+        let interval = Duration::from_secs(probe.interval_seconds.max(1) as u64);
+        let mut fast = FAST_START;
+        let mut succeeded_once = false;
+        loop {
+            let started = Instant::now();
+            let result = check(&probe, &target).await;
+            observer.observe(probe.kind, started.elapsed(), result.is_ok());
+            succeeded_once |= result.is_ok();
+            let result = result.map_err(|e| format!("{which} {e}"));
+            if tx.send((which, result)).await.is_err() {
+                return;
+            }
+            let delay = next_delay(fast, interval, succeeded_once);
+            fast = (fast * 2).min(interval);
+            tokio::time::sleep(delay).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_until_first_success() {
+        let i = Duration::from_secs(1);
+        assert_eq!(next_delay(FAST_START, i, false), FAST_START);
+        assert_eq!(
+            next_delay(Duration::from_millis(800), i, false),
+            Duration::from_millis(800)
+        );
+        assert_eq!(next_delay(Duration::from_secs(2), i, false), i);
+        assert_eq!(next_delay(FAST_START, i, true), i);
+    }
+
+    #[test]
+    fn port_refs_resolve_to_the_instance_ports() {
+        let t = Target {
+            first_port: Some(1000),
+            ports: [("http".to_string(), 1000), ("admin".to_string(), 2000)].into(),
+            ..Default::default()
+        };
+        assert_eq!(t.port_for(None), Some(1000));
+        assert_eq!(t.port_for(Some(&PortRef::Name("admin".into()))), Some(2000));
+        assert_eq!(t.port_for(Some(&PortRef::Number(7))), Some(7));
+        assert_eq!(t.port_for(Some(&PortRef::Name("x".into()))), None);
+    }
+
+    #[tokio::test]
+    async fn tcp_and_http_and_exec_checks() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let target = Target {
+            first_port: Some(port),
+            env: vec![("X_OK".into(), "yes".into())],
+            ..Default::default()
+        };
+        let probe = |json: &str| -> Probe { serde_json::from_str(json).unwrap() };
+        check(&probe(r#"{"type":"tcp"}"#), &target).await.unwrap();
+        check(&probe(r#"{"type":"http","path":"/x"}"#), &target)
+            .await
+            .unwrap();
+        check(
+            &probe(r#"{"type":"exec","command":["sh","-c","test \"$X_OK\" = yes"]}"#),
+            &target,
+        )
+        .await
+        .unwrap();
+        assert!(
+            check(&probe(r#"{"type":"exec","command":["false"]}"#), &target)
+                .await
+                .is_err()
+        );
+        let closed = Target {
+            first_port: Some(crate::agent::ports::free_loopback_port().unwrap()),
+            ..Default::default()
+        };
+        assert!(check(&probe(r#"{"type":"tcp"}"#), &closed).await.is_err());
+    }
+}
