@@ -147,7 +147,10 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
     for (rec, rev) in &o.instances {
         let st = o.statuses.get(&rec.id);
         let node_alive = o.nodes.contains_key(&rec.node);
-        let live = st.is_some_and(|s| s.phase.is_live());
+        // Pending without a pid (not started, or waiting out crash back-off) has
+        // nothing to stop.
+        let live =
+            st.is_some_and(|s| s.phase.is_live() && (s.phase != Phase::Pending || s.pid.is_some()));
         if rec.desired == DesiredState::Stopped {
             // Gone once its agent reports the process ended, or its node is gone (a
             // returning agent stops processes that have no record).

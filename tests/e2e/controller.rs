@@ -220,6 +220,9 @@ fn health_and_metrics_endpoints() {
     eventually("leads", Duration::from_secs(30), || {
         c.logs().contains("became leader").then_some(())
     });
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 1, ""));
+    wait_ready(&w, "api", 1);
     assert_eq!(c.http_get("/healthz").unwrap().0, 200);
     eventually("ready", Duration::from_secs(10), || {
         (c.http_get("/readyz")?.0 == 200).then_some(())

@@ -57,11 +57,16 @@ pub fn counts(w: &World, name: &str) -> (u64, u64, u64) {
 
 /// Waits until the service reports `n` desired, ready and current.
 pub fn wait_ready(w: &World, name: &str, n: u64) {
-    eventually(
-        &format!("{name}: {n} ready"),
-        Duration::from_secs(60),
-        || (counts(w, name) == (n, n, n) && instances(w, name).len() == n as usize).then_some(()),
-    );
+    let ok = crate::harness::wait_until(Duration::from_secs(60), || {
+        (counts(w, name) == (n, n, n) && instances(w, name).len() == n as usize).then_some(())
+    });
+    if ok.is_none() {
+        panic!(
+            "timed out waiting for {name}: {n} ready\nservice: {}\ninstances: {}",
+            service(w, name),
+            serde_json::to_string(&instances(w, name)).unwrap()
+        );
+    }
 }
 
 /// `rune get instances NAME -o json`: the instance documents.
