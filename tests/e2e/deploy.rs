@@ -501,8 +501,8 @@ fn dockerfile_is_multi_stage_pinned_non_root_and_ships_controller_and_cli_only()
     assert!(text.contains("protobuf-compiler"));
     let user = text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
         .expect("USER in the final stage");
     let uid = user.split(':').next().unwrap();
     assert!(uid != "root" && uid != "0", "USER {user}");
