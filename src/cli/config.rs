@@ -19,6 +19,12 @@ use crate::exit::{self, Error, Exit};
 pub const CONFIG_ENV: &str = "RUNE_CONFIG";
 
 const CONFIG_HELP: &str = "\
+Examples:
+  rune config get-contexts
+  rune config use-context prod
+  rune config current-context
+  rune --context local get services      # one command against another context
+
 The configuration file is $RUNE_CONFIG, else $XDG_CONFIG_HOME/rune/config.yaml, else
 ~/.config/rune/config.yaml:
 
@@ -318,7 +324,12 @@ pub fn set_current_context(text: &str, name: &str) -> String {
         }
     }
     if !replaced {
-        out.insert(0, line);
+        // After the file's leading comments, before its first setting.
+        let at = out
+            .iter()
+            .position(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .unwrap_or(out.len());
+        out.insert(at, line);
     }
     let mut s = out.join("\n");
     s.push('\n');

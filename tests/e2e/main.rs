@@ -3,4 +3,5 @@
 mod harness;
 
 mod cli;
+mod config;
 mod deploy;
