@@ -5,3 +5,4 @@ mod harness;
 mod cli;
 mod config;
 mod deploy;
+mod docs;
