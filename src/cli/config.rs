@@ -40,7 +40,9 @@ The configuration file is $RUNE_CONFIG, else $XDG_CONFIG_HOME/rune/config.yaml, 
     - name: local
       endpoints: [http://127.0.0.1:2379]
 
-Every field but `name` is optional. Each setting comes from, in order: a flag
+Every field but `name` is optional. A context's namespace is the default for -n; it
+does not change where `rune cast` puts a spec (a spec without `namespace:` is in
+`default`). Each setting comes from, in order: a flag
 (--etcd-endpoints, --etcd-prefix, --etcd-ca, --etcd-cert, --etcd-key, -n), the
 environment (RUNE_ETCD_ENDPOINTS, RUNE_ETCD_PREFIX, RUNE_ETCD_CA, RUNE_ETCD_CERT,
 RUNE_ETCD_KEY), the context chosen by --context / RUNE_CONTEXT or else
