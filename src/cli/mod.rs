@@ -2,6 +2,8 @@
 //! reads what the controller and agents report.
 
 pub mod cast;
+pub mod completions;
+pub mod config;
 pub mod delete;
 pub mod get;
 pub mod history;
@@ -9,7 +11,7 @@ pub mod output;
 pub mod scale;
 pub mod wait;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::{self, EXIT_CODES_HELP, Exit};
 use crate::store::{EtcdArgs, Store};
@@ -19,12 +21,17 @@ use crate::store::{EtcdArgs, Store};
     name = "rune",
     version,
     about = "Scale, restart and stop services whose desired state lives in etcd",
+    long_about = LONG_ABOUT,
     after_help = EXIT_CODES_HELP,
     propagate_version = true
 )]
 pub struct Cli {
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// Context from the configuration file to use for this command [default: the
+    /// file's current-context]. See `rune config --help`.
+    #[arg(long, env = "RUNE_CONTEXT", global = true, value_name = "NAME")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,19 +55,45 @@ pub enum Command {
     /// Delete a service.
     #[command(subcommand)]
     Delete(delete::DeleteCommand),
+    /// Show and switch contexts (named etcd clusters) in the configuration file.
+    #[command(subcommand, after_long_help = config::help())]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = completions::HELP)]
+    Completions(completions::CompletionsArgs),
 }
+
+const LONG_ABOUT: &str = "\
+Scale, restart and stop services whose desired state lives in etcd.
+
+rune talks only to etcd: it writes service specs and reads what the controller and the
+agents report. Where etcd is comes from flags, the environment, or a context in the
+configuration file (`rune config --help`), in that order of precedence.
+
+Examples:
+  rune cast manifests/web.yaml
+  rune get services -A
+  rune get service web -o yaml | grep -A5 status
+  rune --context prod get services
+  RUNE_ETCD_ENDPOINTS=http://10.0.0.5:2379 rune get instances web
+  source <(rune completions bash)";
 
 /// Runs the CLI and returns the process exit code.
 pub async fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match parse(&args) {
         Ok(c) => c,
-        Err(e) => {
+        Err(Parsed::Clap(e)) => {
             let _ = e.print();
             return if e.use_stderr() {
                 Exit::Usage as i32
             } else {
                 0
             };
+        }
+        Err(Parsed::Config(e)) => {
+            eprintln!("error: {e}");
+            return e.exit as i32;
         }
     };
     match run(cli).await {
@@ -72,7 +105,42 @@ pub async fn main() -> i32 {
     }
 }
 
+enum Parsed {
+    Clap(clap::Error),
+    Config(exit::Error),
+}
+
+/// Parses the command line twice: once to learn which context is selected, then
+/// with that context's values as the arguments' defaults, so that flags and the
+/// environment still win over it (see `config.rs`).
+fn parse(args: &[std::ffi::OsString]) -> Result<Cli, Parsed> {
+    let first = Cli::try_parse_from(args).map_err(Parsed::Clap)?;
+    if matches!(first.command, Command::Config(_) | Command::Completions(_)) {
+        return Ok(first);
+    }
+    let Some(path) = config::config_path() else {
+        return Ok(first);
+    };
+    let file = config::Config::load(&path).map_err(Parsed::Config)?;
+    let source = path.display().to_string();
+    let Some(ctx) = file
+        .select(first.context.as_deref(), &source)
+        .map_err(Parsed::Config)?
+    else {
+        return Ok(first);
+    };
+    let matches = config::apply_context(Cli::command(), ctx)
+        .try_get_matches_from(args)
+        .map_err(Parsed::Clap)?;
+    Cli::from_arg_matches(&matches).map_err(Parsed::Clap)
+}
+
 async fn run(cli: Cli) -> exit::Result<()> {
+    match cli.command {
+        Command::Config(cmd) => return config::run(cmd, cli.context.as_deref()),
+        Command::Completions(args) => return completions::run(args),
+        _ => {}
+    }
     let store = Store::connect(&cli.etcd).await?;
     match cli.command {
         Command::Cast(args) => cast::run(&store, args).await,
@@ -82,5 +150,6 @@ async fn run(cli: Cli) -> exit::Result<()> {
         Command::Stop(a) => scale::stop(&store, a).await,
         Command::History(a) => history::run(&store, a).await,
         Command::Delete(cmd) => delete::run(&store, cmd).await,
+        Command::Config(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }

@@ -251,6 +251,9 @@ impl World {
         c.env("RUNE_ETCD_ENDPOINTS", &self.etcd.client_url)
             .env("RUNE_ETCD_PREFIX", &self.prefix)
             .env_remove("RUNE_NAMESPACE")
+            // The user's ~/.config/rune/config.yaml must not leak into tests.
+            .env("RUNE_CONFIG", self.dir.join("no-rune-config.yaml"))
+            .env_remove("RUNE_CONTEXT")
             .timeout(Duration::from_secs(120));
         c
     }

@@ -4,5 +4,8 @@ mod harness;
 mod system;
 
 mod cli;
+mod config;
 mod controller;
+mod deploy;
+mod docs;
 mod scale;
