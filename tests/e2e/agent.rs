@@ -399,3 +399,68 @@ fn agent_second_agent_with_the_same_node_name_is_refused() {
     );
     agent_ready(&a);
 }
+
+#[test]
+fn agent_lost_lease_is_reacquired_and_statuses_rewritten() {
+    let w = World::new();
+    let a = w.agent(NODE, &[]);
+    agent_ready(&a);
+    put_record(&w, "sl", "i1", "Running", json!({"command": "sleep 1000"}));
+    let s = status_where(&w, "sl", "i1", "ready", ready);
+    let node: Value = serde_json::from_str(&w.etcd.get(&w.key("nodes/n1")).unwrap()).unwrap();
+    let old = node["leaseId"].as_i64().unwrap();
+    let out = w.etcd.etcdctl(&["lease", "revoke", &format!("{old:x}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = eventually("node registered on a new lease", LONG, || {
+        let n: Value = serde_json::from_str(&w.etcd.get(&w.key("nodes/n1"))?).ok()?;
+        (n["leaseId"].as_i64()? != old).then_some(n)
+    });
+    assert_eq!(node["instances"], 1, "{node}");
+    let again = status_where(&w, "sl", "i1", "status rewritten", ready);
+    assert_eq!(
+        again["pid"], s["pid"],
+        "the lease loss must not touch the process"
+    );
+}
+
+#[test]
+fn agent_sigterm_leaves_instances_running_unless_asked_to_stop_them() {
+    let w = World::new();
+    let mut a = w.agent(NODE, &[]);
+    agent_ready(&a);
+    put_record(
+        &w,
+        "sl",
+        "i1",
+        "Running",
+        json!({"command": "sleep 1000", "stopGracePeriod": "2s"}),
+    );
+    let pid = status_where(&w, "sl", "i1", "ready", ready)["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let st = a.terminate(LONG).expect("agent exits on SIGTERM");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        process_alive(pid),
+        "SIGTERM to the agent stopped an instance"
+    );
+
+    // The next agent adopts it; with --stop-instances-on-exit its SIGTERM stops it
+    // and takes the node (and its statuses) out of etcd.
+    let mut b = w.agent(NODE, &["--stop-instances-on-exit"]);
+    agent_ready(&b);
+    let s = status_where(&w, "sl", "i1", "adopted", ready);
+    assert_eq!(s["pid"].as_i64().unwrap() as i32, pid);
+    let st = b.terminate(LONG).expect("agent exits on SIGTERM");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        !process_alive(pid),
+        "instance survived --stop-instances-on-exit"
+    );
+    assert!(w.etcd.get(&w.key("nodes/n1")).is_none());
+    assert!(status(&w, "sl", "i1").is_none());
+}
