@@ -139,6 +139,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     info!(node, listen = %bound, lease = reg.lease.id, "agent started");
     let lease_id = reg.lease.id;
     let (lease_tx, lease_rx) = watch::channel(reg.lease.id);
+    let mut registered = lease_rx.clone();
     let (count_tx, count_rx) = watch::channel(0u32);
     tokio::spawn(registration::keep(
         store.clone(),
@@ -193,22 +194,27 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 match ev {
                     WatchEvent::Reset { kvs, .. } => {
                         connected = true;
-                        agent.reset(kvs).await;
+                        agent.reset(kvs);
                     }
                     WatchEvent::Put(kv) => agent.put(kv),
                     WatchEvent::Delete(kv) => agent.remove(&kv.key),
                     WatchEvent::Connected(up) => connected = up,
                 }
                 let _ = count_tx.send(agent.supervisors.len() as u32);
-                let _ = ready_tx.send(if connected {
-                    Readiness::Ready
-                } else {
-                    Readiness::NotReady("watch on etcd is down".into())
-                });
+            }
+            changed = registered.changed() => {
+                if changed.is_err() { break; }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
+        let _ = ready_tx.send(if *registered.borrow() == 0 {
+            Readiness::NotReady("node lease lost; registering again".into())
+        } else if !connected {
+            Readiness::NotReady("watch on etcd is down".into())
+        } else {
+            Readiness::Ready
+        });
     }
 
     let stop = args.stop_instances_on_exit;
@@ -270,7 +276,7 @@ impl Agent {
         }
     }
 
-    async fn reset(&mut self, kvs: Vec<Kv>) {
+    fn reset(&mut self, kvs: Vec<Kv>) {
         let mut seen = std::collections::HashSet::new();
         for kv in kvs {
             if let Some((id, _)) = self.parse_key(&kv.key)
@@ -295,13 +301,6 @@ impl Agent {
         if let Some(orphans) = self.persisted.take() {
             for (key, p) in orphans {
                 warn!(instance = %key, "record gone while the agent was away; stopping");
-                if let (Some(pid), Some(start)) = (p.pid, p.start_time)
-                    && process::same_process(pid, start)
-                {
-                    process::stop_group(pid, Duration::from_secs(10)).await;
-                }
-                self.shared.data.remove(&key.replace('/', "_"));
-                self.shared.ports.release(p.ports.iter().map(|(_, n)| *n));
                 let mut parts = key.splitn(3, '/');
                 if let (Some(ns), Some(svc), Some(id)) = (parts.next(), parts.next(), parts.next())
                 {
@@ -309,6 +308,17 @@ impl Agent {
                         self.store.keys().instance_status(ns, svc, id),
                     ));
                 }
+                let shared = self.shared.clone();
+                // Off the main loop: a grace period must not hold up other records.
+                tokio::spawn(async move {
+                    if let (Some(pid), Some(start)) = (p.pid, p.start_time)
+                        && process::same_process(pid, start)
+                    {
+                        process::stop_group(pid, Duration::from_secs(10)).await;
+                    }
+                    shared.data.remove(&key.replace('/', "_"));
+                    shared.ports.release(p.ports.iter().map(|(_, n)| *n));
+                });
             }
         }
     }

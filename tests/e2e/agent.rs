@@ -293,6 +293,14 @@ fn agent_sigkill_and_restart_adopts_instances() {
         http_server(&www, json!({"type": "http", "intervalSeconds": 1})),
     );
     let dies = format!("1000.{}7", std::process::id());
+    let gone = format!("1000.{}8", std::process::id());
+    put_record(
+        &w,
+        "gone",
+        "i1",
+        "Running",
+        json!({"command": format!("sleep {gone}")}),
+    );
     put_record(
         &w,
         "dies",
@@ -312,6 +320,12 @@ fn agent_sigkill_and_restart_adopts_instances() {
         .args(["-9", &dpid.to_string()])
         .status();
     eventually("dead", LONG, || (!process_alive(dpid)).then_some(()));
+    // And one record is deleted while no agent runs.
+    let gpid = status_where(&w, "gone", "i1", "ready", ready)["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    w.etcd
+        .etcdctl(&["del", &w.key("instances/default/gone/i1")]);
 
     let a = w.agent(NODE, &["--restart-backoff", "200ms"]);
     agent_ready(&a);
@@ -329,6 +343,12 @@ fn agent_sigkill_and_restart_adopts_instances() {
     });
     assert!(d["lastExit"].get("code").is_none(), "{d}");
     assert_ne!(d["pid"].as_i64().unwrap() as i32, dpid);
+    eventually("orphan stopped", LONG, || {
+        (!process_alive(gpid)).then_some(())
+    });
+    eventually("orphan status deleted", LONG, || {
+        status(&w, "gone", "i1").is_none().then_some(())
+    });
 }
 
 #[test]
