@@ -294,6 +294,11 @@ impl Supervisor {
             return Some(proc);
         }
         warn!(instance = %self.key, pid, "process ended while the agent was away");
+        if process::start_time(pid).is_none() {
+            // Its leader is gone; what is left of its group is ours to clean up. (A
+            // live pid that is not ours would be an unrelated process: left alone.)
+            tokio::spawn(process::kill_group(pid));
+        }
         self.after_exit(
             unknown_exit("process ended while the agent was not running"),
             Duration::ZERO,

@@ -11,6 +11,57 @@ use crate::harness::{Daemon, World, eventually, pids_with_cmdline, process_alive
 const NODE: &str = "n1";
 const LONG: Duration = Duration::from_secs(30);
 
+/// Instances outlive their agent by design, so dropping the agent is not enough: on
+/// drop this kills every process group the test's agents recorded in their data dirs.
+/// Create it right after the World, so it runs after the agents are gone.
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let Ok(dirs) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let Ok(files) = std::fs::read_dir(d.path().join("instances")) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let Ok(v) = std::fs::read(f.path())
+                    .map_err(|_| ())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ()))
+                else {
+                    continue;
+                };
+                let (Some(pid), Some(start)) = (v["pid"].as_i64(), v["startTime"].as_u64()) else {
+                    continue;
+                };
+                if start_time(pid as i32) == Some(start) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn world() -> (World, Reaper) {
+    let w = World::new();
+    let r = Reaper(w.dir.clone());
+    (w, r)
+}
+
 /// An instance record for `NODE` as the controller would write it.
 fn record(svc: &str, id: &str, desired: &str, spec: Value) -> String {
     let mut spec = spec;
@@ -70,7 +121,7 @@ fn http_server(dir: &std::path::Path, readiness: Value) -> Value {
 
 #[test]
 fn agent_record_starts_a_process_that_serves_on_its_port() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     let node: Value = serde_json::from_str(&w.etcd.get(&w.key("nodes/n1")).unwrap()).unwrap();
@@ -147,7 +198,7 @@ fn agent_record_starts_a_process_that_serves_on_its_port() {
 
 #[test]
 fn agent_readiness_via_tcp_and_exec() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     let www = w.dir.join(unique("www"));
@@ -187,7 +238,7 @@ fn agent_readiness_via_tcp_and_exec() {
 
 #[test]
 fn agent_crash_loop_backs_off_with_growing_delays() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(
         NODE,
         &["--restart-backoff", "300ms", "--restart-backoff-max", "10s"],
@@ -224,7 +275,7 @@ fn agent_crash_loop_backs_off_with_growing_delays() {
 
 #[test]
 fn agent_liveness_failure_restarts() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(NODE, &["--restart-backoff", "200ms"]);
     agent_ready(&a);
     let www = w.dir.join(unique("www"));
@@ -249,7 +300,7 @@ fn agent_liveness_failure_restarts() {
 
 #[test]
 fn agent_stop_kills_the_whole_process_group() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     // A unique fractional sleep length marks both the instance and its child.
@@ -280,7 +331,7 @@ fn agent_stop_kills_the_whole_process_group() {
 
 #[test]
 fn agent_sigkill_and_restart_adopts_instances() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let mut a = w.agent(NODE, &["--restart-backoff", "200ms"]);
     agent_ready(&a);
     let www = w.dir.join(unique("www"));
@@ -342,7 +393,20 @@ fn agent_sigkill_and_restart_adopts_instances() {
         s["restarts"] == 1 && ready(s)
     });
     assert!(d["lastExit"].get("code").is_none(), "{d}");
-    assert_ne!(d["pid"].as_i64().unwrap() as i32, dpid);
+    let new_pid = d["pid"].as_i64().unwrap() as i32;
+    assert_ne!(new_pid, dpid);
+    // What the killed leader left behind was cleaned up; only the new group remains.
+    eventually("old group's leftovers gone", LONG, || {
+        pids_with_cmdline(&dies)
+            .iter()
+            .all(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')').unwrap().1.split_whitespace().nth(2)
+                        == Some(new_pid.to_string().as_str())
+                })
+            })
+            .then_some(())
+    });
     eventually("orphan stopped", LONG, || {
         (!process_alive(gpid)).then_some(())
     });
@@ -353,7 +417,7 @@ fn agent_sigkill_and_restart_adopts_instances() {
 
 #[test]
 fn agent_survives_an_etcd_outage_and_catches_up() {
-    let mut w = World::new();
+    let (mut w, _reaper) = world();
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     let www = w.dir.join(unique("www"));
@@ -400,7 +464,7 @@ fn agent_survives_an_etcd_outage_and_catches_up() {
 
 #[test]
 fn agent_second_agent_with_the_same_node_name_is_refused() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     // Another data dir: the node key is held on someone else's lease.
@@ -422,7 +486,7 @@ fn agent_second_agent_with_the_same_node_name_is_refused() {
 
 #[test]
 fn agent_lost_lease_is_reacquired_and_statuses_rewritten() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     put_record(&w, "sl", "i1", "Running", json!({"command": "sleep 1000"}));
@@ -449,7 +513,7 @@ fn agent_lost_lease_is_reacquired_and_statuses_rewritten() {
 
 #[test]
 fn agent_sigterm_leaves_instances_running_unless_asked_to_stop_them() {
-    let w = World::new();
+    let (w, _reaper) = world();
     let mut a = w.agent(NODE, &[]);
     agent_ready(&a);
     put_record(
