@@ -33,7 +33,7 @@ use crate::logging::{self, LogFormat};
 use crate::model::InstanceRecord;
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
-use crate::store::{EtcdArgs, Kv, Store};
+use crate::store::{EtcdArgs, Keys, Kv, Store};
 use metrics::AgentMetrics;
 use registration::RegisterError;
 use state::{DataDir, Persisted};
@@ -118,9 +118,34 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .map_err(|e| Error::usage(format!("data dir {}: {e}", args.data_dir.display())))?,
     );
     let _lock = data.lock().map_err(Error::conflict)?;
-    let store = connect(&args.etcd).await;
 
+    // Supervision starts from the data dir before etcd is reached: an agent restarted
+    // during an etcd outage keeps what it knows running (and restarting) meanwhile.
     let agent_metrics = Arc::new(AgentMetrics::default());
+    let (reports, reports_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        node: node.clone(),
+        data: data.clone(),
+        ports: ports::Ports::default(),
+        metrics: agent_metrics.clone(),
+        reports,
+        backoff: Backoff {
+            base: args.restart_backoff,
+            max: args.restart_backoff_max,
+            reset: args.restart_backoff_reset,
+        },
+    });
+    let mut agent = Agent {
+        keys: Keys::new(&args.etcd.prefix),
+        shared: shared.clone(),
+        supervisors: HashMap::new(),
+        // What has no record in the first full listing is stopped then.
+        persisted: Some(data.load_all()),
+    };
+    agent.adopt_local();
+    tokio::spawn(rotate_logs(data.root().join("logs")));
+
+    let store = connect(&args.etcd).await;
     let mut registry = Registry::default();
     agent_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
@@ -140,7 +165,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let lease_id = reg.lease.id;
     let (lease_tx, lease_rx) = watch::channel(reg.lease.id);
     let mut registered = lease_rx.clone();
-    let (count_tx, count_rx) = watch::channel(0u32);
+    let (count_tx, count_rx) = watch::channel(agent.supervisors.len() as u32);
     tokio::spawn(registration::keep(
         store.clone(),
         data.clone(),
@@ -149,39 +174,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
         lease_tx,
         count_rx,
     ));
-    let (reports, reports_rx) = mpsc::unbounded_channel();
     let reporter = tokio::spawn(reporter::run(
         store.clone(),
         reports_rx,
         lease_rx,
-        agent_metrics.clone(),
+        agent_metrics,
     ));
-    tokio::spawn(rotate_logs(data.root().join("logs")));
-
-    let shared = Arc::new(Shared {
-        node: node.clone(),
-        data: data.clone(),
-        ports: ports::Ports::default(),
-        metrics: agent_metrics,
-        reports,
-        backoff: Backoff {
-            base: args.restart_backoff,
-            max: args.restart_backoff_max,
-            reset: args.restart_backoff_reset,
-        },
-    });
-    let mut agent = Agent {
-        store: store.clone(),
-        shared: shared.clone(),
-        supervisors: HashMap::new(),
-        // Adopted on the first full listing; what has no record by then is stopped.
-        persisted: Some(data.load_all()),
-    };
-    if let Some(p) = &agent.persisted {
-        shared
-            .ports
-            .claim(p.values().flat_map(|p| p.ports.iter().map(|(_, n)| *n)));
-    }
 
     let mut informer = watch_prefix(store.clone(), store.keys().instances());
     let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -247,7 +245,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
 /// The main loop's view: one supervisor per instance record of this node.
 struct Agent {
-    store: Store,
+    keys: Keys,
     shared: Arc<Shared>,
     supervisors: HashMap<String, Handle>,
     persisted: Option<BTreeMap<String, Persisted>>,
@@ -256,13 +254,13 @@ struct Agent {
 impl Agent {
     /// `instances/<ns>/<svc>/<id>` → (`ns/svc/id`, status key).
     fn parse_key(&self, key: &str) -> Option<(String, String)> {
-        let seg = self.store.keys().segments("instances", key)?;
+        let seg = self.keys.segments("instances", key)?;
         let [ns, svc, id] = seg.as_slice() else {
             return None;
         };
         Some((
             format!("{ns}/{svc}/{id}"),
-            self.store.keys().instance_status(ns, svc, id),
+            self.keys.instance_status(ns, svc, id),
         ))
     }
 
@@ -305,7 +303,7 @@ impl Agent {
                 if let (Some(ns), Some(svc), Some(id)) = (parts.next(), parts.next(), parts.next())
                 {
                     let _ = self.shared.reports.send(reporter::Report::Delete(
-                        self.store.keys().instance_status(ns, svc, id),
+                        self.keys.instance_status(ns, svc, id),
                     ));
                 }
                 let shared = self.shared.clone();
@@ -320,6 +318,37 @@ impl Agent {
                     shared.ports.release(p.ports.iter().map(|(_, n)| *n));
                 });
             }
+        }
+    }
+
+    /// Starts supervising (adopting) every instance the data dir knows with its
+    /// record, before etcd has been heard from. Ports of all of them are taken first.
+    fn adopt_local(&mut self) {
+        let Some(persisted) = self.persisted.as_mut() else {
+            return;
+        };
+        self.shared.ports.claim(
+            persisted
+                .values()
+                .flat_map(|p| p.ports.iter().map(|(_, n)| *n)),
+        );
+        let known: Vec<String> = persisted
+            .iter()
+            .filter(|(_, p)| {
+                p.record
+                    .as_ref()
+                    .is_some_and(|r| r.node == self.shared.node)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in known {
+            let p = persisted.remove(&id).expect("listed");
+            let record = p.record.clone().expect("filtered");
+            let status_key =
+                self.keys
+                    .instance_status(&record.namespace, &record.service, &record.id);
+            let h = supervisor::spawn(self.shared.clone(), id.clone(), status_key, record, Some(p));
+            self.supervisors.insert(id, h);
         }
     }
 

@@ -548,3 +548,45 @@ fn agent_sigterm_leaves_instances_running_unless_asked_to_stop_them() {
     assert!(w.etcd.get(&w.key("nodes/n1")).is_none());
     assert!(status(&w, "sl", "i1").is_none());
 }
+
+#[test]
+fn agent_restarted_during_an_etcd_outage_keeps_supervising() {
+    let (mut w, _reaper) = world();
+    let mut a = w.agent(NODE, &["--restart-backoff", "200ms"]);
+    agent_ready(&a);
+    let marker = format!("1000.{}9", std::process::id());
+    put_record(
+        &w,
+        "sl",
+        "i1",
+        "Running",
+        json!({"command": format!("sleep {marker}")}),
+    );
+    let pid = status_where(&w, "sl", "i1", "ready", ready)["pid"]
+        .as_i64()
+        .unwrap() as i32;
+
+    a.kill9();
+    w.etcd.kill();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{pid}")])
+        .status();
+    eventually("instance dead", LONG, || {
+        (!process_alive(pid)).then_some(())
+    });
+    // No etcd: the new agent restarts the instance from what its data dir knows.
+    let a = w.agent(NODE, &["--restart-backoff", "200ms"]);
+    let new_pid = eventually("restarted without etcd", LONG, || {
+        pids_with_cmdline(&marker).into_iter().find(|p| *p != pid)
+    });
+    w.etcd.restart();
+    agent_ready(&a);
+    let s = status_where(&w, "sl", "i1", "caught up", |s| {
+        ready(s) && s["restarts"] == 1
+    });
+    let reported = s["pid"].as_i64().unwrap() as i32;
+    assert!(
+        reported == new_pid || pids_with_cmdline(&marker).contains(&reported),
+        "{s}"
+    );
+}
