@@ -70,6 +70,7 @@ pub struct Args {
     /// the next agent to adopt).
     #[arg(long)]
     pub stop_instances_on_exit: bool,
+    /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
