@@ -33,7 +33,7 @@ use crate::logging::{self, LogFormat};
 use crate::model::InstanceRecord;
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
-use crate::store::{EtcdArgs, Kv, Store};
+use crate::store::{EtcdArgs, Keys, Kv, Store};
 use metrics::AgentMetrics;
 use registration::RegisterError;
 use state::{DataDir, Persisted};
@@ -70,6 +70,7 @@ pub struct Args {
     /// the next agent to adopt).
     #[arg(long)]
     pub stop_instances_on_exit: bool,
+    /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -118,9 +119,34 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .map_err(|e| Error::usage(format!("data dir {}: {e}", args.data_dir.display())))?,
     );
     let _lock = data.lock().map_err(Error::conflict)?;
-    let store = connect(&args.etcd).await;
 
+    // Supervision starts from the data dir before etcd is reached: an agent restarted
+    // during an etcd outage keeps what it knows running (and restarting) meanwhile.
     let agent_metrics = Arc::new(AgentMetrics::default());
+    let (reports, reports_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        node: node.clone(),
+        data: data.clone(),
+        ports: ports::Ports::default(),
+        metrics: agent_metrics.clone(),
+        reports,
+        backoff: Backoff {
+            base: args.restart_backoff,
+            max: args.restart_backoff_max,
+            reset: args.restart_backoff_reset,
+        },
+    });
+    let mut agent = Agent {
+        keys: Keys::new(&args.etcd.prefix),
+        shared: shared.clone(),
+        supervisors: HashMap::new(),
+        // What has no record in the first full listing is stopped then.
+        persisted: Some(data.load_all()),
+    };
+    agent.adopt_local();
+    tokio::spawn(rotate_logs(data.root().join("logs")));
+
+    let store = connect(&args.etcd).await;
     let mut registry = Registry::default();
     agent_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
@@ -139,7 +165,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     info!(node, listen = %bound, lease = reg.lease.id, "agent started");
     let lease_id = reg.lease.id;
     let (lease_tx, lease_rx) = watch::channel(reg.lease.id);
-    let (count_tx, count_rx) = watch::channel(0u32);
+    let mut registered = lease_rx.clone();
+    let (count_tx, count_rx) = watch::channel(agent.supervisors.len() as u32);
     tokio::spawn(registration::keep(
         store.clone(),
         data.clone(),
@@ -148,39 +175,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
         lease_tx,
         count_rx,
     ));
-    let (reports, reports_rx) = mpsc::unbounded_channel();
     let reporter = tokio::spawn(reporter::run(
         store.clone(),
         reports_rx,
         lease_rx,
-        agent_metrics.clone(),
+        agent_metrics,
     ));
-    tokio::spawn(rotate_logs(data.root().join("logs")));
-
-    let shared = Arc::new(Shared {
-        node: node.clone(),
-        data: data.clone(),
-        ports: ports::Ports::default(),
-        metrics: agent_metrics,
-        reports,
-        backoff: Backoff {
-            base: args.restart_backoff,
-            max: args.restart_backoff_max,
-            reset: args.restart_backoff_reset,
-        },
-    });
-    let mut agent = Agent {
-        store: store.clone(),
-        shared: shared.clone(),
-        supervisors: HashMap::new(),
-        // Adopted on the first full listing; what has no record by then is stopped.
-        persisted: Some(data.load_all()),
-    };
-    if let Some(p) = &agent.persisted {
-        shared
-            .ports
-            .claim(p.values().flat_map(|p| p.ports.iter().map(|(_, n)| *n)));
-    }
 
     let mut informer = watch_prefix(store.clone(), store.keys().instances());
     let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -193,22 +193,27 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 match ev {
                     WatchEvent::Reset { kvs, .. } => {
                         connected = true;
-                        agent.reset(kvs).await;
+                        agent.reset(kvs);
                     }
                     WatchEvent::Put(kv) => agent.put(kv),
                     WatchEvent::Delete(kv) => agent.remove(&kv.key),
                     WatchEvent::Connected(up) => connected = up,
                 }
                 let _ = count_tx.send(agent.supervisors.len() as u32);
-                let _ = ready_tx.send(if connected {
-                    Readiness::Ready
-                } else {
-                    Readiness::NotReady("watch on etcd is down".into())
-                });
+            }
+            changed = registered.changed() => {
+                if changed.is_err() { break; }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
+        let _ = ready_tx.send(if *registered.borrow() == 0 {
+            Readiness::NotReady("node lease lost; registering again".into())
+        } else if !connected {
+            Readiness::NotReady("watch on etcd is down".into())
+        } else {
+            Readiness::Ready
+        });
     }
 
     let stop = args.stop_instances_on_exit;
@@ -241,7 +246,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
 /// The main loop's view: one supervisor per instance record of this node.
 struct Agent {
-    store: Store,
+    keys: Keys,
     shared: Arc<Shared>,
     supervisors: HashMap<String, Handle>,
     persisted: Option<BTreeMap<String, Persisted>>,
@@ -250,13 +255,13 @@ struct Agent {
 impl Agent {
     /// `instances/<ns>/<svc>/<id>` → (`ns/svc/id`, status key).
     fn parse_key(&self, key: &str) -> Option<(String, String)> {
-        let seg = self.store.keys().segments("instances", key)?;
+        let seg = self.keys.segments("instances", key)?;
         let [ns, svc, id] = seg.as_slice() else {
             return None;
         };
         Some((
             format!("{ns}/{svc}/{id}"),
-            self.store.keys().instance_status(ns, svc, id),
+            self.keys.instance_status(ns, svc, id),
         ))
     }
 
@@ -270,7 +275,7 @@ impl Agent {
         }
     }
 
-    async fn reset(&mut self, kvs: Vec<Kv>) {
+    fn reset(&mut self, kvs: Vec<Kv>) {
         let mut seen = std::collections::HashSet::new();
         for kv in kvs {
             if let Some((id, _)) = self.parse_key(&kv.key)
@@ -295,21 +300,56 @@ impl Agent {
         if let Some(orphans) = self.persisted.take() {
             for (key, p) in orphans {
                 warn!(instance = %key, "record gone while the agent was away; stopping");
-                if let (Some(pid), Some(start)) = (p.pid, p.start_time)
-                    && process::same_process(pid, start)
-                {
-                    process::stop_group(pid, Duration::from_secs(10)).await;
-                }
-                self.shared.data.remove(&key.replace('/', "_"));
-                self.shared.ports.release(p.ports.iter().map(|(_, n)| *n));
                 let mut parts = key.splitn(3, '/');
                 if let (Some(ns), Some(svc), Some(id)) = (parts.next(), parts.next(), parts.next())
                 {
                     let _ = self.shared.reports.send(reporter::Report::Delete(
-                        self.store.keys().instance_status(ns, svc, id),
+                        self.keys.instance_status(ns, svc, id),
                     ));
                 }
+                let shared = self.shared.clone();
+                // Off the main loop: a grace period must not hold up other records.
+                tokio::spawn(async move {
+                    if let (Some(pid), Some(start)) = (p.pid, p.start_time)
+                        && process::same_process(pid, start)
+                    {
+                        process::stop_group(pid, Duration::from_secs(10)).await;
+                    }
+                    shared.data.remove(&key.replace('/', "_"));
+                    shared.ports.release(p.ports.iter().map(|(_, n)| *n));
+                });
             }
+        }
+    }
+
+    /// Starts supervising (adopting) every instance the data dir knows with its
+    /// record, before etcd has been heard from. Ports of all of them are taken first.
+    fn adopt_local(&mut self) {
+        let Some(persisted) = self.persisted.as_mut() else {
+            return;
+        };
+        self.shared.ports.claim(
+            persisted
+                .values()
+                .flat_map(|p| p.ports.iter().map(|(_, n)| *n)),
+        );
+        let known: Vec<String> = persisted
+            .iter()
+            .filter(|(_, p)| {
+                p.record
+                    .as_ref()
+                    .is_some_and(|r| r.node == self.shared.node)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in known {
+            let p = persisted.remove(&id).expect("listed");
+            let record = p.record.clone().expect("filtered");
+            let status_key =
+                self.keys
+                    .instance_status(&record.namespace, &record.service, &record.id);
+            let h = supervisor::spawn(self.shared.clone(), id.clone(), status_key, record, Some(p));
+            self.supervisors.insert(id, h);
         }
     }
 

@@ -105,6 +105,13 @@ pub fn spawn(
     let out = super::logs::open(log)?;
     let err = out.try_clone()?;
     let mut cmd = tokio::process::Command::new(&argv[0]);
+    // The agent's own settings (etcd endpoints, node name, ...) are not the
+    // instance's business; it gets rune's variables below instead.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("RUNE_") {
+            cmd.env_remove(k);
+        }
+    }
     cmd.args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -110,8 +110,9 @@ async fn write(
     Ok(r.succeeded)
 }
 
-/// Keeps the registration: re-acquires a lost lease (publishing the new id on
-/// `lease_tx`, which makes every status be rewritten) and updates the instance count.
+/// Keeps the registration: re-acquires a lost lease (publishing 0 while unregistered,
+/// then the new id on `lease_tx`, which makes every status be rewritten) and updates
+/// the instance count.
 pub async fn keep(
     store: Store,
     data: std::sync::Arc<DataDir>,
@@ -129,6 +130,8 @@ pub async fn keep(
                     continue;
                 }
                 warn!(lease = reg.lease.id, "node lease lost; registering again");
+                // 0 = unregistered: /readyz says so and status writes wait.
+                let _ = lease_tx.send(0);
                 reg = reacquire(&store, &data, reg.record.clone(), ttl).await;
                 let _ = lease_tx.send(reg.lease.id);
             }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::model::{ExitInfo, InstanceRecord, Phase};
+
 /// What identifies and describes a running instance process across agent restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -23,6 +25,14 @@ pub struct Persisted {
     pub restarts: u32,
     pub started_at: Option<Timestamp>,
     pub ready_at: Option<Timestamp>,
+    /// The record last seen, so a restarted agent supervises before etcd answers.
+    #[serde(default)]
+    pub record: Option<InstanceRecord>,
+    /// Set when the instance ended for good (Exited or Failed): not to be restarted.
+    #[serde(default)]
+    pub ended: Option<Phase>,
+    #[serde(default)]
+    pub last_exit: Option<ExitInfo>,
 }
 
 pub struct DataDir {
@@ -142,6 +152,9 @@ mod tests {
             restarts: 2,
             started_at: None,
             ready_at: None,
+            record: None,
+            ended: Some(Phase::Failed),
+            last_exit: None,
         };
         d.save("ns_svc_id", &p).unwrap();
         assert_eq!(d.load_all().get("ns/svc/id"), Some(&p));

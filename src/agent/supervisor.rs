@@ -262,8 +262,18 @@ impl Supervisor {
         self.ports = p.ports.clone();
         self.shared.ports.claim(self.ports.iter().map(|(_, p)| *p));
         self.status.restarts = p.restarts;
+        self.status.last_exit = p.last_exit.clone();
         self.set_ports();
+        if let Some(phase) = p.ended {
+            // Ended for good before the agent restarted: stays ended.
+            self.done = true;
+            self.status.phase = phase;
+            return None;
+        }
         let (Some(pid), Some(start)) = (p.pid, p.start_time) else {
+            // Between runs (back-off) when the agent went away: the next start is a
+            // restart.
+            self.restart_pending = p.last_exit.is_some();
             return None;
         };
         if process::same_process(pid, start) {
@@ -294,6 +304,11 @@ impl Supervisor {
             return Some(proc);
         }
         warn!(instance = %self.key, pid, "process ended while the agent was away");
+        if process::start_time(pid).is_none() {
+            // Its leader is gone; what is left of its group is ours to clean up. (A
+            // live pid that is not ours would be an unrelated process: left alone.)
+            tokio::spawn(process::kill_group(pid));
+        }
         self.after_exit(
             unknown_exit("process ended while the agent was not running"),
             Duration::ZERO,
@@ -534,6 +549,9 @@ impl Supervisor {
             restarts: self.status.restarts,
             started_at: self.status.started_at,
             ready_at: self.status.ready_at,
+            record: Some(self.record.clone()),
+            ended: self.done.then_some(self.status.phase),
+            last_exit: self.status.last_exit.clone(),
         };
         if let Err(e) = self.shared.data.save(&self.file_name, &p) {
             warn!(instance = %self.key, error = %e, "cannot persist instance state");

@@ -9,6 +9,12 @@ pub async fn check(command: &[String], target: &Target) -> Result<(), String> {
         return Err("exec probe has no command".into());
     };
     let mut cmd = tokio::process::Command::new(prog);
+    // Like the instance itself: rune's variables, not the agent's own RUNE_* settings.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("RUNE_") {
+            cmd.env_remove(k);
+        }
+    }
     cmd.args(args)
         .envs(target.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

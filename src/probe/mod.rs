@@ -92,7 +92,8 @@ pub fn next_delay(current_fast: Duration, interval: Duration, succeeded_once: bo
     }
 }
 
-/// Probes `target` on the probe's schedule and sends every result to `tx`; ends when
+/// Probes `target` on the probe's schedule (readiness: fast and growing until the
+/// first success, then every interval; liveness: every interval) and sends every result to `tx`; ends when
 /// the receiver is dropped (or the returned handle is aborted).
 pub fn spawn_loop(
     which: Which,
@@ -115,7 +116,9 @@ pub fn spawn_loop(
             if tx.send((which, result)).await.is_err() {
                 return;
             }
-            let delay = next_delay(fast, interval, succeeded_once);
+            // Only readiness hurries: a liveness failure kills, and a process that is
+            // still starting up must get a full interval before its next chance.
+            let delay = next_delay(fast, interval, succeeded_once || which == Which::Liveness);
             fast = (fast * 2).min(interval);
             tokio::time::sleep(delay).await;
         }

@@ -426,3 +426,32 @@ pub fn pids_with_cmdline(marker: &str) -> Vec<i32> {
     }
     pids
 }
+
+impl World {
+    /// Starts `rune-agent` for `node` with a data dir of the given name (two agents
+    /// claiming one node name from different data dirs).
+    pub fn agent_with_data(&self, node: &str, data_name: &str, extra: &[&str]) -> Daemon {
+        let data = self.dir.join(data_name);
+        let data = data.to_str().unwrap().to_string();
+        let mut args = vec!["--node-name", node, "--data-dir", &data];
+        args.extend_from_slice(extra);
+        self.daemon(
+            "rune-agent",
+            &format!("agent-{node}-{data_name}"),
+            &args,
+            &[],
+        )
+    }
+}
+
+impl Daemon {
+    /// Waits for the daemon to exit on its own (up to `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let status = wait_until(within, || c.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+}

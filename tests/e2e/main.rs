@@ -3,6 +3,7 @@
 mod harness;
 mod system;
 
+mod agent;
 mod cli;
 mod config;
 mod controller;
