@@ -55,23 +55,23 @@ pub struct Args {
     #[arg(long, env = "RUNE_AGENT_LISTEN", default_value = "127.0.0.1:9465")]
     pub listen: SocketAddr,
     /// TTL of the node lease: a dead agent's node and statuses vanish after it.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RUNE_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
     /// First crash-loop back-off; doubles per consecutive crash.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RUNE_RESTART_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     pub restart_backoff: Duration,
     /// Longest crash-loop back-off.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RUNE_RESTART_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
     pub restart_backoff_max: Duration,
     /// Running this long without a crash resets the back-off.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RUNE_RESTART_BACKOFF_RESET", default_value = "60s", value_parser = humantime::parse_duration)]
     pub restart_backoff_reset: Duration,
     /// On SIGTERM/SIGINT stop every instance first (default: leave them running for
     /// the next agent to adopt).
-    #[arg(long)]
+    #[arg(long, env = "RUNE_STOP_INSTANCES_ON_EXIT")]
     pub stop_instances_on_exit: bool,
     /// Log output: human-readable text, or JSON for log pipelines.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
