@@ -37,10 +37,9 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# etcd + controller + agent on this machine, the example services, a demo scale.
 run: deps
-	@echo "make run (etcd + controller + agent + a demo scale) is not built yet: see issue 'Operate it'."
-	@echo "Today you can start etcd yourself and use the CLI: cargo run --bin rune -- --help"
-	@exit 1
+	@scripts/run-local.sh
 
 clean:
 	$(CARGO) clean

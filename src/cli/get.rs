@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::output::{self, Format, age, print_document, print_table, table};
 use crate::exit::{self, Error};
 use crate::model::{
-    ConditionKind, InstanceRecord, InstanceStatus, ServiceSpec, ServiceStatus, SpecError,
-    StoredService,
+    ConditionKind, InstanceRecord, InstanceStatus, OperationKind, ServiceSpec, ServiceStatus,
+    SpecError, StoredService,
 };
 use crate::store::{Kv, Read, Store, watch::WatchEvent};
 
@@ -139,10 +139,12 @@ impl ServiceView {
         if let Some(op) = &self.status.operation
             && !op.phase.is_terminal()
         {
-            return format!(
-                "{}ing",
-                capitalize(&op.kind.to_string()).trim_end_matches('e')
-            );
+            return match op.kind {
+                OperationKind::Scale => "Scaling",
+                OperationKind::Restart => "Restarting",
+                OperationKind::Stop => "Stopping",
+            }
+            .into();
         }
         let st = &self.status;
         if st.observed_generation == 0 {
@@ -183,13 +185,6 @@ impl ServiceView {
             Err(_) => self.status.desired_replicas.to_string(),
         }
     }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
 }
 
 /// Reads services (of one namespace or all) and their statuses at one revision.

@@ -107,13 +107,22 @@ pub fn spawn_loop(
         let interval = Duration::from_secs(probe.interval_seconds.max(1) as u64);
         let mut fast = FAST_START;
         let mut succeeded_once = false;
+        // Failures count at the probe's own cadence (once per interval), as in
+        // Kubernetes: the quick probes before the first success shorten the time to
+        // ready but must not exhaust failureThreshold in a few hundred milliseconds.
+        let mut last_counted: Option<Instant> = None;
         loop {
             let started = Instant::now();
             let result = check(&probe, &target).await;
             observer.observe(probe.kind, started.elapsed(), result.is_ok());
             succeeded_once |= result.is_ok();
+            let counts = result.is_ok()
+                || last_counted.is_none_or(|at| started.duration_since(at) >= interval);
+            if result.is_err() && counts {
+                last_counted = Some(started);
+            }
             let result = result.map_err(|e| format!("{which} {e}"));
-            if tx.send((which, result)).await.is_err() {
+            if counts && tx.send((which, result)).await.is_err() {
                 return;
             }
             // Only readiness hurries: a liveness failure kills, and a process that is

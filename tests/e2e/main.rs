@@ -9,4 +9,5 @@ mod config;
 mod controller;
 mod deploy;
 mod docs;
+mod run_local;
 mod scale;

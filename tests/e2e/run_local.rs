@@ -1,0 +1,69 @@
+//! `make run` (scripts/run-local.sh): the whole system comes up, shows a scale, and
+//! Ctrl-C (here SIGTERM: a backgrounded script ignores SIGINT) leaves no process.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{eventually, free_port, process_alive, unique, wait_until};
+
+#[test]
+fn make_run_starts_everything_scales_and_stops_cleanly() {
+    let dir = std::env::temp_dir().join(unique("rune-run"));
+    let port = free_port();
+    let log = dir.with_extension("out");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-local.sh");
+    let start = || {
+        Command::new(script)
+            .env("RUNE_RUN_DIR", &dir)
+            .env("RUNE_RUN_ETCD_PORT", port.to_string())
+            .env("RUNE_RUN_CONTROLLER_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("RUNE_RUN_AGENT_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("RUNE_RUN_SKIP_BUILD", "1")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut run = start();
+    let out = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("make run is up", Duration::from_secs(120), || out().contains("rune ready").then_some(()));
+    assert!(out().contains("service default/web scaled to 3"), "{}", out());
+    assert!(out().contains("rune get services"), "prints what to try next");
+
+    // A second one in the same place says so.
+    let second = Command::new(script)
+        .env("RUNE_RUN_DIR", &dir)
+        .env("RUNE_RUN_SKIP_BUILD", "1")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+
+    let rune = |args: &[&str]| {
+        Command::new(assert_cmd::cargo::cargo_bin("rune"))
+            .args(args)
+            .env("RUNE_ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
+            .env("RUNE_CONFIG", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let instances = rune(&["get", "instances", "-o", "json"]);
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&instances.stdout).unwrap();
+    let pids: Vec<i32> = docs.iter().filter_map(|d| d["status"]["pid"].as_i64()).map(|p| p as i32).collect();
+    assert!(pids.len() >= 3, "{docs:?}");
+
+    let _ = Command::new("kill").args(["-TERM", &run.id().to_string()]).status();
+    let status = wait_until(Duration::from_secs(60), || run.try_wait().ok().flatten());
+    assert!(status.is_some(), "make run did not stop");
+    for p in &pids {
+        assert!(!process_alive(*p), "instance {p} survived");
+    }
+    // The data stays: the next run resumes the services.
+    let mut again = start();
+    eventually("resumed", Duration::from_secs(120), || out().contains("rune ready").then_some(()));
+    let services = rune(&["get", "services"]);
+    assert!(String::from_utf8_lossy(&services.stdout).contains("workers"));
+    let _ = Command::new("kill").args(["-TERM", &again.id().to_string()]).status();
+    wait_until(Duration::from_secs(60), || again.try_wait().ok().flatten()).expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}
