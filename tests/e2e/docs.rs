@@ -3,10 +3,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::harness::{Etcd, unique};
+use crate::harness::{World, eventually, unique};
 
 /// A scratch directory, removed on drop.
 struct Scratch {
@@ -95,8 +96,13 @@ fn cargo_bin_dir() -> PathBuf {
 
 #[test]
 fn gitops_sh_blocks_run_verbatim_against_etcd() {
-    // An etcd of our own, so the documented default prefix /rune is ours alone.
-    let etcd = Etcd::start();
+    // An etcd of our own, so the documented default prefix /rune is ours alone, with
+    // a controller and an agent so the examples' outcomes can be checked too.
+    let mut w = World::new();
+    w.prefix = "/rune".into();
+    let _controller = crate::system::controller(&w, "docs");
+    let _agent = crate::system::agent(&w, "n1");
+    let etcd = &w.etcd;
     let scratch = Scratch::new();
     let doc = read("docs/gitops.md");
     let path = format!(
@@ -110,12 +116,19 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
         if info.next() != Some("sh") {
             continue;
         }
-        if info.any(|w| w == "needs-controller") {
-            println!(
-                "note: docs/gitops.md:{} needs a running controller; skipped",
-                b.line
+        let needs_controller = info.any(|w| w == "needs-controller");
+        if needs_controller {
+            // The spec write before this block scaled web to 4, gradually.
+            eventually(
+                "web scaled to 4 by the spec write",
+                Duration::from_secs(90),
+                || {
+                    let s = crate::system::service(&w, "web");
+                    (s["status"]["readyReplicas"] == 4
+                        && s["status"]["operation"]["phase"] == "Succeeded")
+                        .then_some(())
+                },
             );
-            continue;
         }
         let out = Command::new("sh")
             .args(["-e", "-c", &b.text])
@@ -143,6 +156,13 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
             "docs/gitops.md:{}: a transaction's comparison failed:\n{stdout}",
             b.line
         );
+        if needs_controller {
+            assert!(
+                stdout.contains("lastScaleReason: \"spec change: scale 2 -> 4"),
+                "docs/gitops.md:{}: the outcome shows in status:\n{stdout}",
+                b.line
+            );
+        }
         let (puts, dels) = writes(&b.text);
         for k in puts.iter().filter(|k| !dels.contains(k)) {
             assert!(
@@ -163,7 +183,7 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
     assert!(ran >= 5, "only {ran} sh blocks ran");
 
     // What the examples left behind is valid, as rune reads it.
-    let keys = etcd.keys("/rune/");
+    let keys = etcd.keys("/rune/services/");
     assert_eq!(
         keys,
         ["/rune/services/default/api", "/rune/services/default/web"],

@@ -471,3 +471,30 @@ fn killing_the_leader_mid_gradual_scale_changes_only_timing() {
     );
     assert_eq!(live_processes(&w, "api").len(), 5, "no duplicates");
 }
+
+#[test]
+fn the_example_services_behave_as_their_comments_say() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a = agent(&w, "n1");
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+    w.rune()
+        .arg("cast")
+        .arg(format!("{manifests}/web.yaml"))
+        .arg(format!("{manifests}/flaky.yaml"))
+        .assert()
+        .success();
+    wait_ready(&w, "web", 2);
+    wait_ready(&w, "flaky", 2);
+    w.rune().args(["scale", "web", "3"]).assert().success();
+    // flaky fails on purpose beyond 2 instances: the scale is rolled back.
+    w.rune()
+        .args(["scale", "flaky", "4"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("rolled back to 2"));
+    wait_ready(&w, "flaky", 2);
+    let h =
+        String::from_utf8(w.rune().args(["history", "flaky"]).output().unwrap().stdout).unwrap();
+    assert!(h.contains("RolledBack"), "{h}");
+}
