@@ -41,21 +41,18 @@ impl Default for WaitFor {
 pub enum Verdict {
     /// Not picked up by a controller yet.
     Waiting,
-    Progress(String),
+    /// Under way; the line to show.
+    Progress,
     Done(OperationPhase, String, Option<String>),
 }
 
 /// Reads our operation's fate out of a status.
 pub fn verdict(status: &ServiceStatus, op: &OperationRecord) -> Verdict {
     if let Some(p) = status.operation.as_ref().filter(|p| p.id == op.id) {
-        let counts = format!(
-            "{} ready, {} current, {} desired",
-            status.ready_replicas, status.current_replicas, status.desired_replicas
-        );
         return if p.phase.is_terminal() {
             Verdict::Done(p.phase, p.message.clone(), p.superseded_by.clone())
         } else {
-            Verdict::Progress(format!("{counts} · {}", p.message))
+            Verdict::Progress
         };
     }
     if let Some(h) = status.history.iter().find(|h| h.id == op.id) {
@@ -68,6 +65,37 @@ pub fn verdict(status: &ServiceStatus, op: &OperationRecord) -> Verdict {
         return Verdict::Done(h.result, msg, by);
     }
     Verdict::Waiting
+}
+
+fn left(now: Timestamp, until: Timestamp) -> String {
+    let secs = until.duration_since(now).as_secs().max(0) as u64;
+    crate::model::duration::format(Duration::from_secs(secs))
+}
+
+/// One line of progress: counts, step i of n, time left in the interval, timeout.
+pub fn progress_line(status: &ServiceStatus, now: Timestamp) -> String {
+    let mut line = format!(
+        "{}/{} ready, {} current",
+        status.ready_replicas, status.desired_replicas, status.current_replicas
+    );
+    let Some(p) = &status.operation else {
+        return line;
+    };
+    if p.steps > 1 {
+        line.push_str(&format!(
+            " · step {} of {} (to {})",
+            p.step, p.steps, p.step_target
+        ));
+    }
+    if let Some(ready_at) = p.step_ready_at
+        && p.step < p.steps
+        && !p.interval.is_zero()
+        && let Some(next) = ready_at.checked_add(p.interval).ok()
+    {
+        line.push_str(&format!(" · next step in {}", left(now, next)));
+    }
+    line.push_str(&format!(" · timeout in {}", left(now, p.deadline)));
+    line
 }
 
 fn done_word(kind: OperationKind, to: u32) -> String {
@@ -108,6 +136,11 @@ impl Display {
         }
     }
 
+    /// A live display (terminal) re-renders countdowns; plain output does not.
+    fn live(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -137,6 +170,8 @@ pub async fn wait(
         "{what}: waiting for the controller (operation {})",
         op.id
     ));
+    let mut shown: Option<ServiceStatus> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let outcome = loop {
         let timer = tokio::time::sleep_until(give_up_at.into());
         let hint = tokio::time::sleep(Duration::from_secs(10));
@@ -151,6 +186,12 @@ pub async fn wait(
             }
             _ = hint, if !picked_up => {
                 display.show(&format!("{what}: no controller has picked this up yet (is rune-controller running?)"));
+            }
+            _ = tick.tick(), if display.live() && shown.is_some() => {
+                // Countdowns move even when nothing changes in etcd.
+                if let Some(st) = &shown {
+                    display.show(&format!("{what}: {}", progress_line(st, Timestamp::now())));
+                }
             }
             _ = tokio::signal::ctrl_c() => {
                 break Err(Error::new(Exit::StoppedWaiting, format!(
@@ -195,9 +236,10 @@ pub async fn wait(
                 let Ok(status) = kv.json::<ServiceStatus>() else { continue };
                 match verdict(&status, op) {
                     Verdict::Waiting => {}
-                    Verdict::Progress(line) => {
+                    Verdict::Progress => {
                         picked_up = true;
-                        display.show(&format!("{what}: {line}"));
+                        display.show(&format!("{what}: {}", progress_line(&status, Timestamp::now())));
+                        shown = Some(status);
                     }
                     Verdict::Done(OperationPhase::Succeeded, _, _) => {
                         break Ok(format!(

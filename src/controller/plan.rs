@@ -73,6 +73,9 @@ impl Plan {
     }
 }
 
+/// How long an instance that ended for good keeps its slot before it is replaced.
+pub const REPLACE_AFTER: Duration = Duration::from_secs(5);
+
 fn add(ts: Timestamp, d: Duration) -> Timestamp {
     ts.checked_add(d).unwrap_or(ts)
 }
@@ -186,8 +189,16 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
                     "exited"
                 }
             ));
-            p.remove.push((rec.id.clone(), *rev));
-            continue;
+            // An instance its agent will not restart (policy Never/OnFailure) is
+            // replaced, but not before REPLACE_AFTER: a command that fails at once
+            // must not turn into a tight create/delete loop.
+            let ended_at = s.last_exit.as_ref().map(|e| e.at).unwrap_or(o.now);
+            let replace_at = add(ended_at, REPLACE_AFTER);
+            if o.now >= replace_at {
+                p.remove.push((rec.id.clone(), *rev));
+                continue;
+            }
+            p.requeue(until(o.now, replace_at));
         }
         c.active.push((rec, *rev));
         c.remaining += 1;

@@ -444,3 +444,30 @@ fn default_timeout_grows_for_long_gradual_plans() {
         Duration::from_secs(300)
     );
 }
+
+#[test]
+fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop() {
+    let mut s = Sim::new(1, &["n1"]);
+    s.step();
+    s.agents(true);
+    s.step();
+    let id = s.o.instances[0].0.id.clone();
+    let st = s.o.statuses.get_mut(&id).unwrap();
+    st.phase = Phase::Failed;
+    st.ready = false;
+    st.last_exit = Some(ExitInfo {
+        code: Some(1),
+        signal: None,
+        at: t(0),
+        reason: String::new(),
+    });
+    let p = s.step();
+    assert!(
+        p.create.is_empty() && p.remove.is_empty(),
+        "keeps its slot for a while"
+    );
+    assert!(p.requeue_after.unwrap() <= REPLACE_AFTER);
+    s.o.now = t(REPLACE_AFTER.as_secs() as i64);
+    let p = s.step();
+    assert_eq!((p.remove.len(), p.create.len()), (1, 1));
+}
