@@ -237,3 +237,81 @@ fn health_and_metrics_endpoints() {
         assert!(body.contains(m), "{m} missing");
     }
 }
+
+/// The fence itself: once a leader's lease is gone (paused past its TTL, say), a
+/// write carrying its fence fails even though nothing else stopped it, and the new
+/// leader's writes go through.
+#[test]
+fn writes_with_a_deposed_leaders_fence_are_refused() {
+    use rune::controller::election::{ElectionConfig, campaign};
+    use rune::store::{EtcdArgs, Store, op};
+
+    let w = World::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
+            .await
+            .unwrap();
+        let cfg = ElectionConfig {
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_secs(1),
+            retry_period: Duration::from_millis(100),
+        };
+        let old = campaign(&store, "old", &cfg).await.unwrap();
+        let key = store.keys().status("default", "fenced");
+        let write = |fence, v: &str| store.txn(vec![fence], vec![op::put(&key, v)], vec![]);
+        assert!(write(old.fence(), "from old").await.unwrap().succeeded);
+
+        // The old leader's lease ends without it noticing (as after SIGSTOP).
+        store.revoke_lease(old.lease.id).await.unwrap();
+        let new = tokio::time::timeout(Duration::from_secs(10), campaign(&store, "new", &cfg))
+            .await
+            .expect("the standby is elected")
+            .unwrap();
+        assert!(
+            !write(old.fence(), "stale").await.unwrap().succeeded,
+            "fenced out"
+        );
+        assert!(write(new.fence(), "from new").await.unwrap().succeeded);
+        assert_eq!(store.get(&key).await.unwrap().unwrap().value, b"from new");
+        assert!(
+            old.lost().await.contains("lease"),
+            "the old leader learns it lost"
+        );
+    });
+}
+
+#[test]
+fn etcd_down_and_back_changes_nothing_and_the_controller_catches_up() {
+    let mut w = World::new();
+    let c = controller(&w, "c1");
+    let _a = agent(&w, "n1");
+    cast(&w, &sleeper(&w, "api", 2, ""));
+    wait_ready(&w, "api", 2);
+    let before = pids(&w, "api");
+
+    w.etcd.kill();
+    eventually(
+        "controller reports not ready",
+        Duration::from_secs(30),
+        || (c.http_get("/readyz")?.0 == 503).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        before.iter().all(|p| process_alive(*p)),
+        "instances keep running without etcd"
+    );
+    w.etcd.restart();
+
+    eventually("controller ready again", Duration::from_secs(60), || {
+        (c.http_get("/readyz")?.0 == 200).then_some(())
+    });
+    cast(&w, &sleeper(&w, "api", 3, ""));
+    wait_ready(&w, "api", 3);
+    let after = pids(&w, "api");
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(live_processes(&w, "api").len(), 3);
+}
