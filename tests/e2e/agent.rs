@@ -14,46 +14,14 @@ const LONG: Duration = Duration::from_secs(30);
 /// Instances outlive their agent by design, so dropping the agent is not enough: on
 /// drop this kills every process group the test's agents recorded in their data dirs.
 /// Create it right after the World, so it runs after the agents are gone.
+/// Kills what the test's agents left running (instances outlive their agent by
+/// design); `World` does the same on drop, this keeps the agent tests explicit.
 struct Reaper(std::path::PathBuf);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let Ok(dirs) = std::fs::read_dir(&self.0) else {
-            return;
-        };
-        for d in dirs.flatten() {
-            let Ok(files) = std::fs::read_dir(d.path().join("instances")) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let Ok(v) = std::fs::read(f.path())
-                    .map_err(|_| ())
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ()))
-                else {
-                    continue;
-                };
-                let (Some(pid), Some(start)) = (v["pid"].as_i64(), v["startTime"].as_u64()) else {
-                    continue;
-                };
-                if start_time(pid as i32) == Some(start) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        crate::harness::reap_instances(&self.0);
     }
-}
-
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
 }
 
 fn world() -> (World, Reaper) {

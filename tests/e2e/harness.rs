@@ -272,8 +272,51 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        reap_instances(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Kills the process groups of every instance that the agents under `dir` recorded
+/// in their data dirs (`<agent data dir>/instances/*.json`: pid and start time), so a
+/// test leaves no process behind even though instances outlive their agent.
+pub fn reap_instances(dir: &Path) {
+    let Ok(agents) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for agent in agents.flatten() {
+        let Ok(files) = std::fs::read_dir(agent.path().join("instances")) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let Some(v) = std::fs::read(f.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            else {
+                continue;
+            };
+            let (Some(pid), Some(start)) = (v["pid"].as_i64(), v["startTime"].as_u64()) else {
+                continue;
+            };
+            if proc_start_time(pid as i32) == Some(start) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat: when the process started (clock ticks after boot).
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// A rune daemon (controller or agent) started by a test; SIGKILLed on drop.
