@@ -28,19 +28,7 @@ pub async fn run(store: &Store, a: HistoryArgs) -> exit::Result<()> {
     // The operation in progress first, then what is finished, newest first.
     let mut entries: Vec<HistoryEntry> = Vec::new();
     if let Some(p) = status.operation.as_ref().filter(|p| !p.phase.is_terminal()) {
-        entries.push(HistoryEntry {
-            id: p.id.clone(),
-            kind: p.kind,
-            from: p.from,
-            to: p.to,
-            mode: p.mode,
-            requested_by: p.requested_by.clone(),
-            reason: p.reason.clone(),
-            result: p.phase,
-            started_at: p.started_at,
-            finished_at: None,
-            error: p.message.clone(),
-        });
+        entries.push(p.history_entry(&p.message));
     }
     entries.extend(status.history.iter().cloned());
     match a.output {

@@ -13,9 +13,9 @@ use jiff::Timestamp;
 
 use crate::model::status::HISTORY_LIMIT;
 use crate::model::{
-    ConditionKind, ConditionStatus, DesiredState, HistoryEntry, InstanceRecord, InstanceStatus,
-    NodeRecord, OperationKind, OperationPhase, OperationProgress, OperationRecord, Phase,
-    ScaleMode, ServiceStatus, SpecError, StoredService,
+    ConditionKind, ConditionStatus, DesiredState, InstanceRecord, InstanceStatus, NodeRecord,
+    OperationKind, OperationPhase, OperationProgress, OperationRecord, Phase, ScaleMode,
+    ServiceStatus, SpecError, StoredService,
 };
 
 /// The stored spec as the controller sees it.
@@ -236,71 +236,34 @@ fn take_up_operations(o: &Observed, stored: &StoredService, revision: i64, st: &
         && *rev > st.observed_operation
     {
         st.observed_operation = *rev;
-        let progress = OperationProgress {
-            id: rec.id.clone(),
-            kind: rec.kind,
-            phase: OperationPhase::Progressing,
-            from: st.current_replicas,
-            to: rec.to,
-            mode: rec.mode,
-            step_size: rec.step.max(1),
-            interval: rec.interval,
-            rollback_on_fail: rec.rollback_on_fail,
-            requested_by: rec.requested_by.clone(),
-            reason: rec.reason.clone(),
-            step: 0,
-            steps: 0,
-            step_target: 0,
-            step_started_at: None,
-            step_ready_at: None,
-            started_at: o.now,
-            deadline: add(o.now, rec.timeout),
-            finished_at: None,
-            message: "starting".into(),
-            stopped: false,
-            spec_revision: *rev,
-            superseded_by: None,
-        };
         let reason = if rec.reason.is_empty() {
             describe(rec.kind, rec.to, &rec.requested_by)
         } else {
             rec.reason.clone()
         };
+        let progress = start(rec, *rev, st.current_replicas, o.now);
         begin(st, progress, reason, o.now);
     }
     let scale = stored.service.desired_scale();
     if scale != st.desired_replicas {
+        // A spec write changed `scale` without an operation record: run it with the
+        // spec's `scaling:` defaults, as if it had been asked for with those flags.
         let d = stored.service.scaling_defaults();
-        let first = o.status.observed_generation == 0;
-        let progress = OperationProgress {
+        let implied = OperationRecord {
             id: format!("spec-{revision}"),
             kind: OperationKind::Scale,
-            phase: OperationPhase::Progressing,
-            from: st.current_replicas,
+            from: st.desired_replicas,
             to: scale,
             mode: d.mode,
-            step_size: d.step.max(1),
+            step: d.step,
             interval: d.interval,
             rollback_on_fail: d.rollback_on_fail,
+            timeout: default_timeout(d.mode, st.desired_replicas, scale, d.step, d.interval),
+            requested_at: o.now,
             requested_by: "spec".into(),
             reason: String::new(),
-            step: 0,
-            steps: 0,
-            step_target: 0,
-            step_started_at: None,
-            step_ready_at: None,
-            started_at: o.now,
-            deadline: add(
-                o.now,
-                default_timeout(d.mode, st.desired_replicas, scale, d.step, d.interval),
-            ),
-            finished_at: None,
-            message: "starting".into(),
-            stopped: false,
-            spec_revision: revision,
-            superseded_by: None,
         };
-        let reason = if first {
+        let reason = if o.status.observed_generation == 0 {
             format!("spec change: service created with scale {scale}")
         } else {
             format!(
@@ -308,7 +271,42 @@ fn take_up_operations(o: &Observed, stored: &StoredService, revision: i64, st: &
                 st.desired_replicas
             )
         };
+        let progress = start(&implied, revision, st.current_replicas, o.now);
         begin(st, progress, reason, o.now);
+    }
+}
+
+/// The progress record of an operation that starts now from `current` instances.
+fn start(
+    rec: &OperationRecord,
+    spec_revision: i64,
+    current: u32,
+    now: Timestamp,
+) -> OperationProgress {
+    OperationProgress {
+        id: rec.id.clone(),
+        kind: rec.kind,
+        phase: OperationPhase::Progressing,
+        from: current,
+        to: rec.to,
+        mode: rec.mode,
+        step_size: rec.step.max(1),
+        interval: rec.interval,
+        rollback_on_fail: rec.rollback_on_fail,
+        requested_by: rec.requested_by.clone(),
+        reason: rec.reason.clone(),
+        step: 0,
+        steps: 0,
+        step_target: 0,
+        step_started_at: None,
+        step_ready_at: None,
+        started_at: now,
+        deadline: add(now, rec.timeout),
+        finished_at: None,
+        message: "starting".into(),
+        stopped: false,
+        spec_revision,
+        superseded_by: None,
     }
 }
 
@@ -361,22 +359,7 @@ fn begin(st: &mut ServiceStatus, progress: OperationProgress, reason: String, no
 }
 
 fn record(st: &mut ServiceStatus, p: &OperationProgress, error: &str) {
-    st.history.insert(
-        0,
-        HistoryEntry {
-            id: p.id.clone(),
-            kind: p.kind,
-            from: p.from,
-            to: p.to,
-            mode: p.mode,
-            requested_by: p.requested_by.clone(),
-            reason: p.reason.clone(),
-            result: p.phase,
-            started_at: p.started_at,
-            finished_at: p.finished_at,
-            error: error.to_string(),
-        },
-    );
+    st.history.insert(0, p.history_entry(error));
     st.history.truncate(HISTORY_LIMIT);
 }
 

@@ -203,3 +203,22 @@ pub struct HistoryEntry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
 }
+
+impl OperationProgress {
+    /// The history line for this operation (`error` says why it failed, if it did).
+    pub fn history_entry(&self, error: &str) -> HistoryEntry {
+        HistoryEntry {
+            id: self.id.clone(),
+            kind: self.kind,
+            from: self.from,
+            to: self.to,
+            mode: self.mode,
+            requested_by: self.requested_by.clone(),
+            reason: self.reason.clone(),
+            result: self.phase,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            error: error.to_string(),
+        }
+    }
+}

@@ -82,13 +82,7 @@ fn a_standby_takes_over_when_the_leader_dies_without_touching_instances() {
     eventually("c2 takes over and scales", Duration::from_secs(30), || {
         (c2.logs().contains("became leader") && counts(&w, "api") == (4, 4, 4)).then_some(())
     });
-    let after = pids(&w, "api");
-    assert_eq!(after.len(), 4);
-    assert!(
-        before.iter().all(|p| after.contains(p)),
-        "no instance restarted: {before:?} -> {after:?}"
-    );
-    assert_eq!(live_processes(&w, "api").len(), 4, "no duplicates");
+    assert_kept(&w, "api", &before, 4);
 }
 
 #[test]

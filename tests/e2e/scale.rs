@@ -1,7 +1,6 @@
 //! `rune scale`, `restart`, `stop` and `history`: every command of the seed
 //! document, through the real binaries.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use predicates::prelude::*;
@@ -101,13 +100,7 @@ fn gradual_ramps_up_and_down_through_the_intermediate_counts() {
     cast(&w, &sleeper(&w, "api", 1, ""));
     wait_ready(&w, "api", 1);
 
-    let mut watcher = std::process::Command::new(assert_cmd::cargo::cargo_bin("rune"))
-        .args(["get", "service", "api", "-o", "json", "-w"])
-        .env("RUNE_ETCD_ENDPOINTS", &w.etcd.client_url)
-        .env("RUNE_ETCD_PREFIX", &w.prefix)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watcher = spawn_rune(&w, &["get", "service", "api", "-o", "json", "-w"]);
     w.rune()
         .args([
             "scale",
@@ -258,21 +251,17 @@ fn a_newer_operation_supersedes_a_running_one() {
     let _a = agent(&w, "n1");
     cast(&w, &sleeper(&w, "api", 1, ""));
     wait_ready(&w, "api", 1);
-    let slow = std::process::Command::new(assert_cmd::cargo::cargo_bin("rune"))
-        .args([
+    let slow = spawn_rune(
+        &w,
+        &[
             "scale",
             "api",
             "10",
             "--mode=gradual",
             "--step=1",
             "--interval=1m",
-        ])
-        .env("RUNE_ETCD_ENDPOINTS", &w.etcd.client_url)
-        .env("RUNE_ETCD_PREFIX", &w.prefix)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     eventually("first step under way", Duration::from_secs(30), || {
         (service(&w, "api")["status"]["operation"]["step"] == 1).then_some(())
     });
@@ -436,21 +425,17 @@ fn killing_the_leader_mid_gradual_scale_changes_only_timing() {
     let _a = agent(&w, "n1");
     cast(&w, &sleeper(&w, "api", 1, ""));
     wait_ready(&w, "api", 1);
-    let waiter = std::process::Command::new(assert_cmd::cargo::cargo_bin("rune"))
-        .args([
+    let waiter = spawn_rune(
+        &w,
+        &[
             "scale",
             "api",
             "5",
             "--mode=gradual",
             "--step=1",
             "--interval=2s",
-        ])
-        .env("RUNE_ETCD_ENDPOINTS", &w.etcd.client_url)
-        .env("RUNE_ETCD_PREFIX", &w.prefix)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     eventually("step 2 reached", Duration::from_secs(60), || {
         (service(&w, "api")["status"]["operation"]["step"].as_u64() >= Some(2)).then_some(())
     });
@@ -463,13 +448,7 @@ fn killing_the_leader_mid_gradual_scale_changes_only_timing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(c2.logs().contains("became leader"));
-    let after = pids(&w, "api");
-    assert_eq!(after.len(), 5);
-    assert!(
-        before.iter().all(|p| after.contains(p)),
-        "nothing restarted from scratch"
-    );
-    assert_eq!(live_processes(&w, "api").len(), 5, "no duplicates");
+    assert_kept(&w, "api", &before, 5);
 }
 
 #[test]

@@ -123,3 +123,30 @@ pub fn live_processes(w: &World, name: &str) -> Vec<i32> {
 pub fn cast(w: &World, file: &std::path::Path) {
     w.rune().arg("cast").arg(file).assert().success();
 }
+
+/// Starts `rune ARGS` in the background against this world (for waiting commands that
+/// the test races against something else).
+pub fn spawn_rune(w: &World, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("rune"))
+        .args(args)
+        .env("RUNE_ETCD_ENDPOINTS", &w.etcd.client_url)
+        .env("RUNE_ETCD_PREFIX", &w.prefix)
+        .env("RUNE_CONFIG", "/nonexistent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The service runs exactly `n` instances, every one of `before` among them: nothing
+/// was restarted and nothing duplicated.
+#[track_caller]
+pub fn assert_kept(w: &World, name: &str, before: &[i32], n: usize) {
+    let after = pids(w, name);
+    assert_eq!(after.len(), n, "{after:?}");
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "an instance was restarted: {before:?} -> {after:?}"
+    );
+    assert_eq!(live_processes(w, name).len(), n, "no duplicates");
+}
