@@ -23,6 +23,7 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -389,6 +390,8 @@ struct SizeRun {
     n: u32,
     up: Result<Duration, String>,
     ready: usize,
+    /// Sum of the instances' VmRSS right after the scale-up, MiB.
+    instances_rss: f64,
     req_up: (u64, u64),
     cpu_up: Cpu,
     down: Result<Duration, String>,
@@ -463,10 +466,12 @@ async fn main() {
     };
     // Dropping `run` (interrupted) or unwinding out of it (panic) drops its guards:
     // controller, agent (stops the instances), etcd, leftover instances, scratch.
+    let mut work = Box::pin(run());
     tokio::select! {
-        () = run() => {}
+        () = &mut work => {}
         () = interrupted => {
             eprintln!("bench: interrupted; stopping everything it started");
+            drop(work);
             std::process::exit(130);
         }
     }
@@ -529,6 +534,9 @@ async fn run() {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("rune-bench={peer_url}")])
             .args(["--log-level", "error"])
+            // Own process group: Ctrl-C reaches only this program, which then stops
+            // everything in order (etcd last, so the agent can still report).
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(log("etcd"))
             .spawn()
@@ -566,6 +574,7 @@ async fn run() {
             .env("RUNE_ETCD_PREFIX", PREFIX)
             .args(["--listen", listen])
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log(name))
             .stderr(log(&format!("{name}.err")))
@@ -744,12 +753,17 @@ async fn run() {
             eprintln!("bench: scale to {n} failed: {e}");
         }
         let (r1, c1) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
-        let ready = sys
-            .list(&bench_statuses)
-            .await
+        let statuses = sys.list(&bench_statuses).await;
+        let ready = statuses
             .iter()
             .filter(|s| s["ready"].as_bool() == Some(true))
             .count();
+        let instances_rss: f64 = statuses
+            .iter()
+            .filter_map(|s| s["pid"].as_i64())
+            .map(|pid| status_mib(pid as i32, "VmRSS"))
+            .filter(|v| v.is_finite())
+            .sum();
         eprintln!("bench: rune scale bench 0");
         let down = sys
             .rune(&["scale", "bench", "0"], Duration::from_secs(360))
@@ -764,6 +778,7 @@ async fn run() {
             n,
             up,
             ready,
+            instances_rss,
             req_up: (r1.0 - r0.0, r1.1 - r0.1),
             cpu_up: minus(&c1, &c0),
             down,
@@ -871,7 +886,7 @@ fn render(
             &lat.commit_to_start,
         ),
         (
-            "CLI returned → startedAt (lower bound)",
+            "CLI exited → startedAt (lower bound)",
             &lat.cli_return_to_start,
         ),
         (
@@ -904,12 +919,14 @@ fn render(
         "From 0 to N and back to 0 for each N; instances are `examples/tcp-ready.rs` with a \
          TCP readiness probe (`intervalSeconds: 1`). Seconds of wall time; requests are the \
          daemons' `rune_etcd_requests` (all kinds) per instance; CPU is the seconds each \
-         process used during that phase.\n"
+         process used during that phase; instances RSS is the sum of the instance \
+         processes' VmRSS right after the scale-up (shared pages counted in each).\n"
     );
     let mut t = table(&[
         "N",
         "scale up (s)",
         "ready",
+        "instances RSS (MiB)",
         "requests/inst ctrl",
         "requests/inst agent",
         "requests/inst total",
@@ -924,6 +941,7 @@ fn render(
             r.n.to_string(),
             secs(&r.up),
             r.ready.to_string(),
+            format!("{:.1}", r.instances_rss),
             per(r.req_up.0, r.n),
             per(r.req_up.1, r.n),
             per(r.req_up.0 + r.req_up.1, r.n),
@@ -988,8 +1006,9 @@ the timestamp is taken just before the transaction is sent, so it is early by at
 one etcd round trip) to the instance status's `startedAt` (set by the agent right \
 after the process was spawned). Both clocks are this machine's. As a cross-check, the \
 benchmark takes its own timestamps just before starting `rune scale --no-wait` and just \
-after it returns (after the commit): the second gives a lower bound, the first includes \
-the CLI's start-up and connection. The benchmark reads the timestamps from etcd \
+after it exits (after the commit): the second gives a lower bound (it can be \
+negative: the agent may start the process before the CLI has exited), the first \
+includes the CLI's start-up and connection. The benchmark reads the timestamps from etcd \
 afterwards, so how often it polls does not affect them.\n\
 - **Scale wall time.** The real, blocking `rune scale bench N` (immediate mode), from \
 starting the process to its exit 0: the controller wrote N instance records, the agent \
