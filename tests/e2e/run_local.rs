@@ -16,8 +16,14 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
         Command::new(script)
             .env("RUNE_RUN_DIR", &dir)
             .env("RUNE_RUN_ETCD_PORT", port.to_string())
-            .env("RUNE_RUN_CONTROLLER_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .env("RUNE_RUN_AGENT_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "RUNE_RUN_CONTROLLER_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "RUNE_RUN_AGENT_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("RUNE_RUN_SKIP_BUILD", "1")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
@@ -26,9 +32,18 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     };
     let mut run = start();
     let out = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually("make run is up", Duration::from_secs(120), || out().contains("rune ready").then_some(()));
-    assert!(out().contains("service default/web scaled to 3"), "{}", out());
-    assert!(out().contains("rune get services"), "prints what to try next");
+    eventually("make run is up", Duration::from_secs(120), || {
+        out().contains("rune ready").then_some(())
+    });
+    assert!(
+        out().contains("service default/web scaled to 3"),
+        "{}",
+        out()
+    );
+    assert!(
+        out().contains("rune get services"),
+        "prints what to try next"
+    );
 
     // A second one in the same place says so.
     let second = Command::new(script)
@@ -49,10 +64,16 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     };
     let instances = rune(&["get", "instances", "-o", "json"]);
     let docs: Vec<serde_json::Value> = serde_json::from_slice(&instances.stdout).unwrap();
-    let pids: Vec<i32> = docs.iter().filter_map(|d| d["status"]["pid"].as_i64()).map(|p| p as i32).collect();
+    let pids: Vec<i32> = docs
+        .iter()
+        .filter_map(|d| d["status"]["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
     assert!(pids.len() >= 3, "{docs:?}");
 
-    let _ = Command::new("kill").args(["-TERM", &run.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status();
     let status = wait_until(Duration::from_secs(60), || run.try_wait().ok().flatten());
     assert!(status.is_some(), "make run did not stop");
     for p in &pids {
@@ -60,10 +81,14 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     }
     // The data stays: the next run resumes the services.
     let mut again = start();
-    eventually("resumed", Duration::from_secs(120), || out().contains("rune ready").then_some(()));
+    eventually("resumed", Duration::from_secs(120), || {
+        out().contains("rune ready").then_some(())
+    });
     let services = rune(&["get", "services"]);
     assert!(String::from_utf8_lossy(&services.stdout).contains("workers"));
-    let _ = Command::new("kill").args(["-TERM", &again.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
     wait_until(Duration::from_secs(60), || again.try_wait().ok().flatten()).expect("stops");
     let _ = std::fs::remove_dir_all(&dir);
 }
