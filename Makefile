@@ -41,5 +41,11 @@ fmt:
 run: deps
 	@scripts/run-local.sh
 
+# Starts its own etcd, controller and agent and measures scale latency, `rune scale N`
+# wall time, etcd requests per instance, CPU and memory; writes docs/benchmarks.md.
+bench: deps
+	$(CARGO) build --release --bins --examples
+	$(CARGO) bench --bench scale
+
 clean:
 	$(CARGO) clean

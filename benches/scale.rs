@@ -1,0 +1,1027 @@
+//! `make bench` (`cargo bench --bench scale`): a benchmark program, not a test.
+//!
+//! Starts its own etcd (data dir on /dev/shm, random free loopback ports), one
+//! `rune-controller` and one `rune-agent` from the *release* build in
+//! `target/release` (`cargo build --release --bins --examples`; `cargo bench` itself
+//! builds only this program), and measures:
+//!
+//! 1. scale commit → first instance process started, over many 0→1→0 runs;
+//! 2. wall time of the real, blocking `rune scale bench N` for several N, with
+//!    instances that are ready at once (`examples/tcp-ready.rs` under a TCP readiness
+//!    probe), and of the scale back to 0;
+//! 3. etcd requests per instance (the daemons' `rune_etcd_requests` counters);
+//! 4. controller, agent and etcd CPU time and peak RSS.
+//!
+//! Prints tables and writes `docs/benchmarks.md`. Every process it starts is stopped
+//! when it ends, also on panic or Ctrl-C (drop guards), and every wait has a deadline.
+//!
+//! Settings (environment): RUNE_BENCH_RUNS (latency runs, default 30),
+//! RUNE_BENCH_SIZES (default 10,100,500), RUNE_BENCH_OUT (default docs/benchmarks.md;
+//! `-` writes nothing), RUNE_BENCH_BIN_DIR (default target/release), RUNE_BENCH_ETCD
+//! (default `etcd`), RUNE_BENCH_KEEP=1 keeps the scratch dir (logs) for a look.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use comfy_table::{Table, presets};
+use etcd_client::{Client, GetOptions};
+use jiff::Timestamp;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const NS: &str = "default";
+const PREFIX: &str = "/rune-bench";
+
+// ---------------------------------------------------------------------------------
+// Processes and scratch space, cleaned up on drop (also while unwinding a panic).
+
+/// A process this program started. Dropping it sends SIGTERM, waits up to `grace`,
+/// then SIGKILLs it.
+struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+    grace: Duration,
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, wait up to the grace period, SIGKILL; returns how long it took.
+    fn stop(&mut self) -> Option<Duration> {
+        let mut c = self.child.take()?;
+        let started = Instant::now();
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let deadline = started + self.grace;
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => return Some(started.elapsed()),
+                Ok(None) if Instant::now() > deadline => {
+                    eprintln!(
+                        "bench: {} did not stop within {:?}; killing it",
+                        self.name, self.grace
+                    );
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return Some(started.elapsed());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Last line of defence for instances: SIGKILLs every process whose command line
+/// carries this run's marker (the agent normally stops them all first).
+struct InstanceReaper {
+    marker: String,
+}
+
+impl InstanceReaper {
+    fn pids(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| *pid != me)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&self.marker))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for InstanceReaper {
+    fn drop(&mut self) {
+        let left = self.pids();
+        if !left.is_empty() {
+            eprintln!(
+                "bench: {} instance processes outlived the agent; killing them",
+                left.len()
+            );
+            for pid in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A directory removed on drop (unless RUNE_BENCH_KEEP is set).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("RUNE_BENCH_KEEP").is_some() {
+            eprintln!("bench: kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+// ---------------------------------------------------------------------------------
+// Small helpers.
+
+/// GET over HTTP/1.0 on a daemon's listener: (status, body).
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Sum of `rune_etcd_requests` over all labels on a daemon's /metrics.
+fn etcd_requests(addr: &str) -> u64 {
+    let (_, body) = http_get(addr, "/metrics").expect("daemon /metrics answers");
+    body.lines()
+        .filter(|l| {
+            l.starts_with("rune_etcd_requests_total") || l.starts_with("rune_etcd_requests{")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: i32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: field 3 (state) is f[0]; utime is field 14, stime 15.
+    let t = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (t(11) + t(12)) / ticks
+}
+
+/// A line of /proc/<pid>/status in MiB (VmHWM, VmRSS).
+fn status_mib(pid: i32, field: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn ms_between(a: Timestamp, b: Timestamp) -> f64 {
+    (b.as_nanosecond() - a.as_nanosecond()) as f64 / 1e6
+}
+
+/// Nearest-rank percentile of sorted data.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn first_line_of(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------
+// The system under test.
+
+struct System {
+    bin: PathBuf,
+    scratch: PathBuf,
+    etcd_url: String,
+    client: Client,
+    controller_http: String,
+    agent_http: String,
+}
+
+impl System {
+    /// `rune ARGS` with this system's etcd; its wall time and output. Err on a
+    /// non-zero exit or when it outlives `limit` (it is killed then).
+    async fn rune(&self, args: &[&str], limit: Duration) -> Result<(Duration, String), String> {
+        let mut cmd = tokio::process::Command::new(self.bin.join("rune"));
+        cmd.args(args)
+            .env("RUNE_ETCD_ENDPOINTS", &self.etcd_url)
+            .env("RUNE_ETCD_PREFIX", PREFIX)
+            .env("RUNE_CONFIG", self.scratch.join("no-rune-config.yaml"))
+            .env_remove("RUNE_CONTEXT")
+            .env_remove("RUNE_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|e| format!("starting rune: {e}"))?;
+        let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| format!("rune {args:?}: {e}"))?,
+            Err(_) => return Err(format!("rune {args:?} still running after {limit:?}")),
+        };
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            return Err(format!(
+                "rune {args:?}: {} after {took:?}\n{}{}",
+                out.status,
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok((took, text))
+    }
+
+    fn key(rest: &str) -> String {
+        format!("{PREFIX}/{rest}")
+    }
+
+    async fn list(&self, prefix: &str) -> Vec<serde_json::Value> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("etcd get");
+        resp.kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect()
+    }
+
+    async fn count(&self, prefix: &str) -> i64 {
+        let mut kv = self.client.kv_client();
+        kv.get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("etcd count")
+        .count()
+    }
+
+    /// Waits until the service has neither instance records nor statuses left.
+    async fn wait_gone(&self, svc: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        let records = Self::key(&format!("instances/{NS}/{svc}/"));
+        let statuses = Self::key(&format!("instance-status/{NS}/{svc}/"));
+        loop {
+            if self.count(&records).await == 0 && self.count(&statuses).await == 0 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "{svc}: instances still there after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn requests(&self) -> (u64, u64) {
+        (
+            etcd_requests(&self.controller_http),
+            etcd_requests(&self.agent_http),
+        )
+    }
+}
+
+fn service_yaml(name: &str, tcp_ready: &Path, marker: &str) -> String {
+    format!(
+        r#"service:
+  name: {name}
+  namespace: {NS}
+  scale: 0
+  command: ["{}", "{marker}"]
+  ports:
+    - name: tcp
+  health:
+    readiness: {{type: tcp, port: tcp, intervalSeconds: 1}}
+  restartPolicy: Always
+  stopGracePeriod: 5s
+"#,
+        tcp_ready.display()
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// Results.
+
+struct Latency {
+    /// requestedAt (operation record) → startedAt (instance status), ms.
+    commit_to_start: Vec<f64>,
+    /// Just before `rune scale --no-wait` started → startedAt, ms.
+    cli_start_to_start: Vec<f64>,
+    /// Just after `rune scale --no-wait` returned → startedAt, ms.
+    cli_return_to_start: Vec<f64>,
+    /// startedAt → readyAt, ms.
+    start_to_ready: Vec<f64>,
+    /// Wall time of `rune scale latency 1 --no-wait`, ms.
+    cli_wall: Vec<f64>,
+    /// Wall time of the blocking `rune scale latency 0`, ms.
+    stop_wall: Vec<f64>,
+}
+
+struct Cpu {
+    controller: f64,
+    agent: f64,
+    etcd: f64,
+}
+
+struct SizeRun {
+    n: u32,
+    up: Result<Duration, String>,
+    ready: usize,
+    /// Sum of the instances' VmRSS right after the scale-up, MiB.
+    instances_rss: f64,
+    req_up: (u64, u64),
+    cpu_up: Cpu,
+    down: Result<Duration, String>,
+    gone_after_down: Duration,
+    req_down: (u64, u64),
+    cpu_down: Cpu,
+}
+
+struct Final {
+    name: &'static str,
+    cpu: f64,
+    hwm: f64,
+}
+
+struct Machine {
+    cpu: String,
+    cores: usize,
+    mem: String,
+    kernel: String,
+    etcd: String,
+    date: String,
+    nofile: String,
+}
+
+fn machine(etcd_bin: &str) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        mem,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into()),
+        etcd: first_line_of(etcd_bin, &["--version"]),
+        date: Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        nofile: first_line_of("sh", &["-c", "ulimit -n"]),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    let interrupted = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    // Dropping `run` (interrupted) or unwinding out of it (panic) drops its guards:
+    // controller, agent (stops the instances), etcd, leftover instances, scratch.
+    let mut work = Box::pin(run());
+    tokio::select! {
+        () = &mut work => {}
+        () = interrupted => {
+            eprintln!("bench: interrupted; stopping everything it started");
+            drop(work);
+            std::process::exit(130);
+        }
+    }
+}
+
+async fn run() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let runs: usize = env_or("RUNE_BENCH_RUNS", "30")
+        .parse()
+        .expect("RUNE_BENCH_RUNS");
+    let sizes: Vec<u32> = env_or("RUNE_BENCH_SIZES", "10,100,500")
+        .split(',')
+        .map(|s| s.trim().parse().expect("RUNE_BENCH_SIZES: numbers"))
+        .collect();
+    let bin = std::env::var_os("RUNE_BENCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release"));
+    let etcd_bin = env_or("RUNE_BENCH_ETCD", "etcd");
+    let tcp_ready = bin.join("examples/tcp-ready");
+    for p in [
+        bin.join("rune"),
+        bin.join("rune-controller"),
+        bin.join("rune-agent"),
+        tcp_ready.clone(),
+    ] {
+        assert!(
+            p.is_file(),
+            "{} is missing: run `cargo build --release --bins --examples` (make bench does)",
+            p.display()
+        );
+    }
+    let ticks = clock_ticks();
+
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let scratch_dir = base.join(format!("rune-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch_dir).expect("scratch dir");
+    let scratch = Scratch(scratch_dir.clone());
+    let marker = format!("rune-bench-instance-{}", std::process::id());
+    let reaper = InstanceReaper {
+        marker: marker.clone(),
+    };
+    let log = |name: &str| std::fs::File::create(scratch_dir.join(format!("{name}.log"))).unwrap();
+
+    // etcd: data on tmpfs, random loopback ports (a few attempts if a port is taken).
+    let mut etcd = None;
+    for attempt in 0..5 {
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new(&etcd_bin)
+            .args(["--name", "rune-bench", "--data-dir"])
+            .arg(scratch_dir.join(format!("etcd-{attempt}")))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("rune-bench={peer_url}")])
+            .args(["--log-level", "error"])
+            // Own process group: Ctrl-C reaches only this program, which then stops
+            // everything in order (etcd last, so the agent can still report).
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(log("etcd"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {etcd_bin} (make deps installs it): {e}"));
+        let mut proc = Proc {
+            name: "etcd",
+            child: Some(child),
+            grace: Duration::from_secs(10),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while proc.alive() && Instant::now() < deadline {
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                Client::connect([client_url.as_str()], None),
+            )
+            .await
+                && c.status().await.is_ok()
+            {
+                etcd = Some((proc, client_url, c));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if etcd.is_some() {
+            break;
+        }
+        eprintln!("bench: etcd did not come up (attempt {attempt}); trying other ports");
+    }
+    let (mut etcd, etcd_url, client) = etcd.expect("etcd started (see its log)");
+    eprintln!("bench: etcd {etcd_url} (pid {})", etcd.pid());
+
+    let daemon = |name: &'static str, exe: &str, listen: &str, args: &[&str], grace: Duration| {
+        let child = Command::new(bin.join(exe))
+            .env("RUNE_ETCD_ENDPOINTS", &etcd_url)
+            .env("RUNE_ETCD_PREFIX", PREFIX)
+            .args(["--listen", listen])
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log(name))
+            .stderr(log(&format!("{name}.err")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
+        Proc {
+            name,
+            child: Some(child),
+            grace,
+        }
+    };
+    let agent_http = format!("127.0.0.1:{}", free_port());
+    let agent_data = scratch_dir.join("agent");
+    let mut agent = daemon(
+        "rune-agent",
+        "rune-agent",
+        &agent_http,
+        &[
+            "--node-name",
+            "bench",
+            "--data-dir",
+            agent_data.to_str().unwrap(),
+            "--stop-instances-on-exit",
+        ],
+        Duration::from_secs(90),
+    );
+    let controller_http = format!("127.0.0.1:{}", free_port());
+    let mut controller = daemon(
+        "rune-controller",
+        "rune-controller",
+        &controller_http,
+        &[
+            "--id",
+            "bench",
+            "--lease-duration",
+            "5s",
+            "--renew-deadline",
+            "3s",
+            "--retry-period",
+            "1s",
+        ],
+        Duration::from_secs(20),
+    );
+    let sys = System {
+        bin: bin.clone(),
+        scratch: scratch_dir.clone(),
+        etcd_url: etcd_url.clone(),
+        client,
+        controller_http: controller_http.clone(),
+        agent_http: agent_http.clone(),
+    };
+
+    // Both daemons up: the agent ready (registered, watching), the controller leading.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            agent.alive(),
+            "rune-agent exited; see {}/rune-agent.err.log",
+            scratch_dir.display()
+        );
+        assert!(
+            controller.alive(),
+            "rune-controller exited; see {}/rune-controller.err.log",
+            scratch_dir.display()
+        );
+        let agent_ready = http_get(&agent_http, "/readyz").is_some_and(|(c, _)| c == 200);
+        let leading = http_get(&controller_http, "/metrics")
+            .is_some_and(|(_, b)| b.lines().any(|l| l.trim() == "rune_controller_is_leader 1"));
+        if agent_ready && leading {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemons not ready within 30s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "bench: rune-controller pid {} ({controller_http}), rune-agent pid {} ({agent_http})",
+        controller.pid(),
+        agent.pid()
+    );
+
+    let spec = scratch_dir.join("services.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{}---\n{}",
+            service_yaml("latency", &tcp_ready, &marker),
+            service_yaml("bench", &tcp_ready, &marker)
+        ),
+    )
+    .unwrap();
+    sys.rune(&["cast", spec.to_str().unwrap()], Duration::from_secs(30))
+        .await
+        .expect("cast the bench services");
+
+    // 1. Commit → first instance process started.
+    eprintln!("bench: {runs} runs of scale latency 0→1→0");
+    let mut lat = Latency {
+        commit_to_start: vec![],
+        cli_start_to_start: vec![],
+        cli_return_to_start: vec![],
+        start_to_ready: vec![],
+        cli_wall: vec![],
+        stop_wall: vec![],
+    };
+    let op_key = System::key(&format!("operations/{NS}/latency"));
+    let status_prefix = System::key(&format!("instance-status/{NS}/latency/"));
+    for i in 0..runs {
+        let before = Timestamp::now();
+        let (wall, _) = sys
+            .rune(
+                &["scale", "latency", "1", "--no-wait"],
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("rune scale latency 1 --no-wait");
+        let after = Timestamp::now();
+        let op = sys.list(&op_key).await;
+        let requested: Timestamp = op
+            .first()
+            .and_then(|o| o["requestedAt"].as_str()?.parse().ok())
+            .expect("operation record with requestedAt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (started, ready) = loop {
+            let st = sys.list(&status_prefix).await;
+            let ts = |v: &serde_json::Value, k: &str| {
+                v[k].as_str().and_then(|s| s.parse::<Timestamp>().ok())
+            };
+            if let Some(s) = st.first()
+                && let (Some(started), Some(ready)) = (ts(s, "startedAt"), ts(s, "readyAt"))
+            {
+                break (started, ready);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {i}: no ready instance within 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        lat.commit_to_start.push(ms_between(requested, started));
+        lat.cli_start_to_start.push(ms_between(before, started));
+        lat.cli_return_to_start.push(ms_between(after, started));
+        lat.start_to_ready.push(ms_between(started, ready));
+        lat.cli_wall.push(wall.as_secs_f64() * 1e3);
+        let (stop, _) = sys
+            .rune(&["scale", "latency", "0"], Duration::from_secs(60))
+            .await
+            .expect("rune scale latency 0");
+        lat.stop_wall.push(stop.as_secs_f64() * 1e3);
+        sys.wait_gone("latency", Duration::from_secs(30)).await;
+    }
+
+    // 2./3. Blocking `rune scale bench N`, requests and CPU per phase.
+    let cpu_now = |c: &Proc, a: &Proc, e: &Proc| Cpu {
+        controller: cpu_seconds(c.pid(), ticks),
+        agent: cpu_seconds(a.pid(), ticks),
+        etcd: cpu_seconds(e.pid(), ticks),
+    };
+    let minus = |a: &Cpu, b: &Cpu| Cpu {
+        controller: a.controller - b.controller,
+        agent: a.agent - b.agent,
+        etcd: a.etcd - b.etcd,
+    };
+    let bench_statuses = System::key(&format!("instance-status/{NS}/bench/"));
+    let mut size_runs = Vec::new();
+    for &n in &sizes {
+        eprintln!("bench: rune scale bench {n}");
+        let (r0, c0) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
+        let up = sys
+            .rune(
+                &["scale", "bench", &n.to_string()],
+                Duration::from_secs(360),
+            )
+            .await
+            .map(|(d, _)| d);
+        if let Err(e) = &up {
+            eprintln!("bench: scale to {n} failed: {e}");
+        }
+        let (r1, c1) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
+        let statuses = sys.list(&bench_statuses).await;
+        let ready = statuses
+            .iter()
+            .filter(|s| s["ready"].as_bool() == Some(true))
+            .count();
+        let instances_rss: f64 = statuses
+            .iter()
+            .filter_map(|s| s["pid"].as_i64())
+            .map(|pid| status_mib(pid as i32, "VmRSS"))
+            .filter(|v| v.is_finite())
+            .sum();
+        eprintln!("bench: rune scale bench 0");
+        let down = sys
+            .rune(&["scale", "bench", "0"], Duration::from_secs(360))
+            .await
+            .map(|(d, _)| d);
+        if let Err(e) = &down {
+            eprintln!("bench: scale from {n} to 0 failed: {e}");
+        }
+        let gone_after_down = sys.wait_gone("bench", Duration::from_secs(120)).await;
+        let (r2, c2) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
+        size_runs.push(SizeRun {
+            n,
+            up,
+            ready,
+            instances_rss,
+            req_up: (r1.0 - r0.0, r1.1 - r0.1),
+            cpu_up: minus(&c1, &c0),
+            down,
+            gone_after_down,
+            req_down: (r2.0 - r1.0, r2.1 - r1.1),
+            cpu_down: minus(&c2, &c1),
+        });
+    }
+
+    // 4. Totals at the end, before anything is stopped.
+    let finals = [
+        ("rune-controller", &controller),
+        ("rune-agent", &agent),
+        ("etcd", &etcd),
+    ]
+    .map(|(name, p)| Final {
+        name,
+        cpu: cpu_seconds(p.pid(), ticks),
+        hwm: status_mib(p.pid(), "VmHWM"),
+    });
+
+    // Orderly stop: controller first (so it replaces nothing), then the agent (stops
+    // whatever instances are left), then etcd. The guards do the same on a panic.
+    controller.stop();
+    let agent_stop = agent.stop();
+    etcd.stop();
+    drop(reaper);
+
+    let m = machine(&etcd_bin);
+    let report = render(&m, runs, &lat, &size_runs, &finals, agent_stop);
+    println!("{report}");
+    let out = env_or(
+        "RUNE_BENCH_OUT",
+        &root.join("docs/benchmarks.md").display().to_string(),
+    );
+    if out != "-" {
+        std::fs::write(&out, &report).unwrap_or_else(|e| panic!("writing {out}: {e}"));
+        eprintln!("bench: wrote {out}");
+    }
+    drop(scratch);
+}
+
+// ---------------------------------------------------------------------------------
+// The report (Markdown; the tables read fine in a terminal too).
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::ASCII_MARKDOWN)
+        .set_header(header.to_vec());
+    t
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn secs(d: &Result<Duration, String>) -> String {
+    match d {
+        Ok(d) => format!("{:.2}", d.as_secs_f64()),
+        Err(_) => "FAILED".into(),
+    }
+}
+
+fn per(total: u64, n: u32) -> String {
+    format!("{:.1}", total as f64 / n.max(1) as f64)
+}
+
+fn render(
+    m: &Machine,
+    runs: usize,
+    lat: &Latency,
+    sizes: &[SizeRun],
+    finals: &[Final],
+    agent_stop: Option<Duration>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Produced by `make bench` (`benches/scale.rs`); rerun it to refresh this file. \
+         One etcd, one `rune-controller` and one `rune-agent` on one machine, release build.\n"
+    );
+    let _ = writeln!(s, "## Machine\n");
+    let mut t = table(&["", ""]);
+    t.add_row(vec!["date", &m.date]);
+    t.add_row(vec!["CPU", &m.cpu]);
+    t.add_row(vec!["cores", &m.cores.to_string()]);
+    t.add_row(vec!["memory", &m.mem]);
+    t.add_row(vec!["kernel", &m.kernel]);
+    t.add_row(vec!["etcd", &m.etcd]);
+    t.add_row(vec!["open files limit", &m.nofile]);
+    let _ = writeln!(s, "{t}\n");
+
+    let _ = writeln!(s, "## 1. Scale commit → first instance process started\n");
+    let _ = writeln!(
+        s,
+        "{runs} runs of `rune scale latency 1 --no-wait`, each followed by a blocking \
+         `rune scale latency 0` and a wait until the instance's keys are gone. \
+         Milliseconds; p99 is nearest-rank (with 30 runs it is the slowest run).\n"
+    );
+    let mut t = table(&["interval (ms)", "median", "p99", "min", "max"]);
+    let rows: [(&str, &Vec<f64>); 6] = [
+        (
+            "requestedAt → startedAt (commit-based)",
+            &lat.commit_to_start,
+        ),
+        (
+            "CLI exited → startedAt (lower bound)",
+            &lat.cli_return_to_start,
+        ),
+        (
+            "CLI started → startedAt (incl. CLI start-up)",
+            &lat.cli_start_to_start,
+        ),
+        ("startedAt → readyAt (TCP probe)", &lat.start_to_ready),
+        ("`rune scale latency 1 --no-wait` wall", &lat.cli_wall),
+        ("`rune scale latency 0` wall (blocking)", &lat.stop_wall),
+    ];
+    for (name, v) in rows {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        t.add_row(vec![
+            name.to_string(),
+            ms(median(&v)),
+            ms(percentile(&v, 0.99)),
+            ms(v.first().copied().unwrap_or(f64::NAN)),
+            ms(v.last().copied().unwrap_or(f64::NAN)),
+        ]);
+    }
+    let _ = writeln!(s, "{t}\n");
+
+    let _ = writeln!(
+        s,
+        "## 2. `rune scale bench N` (blocking) and etcd requests per instance\n"
+    );
+    let _ = writeln!(
+        s,
+        "From 0 to N and back to 0 for each N; instances are `examples/tcp-ready.rs` with a \
+         TCP readiness probe (`intervalSeconds: 1`). Seconds of wall time; requests are the \
+         daemons' `rune_etcd_requests` (all kinds) per instance; CPU is the seconds each \
+         process used during that phase; instances RSS is the sum of the instance \
+         processes' VmRSS right after the scale-up (shared pages counted in each).\n"
+    );
+    let mut t = table(&[
+        "N",
+        "scale up (s)",
+        "ready",
+        "instances RSS (MiB)",
+        "requests/inst ctrl",
+        "requests/inst agent",
+        "requests/inst total",
+        "CPU ctrl/agent/etcd (s)",
+        "scale down (s)",
+        "keys gone after (s)",
+        "down requests/inst",
+        "down CPU ctrl/agent/etcd (s)",
+    ]);
+    for r in sizes {
+        t.add_row(vec![
+            r.n.to_string(),
+            secs(&r.up),
+            r.ready.to_string(),
+            format!("{:.1}", r.instances_rss),
+            per(r.req_up.0, r.n),
+            per(r.req_up.1, r.n),
+            per(r.req_up.0 + r.req_up.1, r.n),
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                r.cpu_up.controller, r.cpu_up.agent, r.cpu_up.etcd
+            ),
+            secs(&r.down),
+            format!("{:.2}", r.gone_after_down.as_secs_f64()),
+            per(r.req_down.0 + r.req_down.1, r.n),
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                r.cpu_down.controller, r.cpu_down.agent, r.cpu_down.etcd
+            ),
+        ]);
+    }
+    let _ = writeln!(s, "{t}\n");
+    for r in sizes {
+        for (what, res) in [("up", &r.up), ("down", &r.down)] {
+            if let Err(e) = res {
+                let _ = writeln!(
+                    s,
+                    "- N={} scale {what} FAILED: `{}`",
+                    r.n,
+                    e.lines().next().unwrap_or("")
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(s, "## 3. Resources at the end\n");
+    let mut t = table(&["process", "CPU time (s, user+sys)", "peak RSS (MiB, VmHWM)"]);
+    for f in finals {
+        t.add_row(vec![
+            f.name.to_string(),
+            format!("{:.2}", f.cpu),
+            format!("{:.1}", f.hwm),
+        ]);
+    }
+    let _ = writeln!(s, "{t}\n");
+    if let Some(d) = agent_stop {
+        let _ = writeln!(
+            s,
+            "The agent's orderly stop (SIGTERM, `--stop-instances-on-exit`) took {:.2} s.\n",
+            d.as_secs_f64()
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "## How measured\n\n\
+- **System.** `benches/scale.rs` starts etcd (data dir on /dev/shm, random free \
+loopback ports), `rune-controller` (`--lease-duration 5s`) and `rune-agent` \
+(`--stop-instances-on-exit`) from `target/release`, waits until the agent is ready and \
+the controller leads, and casts two services, `latency` and `bench`, both \
+`examples/tcp-ready` (accepts and closes TCP connections) with a TCP readiness probe \
+(`intervalSeconds: 1`). The CLI, the daemons, the instances and etcd all share the \
+machine's cores, so every figure includes their contention.\n\
+- **Commit → process started.** The commit-based figure is the operation record's \
+`requestedAt` (written by `rune scale` into the same etcd transaction as the new scale; \
+the timestamp is taken just before the transaction is sent, so it is early by at most \
+one etcd round trip) to the instance status's `startedAt` (set by the agent right \
+after the process was spawned). Both clocks are this machine's. As a cross-check, the \
+benchmark takes its own timestamps just before starting `rune scale --no-wait` and just \
+after it exits (after the commit): the second gives a lower bound (it can be \
+negative: the agent may start the process before the CLI has exited), the first \
+includes the CLI's start-up and connection. The benchmark reads the timestamps from etcd \
+afterwards, so how often it polls does not affect them.\n\
+- **Scale wall time.** The real, blocking `rune scale bench N` (immediate mode), from \
+starting the process to its exit 0: the controller wrote N instance records, the agent \
+started N processes, each passed its readiness probe, and the CLI saw the operation \
+succeed. Then `rune scale bench 0`, same way, and a wait until no instance record or \
+status of the service is left in etcd.\n\
+- **etcd requests per instance.** The sum over all labels of `rune_etcd_requests` on the \
+controller's and the agent's `/metrics`, read before and after each scale, divided by N. \
+The CLI's own requests (and its watches) are not counted; etcd's internal work is \
+visible only in its CPU time.\n\
+- **CPU and memory.** utime+stime from `/proc/<pid>/stat` (divided by `getconf \
+CLK_TCK`) per phase and in total, and VmHWM from `/proc/<pid>/status`, read before \
+anything is stopped.\n"
+    );
+    s
+}
