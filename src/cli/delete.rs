@@ -22,7 +22,9 @@ has stopped every instance and removed its keys. Without a running controller it
 stays marked; nothing is stopped until a controller runs."
     )]
     Service {
+        /// The service.
         name: String,
+        /// The service's namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },

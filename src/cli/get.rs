@@ -46,7 +46,9 @@ pub enum GetCommand {
   rune get service api -o yaml | grep -A5 status
   rune get service api -w")]
     Service {
+        /// The service.
         name: String,
+        /// The service's namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -100,6 +102,7 @@ pub async fn run(store: &Store, cmd: GetCommand) -> exit::Result<()> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceView {
     pub namespace: String,
+    /// The service.
     pub name: String,
     pub spec: Result<StoredService, SpecError>,
     pub status: ServiceStatus,

@@ -12,7 +12,9 @@ use crate::store::Store;
   rune history api
   rune history api -o yaml")]
 pub struct HistoryArgs {
+    /// The service.
     pub name: String,
+    /// The service's namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
     #[arg(short, long, value_enum, default_value = "table")]

@@ -23,6 +23,7 @@ pub struct WaitArgs {
     /// Return as soon as the request is stored; print the operation id.
     #[arg(long)]
     pub no_wait: bool,
+    /// The service's namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
     /// Why (recorded in the operation and shown by `rune history`).
@@ -43,6 +44,7 @@ Waits until the rollout completes; exits 0 when done, 1 when it failed and was r
 back (or pinned with --rollback-on-fail=false), 3 when it stopped waiting, 4 when
 another operation superseded it or --current-replicas did not hold, 5 on etcd trouble.")]
 pub struct ScaleArgs {
+    /// The service.
     pub name: String,
     /// Desired number of instances.
     #[arg(allow_negative_numbers = true)]
@@ -81,6 +83,7 @@ Stops every instance, waits until all are gone, then starts the previous scale f
 the current spec (this is how spec edits reach running instances). On a stopped
 service it brings back the last non-zero scale.")]
 pub struct RestartArgs {
+    /// The service.
     pub name: String,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -93,6 +96,7 @@ pub struct RestartArgs {
 
 Sets the desired scale to 0 and waits until every process is gone. The spec stays.")]
 pub struct StopArgs {
+    /// The service.
     pub name: String,
     #[command(flatten)]
     pub wait: WaitArgs,

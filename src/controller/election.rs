@@ -74,8 +74,8 @@ impl Leadership {
         }
     }
 
-    /// Gives the lead away promptly (on shutdown), instead of waiting for expiry.
-    pub async fn resign(self, store: &Store) {
+    /// Gives the lead away promptly, instead of waiting for the lease to expire.
+    pub async fn resign(&self, store: &Store) {
         let _ = store.revoke_lease(self.lease.id).await;
     }
 }

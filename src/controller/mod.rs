@@ -22,7 +22,7 @@ use crate::logging::{self, LogFormat};
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
 use crate::store::{EtcdArgs, Store};
-use election::{ElectionConfig, Leadership};
+use election::ElectionConfig;
 use metrics::ControllerMetrics;
 use plan::PlanConfig;
 use queue::WorkQueue;
@@ -160,13 +160,12 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         term.cancel();
         metrics.is_leader.set(0);
         warn!(%reason, "stopped leading");
+        // Give the lead away now rather than when the lease expires, so a standby
+        // takes over at once (best effort: etcd may be what failed).
+        leadership.resign(&store).await;
         if shutdown.is_cancelled() {
-            if let Ok(l) = Arc::try_unwrap(leadership) {
-                l.resign(&store).await;
-            }
             return Ok(());
         }
-        drop(leadership);
     }
 }
 
@@ -289,9 +288,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send(l: Leadership) -> impl Send {
-    l
 }

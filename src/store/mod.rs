@@ -22,6 +22,7 @@ use crate::exit;
 
 /// How to reach etcd; shared by every binary (flags and environment).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "etcd connection")]
 pub struct EtcdArgs {
     /// etcd endpoints, comma separated.
     #[arg(

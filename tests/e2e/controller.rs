@@ -309,3 +309,34 @@ fn etcd_down_and_back_changes_nothing_and_the_controller_catches_up() {
     );
     assert_eq!(live_processes(&w, "api").len(), 3);
 }
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_at_once() {
+    let w = World::new();
+    // A long lease: a standby taking over quickly proves the lead was given away.
+    let slow = [
+        "--lease-duration",
+        "60s",
+        "--renew-deadline",
+        "40s",
+        "--retry-period",
+        "300ms",
+    ];
+    let mut c1 = w.controller("c1", &slow);
+    eventually("c1 leads", Duration::from_secs(30), || {
+        c1.logs().contains("became leader").then_some(())
+    });
+    let c2 = w.controller("c2", &slow);
+    eventually("c2 stands by", Duration::from_secs(30), || {
+        c2.logs().contains("standing by").then_some(())
+    });
+    let status = c1
+        .terminate(Duration::from_secs(20))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    eventually(
+        "c2 leads long before the 60s lease would expire",
+        Duration::from_secs(20),
+        || c2.logs().contains("became leader").then_some(()),
+    );
+}
