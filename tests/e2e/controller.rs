@@ -66,11 +66,7 @@ fn a_killed_instance_is_brought_back() {
 #[test]
 fn a_standby_takes_over_when_the_leader_dies_without_touching_instances() {
     let w = World::new();
-    let mut c1 = controller(&w, "c1");
-    eventually("c1 leads", Duration::from_secs(30), || {
-        c1.logs().contains("became leader").then_some(())
-    });
-    let c2 = controller(&w, "c2");
+    let (mut c1, c2) = leader_and_standby(&w);
     let _a = agent(&w, "n1");
     cast(&w, &sleeper(&w, "api", 3, ""));
     wait_ready(&w, "api", 3);
@@ -88,11 +84,7 @@ fn a_standby_takes_over_when_the_leader_dies_without_touching_instances() {
 #[test]
 fn a_paused_leader_is_fenced_out_when_it_resumes() {
     let w = World::new();
-    let c1 = controller(&w, "c1");
-    eventually("c1 leads", Duration::from_secs(30), || {
-        c1.logs().contains("became leader").then_some(())
-    });
-    let c2 = controller(&w, "c2");
+    let (c1, c2) = leader_and_standby(&w);
     let _a = agent(&w, "n1");
     cast(&w, &sleeper(&w, "api", 2, ""));
     wait_ready(&w, "api", 2);

@@ -417,11 +417,7 @@ fn the_seed_slow_ramp_is_planned_with_a_grown_timeout() {
 #[test]
 fn killing_the_leader_mid_gradual_scale_changes_only_timing() {
     let w = World::new();
-    let mut c1 = controller(&w, "c1");
-    eventually("c1 leads", Duration::from_secs(30), || {
-        c1.logs().contains("became leader").then_some(())
-    });
-    let c2 = controller(&w, "c2");
+    let (mut c1, c2) = leader_and_standby(&w);
     let _a = agent(&w, "n1");
     cast(&w, &sleeper(&w, "api", 1, ""));
     wait_ready(&w, "api", 1);

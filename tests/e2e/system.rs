@@ -25,6 +25,15 @@ pub fn controller(w: &World, name: &str) -> Daemon {
     w.controller(name, FAST_CONTROLLER)
 }
 
+/// Two controllers: `c1` leading (waited for), `c2` standing by.
+pub fn leader_and_standby(w: &World) -> (Daemon, Daemon) {
+    let c1 = controller(w, "c1");
+    eventually("c1 leads", Duration::from_secs(30), || {
+        c1.logs().contains("became leader").then_some(())
+    });
+    (c1, controller(w, "c2"))
+}
+
 pub fn agent(w: &World, node: &str) -> Daemon {
     let a = w.agent(node, FAST_AGENT);
     eventually(
