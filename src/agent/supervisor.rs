@@ -214,8 +214,13 @@ impl Supervisor {
                     && self.status.phase != Phase::Exited
                     && self.status.phase != Phase::Failed
                 {
+                    // Stopped while not running (e.g. waiting out crash back-off):
+                    // nothing to stop, but the controller waits for this report.
                     self.status.phase = Phase::Exited;
+                    self.status.ready = false;
                     self.status.message = "stopped on request".into();
+                    self.restart_due = None;
+                    self.publish();
                 }
                 match cmds.recv().await {
                     Some(Cmd::Update(r)) => {

@@ -161,7 +161,8 @@ pub async fn wait(
     let mut statuses = watch_prefix(store.clone(), status_key.clone());
     let mut ops = watch_prefix(store.clone(), op_key.clone());
     let started = Instant::now();
-    let give_up_at = started + op.timeout + cfg.grace;
+    // Until the controller says when the operation's deadline is, count from now.
+    let mut give_up_at = started + op.timeout + cfg.grace;
     let mut display = Display::new();
     let mut outage: Option<Instant> = None;
     let mut picked_up = false;
@@ -172,17 +173,47 @@ pub async fn wait(
     ));
     let mut shown: Option<ServiceStatus> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The exit for a finished operation.
+    let conclude = |v: Verdict| -> Option<exit::Result<String>> {
+        match v {
+            Verdict::Waiting | Verdict::Progress => None,
+            Verdict::Done(OperationPhase::Succeeded, _, _) => Some(Ok(format!(
+                "service {ns}/{name} {} in {:.1}s",
+                done_word(op.kind, op.to),
+                started.elapsed().as_secs_f64()
+            ))),
+            Verdict::Done(OperationPhase::Superseded, msg, by) => {
+                Some(Err(Error::conflict(format!(
+                    "{what} was superseded{}: {msg}",
+                    by.map(|b| format!(" by operation {b}")).unwrap_or_default()
+                ))))
+            }
+            Verdict::Done(phase, msg, _) => Some(Err(Error::new(
+                Exit::OperationFailed,
+                format!("{what} {}: {msg}", phase.to_string().to_lowercase()),
+            ))),
+        }
+    };
     let outcome = loop {
         let timer = tokio::time::sleep_until(give_up_at.into());
         let hint = tokio::time::sleep(Duration::from_secs(10));
+        // The watch reports an outage once; this gives up when it lasts too long.
+        let outage_over =
+            tokio::time::sleep_until(outage.map_or(give_up_at, |o| o + cfg.etcd_outage).into());
         tokio::select! {
             _ = timer => {
                 let why = if picked_up {
-                    format!("no outcome within {} (+{}s)", crate::model::duration::format(op.timeout), cfg.grace.as_secs())
+                    format!("no outcome by the operation's deadline (+{}s)", cfg.grace.as_secs())
                 } else {
                     "no controller picked the operation up: is rune-controller running?".to_string()
                 };
                 break Err(Error::new(Exit::StoppedWaiting, format!("stopped waiting for {what}: {why}")));
+            }
+            _ = outage_over, if outage.is_some() => {
+                break Err(Error::etcd(format!(
+                    "etcd at {} unreachable for {}s while waiting for {what}; the operation goes on in the controller",
+                    store.endpoints(), cfg.etcd_outage.as_secs()
+                )));
             }
             _ = hint, if !picked_up => {
                 display.show(&format!("{what}: no controller has picked this up yet (is rune-controller running?)"));
@@ -210,6 +241,11 @@ pub async fn wait(
                     && let Ok(newer) = kv.json::<OperationRecord>()
                     && newer.id != op.id
                 {
+                    // Ours may have finished just before: its verdict wins.
+                    let status = store.get(&status_key).await?.and_then(|kv| kv.json::<ServiceStatus>().ok());
+                    if let Some(done) = status.and_then(|st| conclude(verdict(&st, op))) {
+                        break done;
+                    }
                     break Err(Error::conflict(format!(
                         "{what} was superseded by operation {} ({} to {} requested by {})",
                         newer.id, newer.kind, newer.to, newer.requested_by
@@ -229,34 +265,22 @@ pub async fn wait(
                     WatchEvent::Connected(true) => { outage = None; None }
                     _ => None,
                 };
-                if let Some(o) = outage && o.elapsed() > cfg.etcd_outage {
-                    break Err(Error::etcd(format!("etcd at {} unreachable for {}s while waiting", store.endpoints(), cfg.etcd_outage.as_secs())));
-                }
                 let Some(kv) = kv else { continue };
                 let Ok(status) = kv.json::<ServiceStatus>() else { continue };
-                match verdict(&status, op) {
-                    Verdict::Waiting => {}
-                    Verdict::Progress => {
-                        picked_up = true;
-                        display.show(&format!("{what}: {}", progress_line(&status, Timestamp::now())));
-                        shown = Some(status);
+                let v = verdict(&status, op);
+                if v == Verdict::Progress {
+                    picked_up = true;
+                    if let Some(p) = &status.operation {
+                        // The controller's deadline bounds the wait, not our guess.
+                        let left: Duration = p.deadline.duration_since(Timestamp::now()).try_into().unwrap_or_default();
+                        give_up_at = Instant::now() + left + cfg.grace;
                     }
-                    Verdict::Done(OperationPhase::Succeeded, _, _) => {
-                        break Ok(format!(
-                            "service {ns}/{name} {} in {:.1}s",
-                            done_word(op.kind, op.to),
-                            started.elapsed().as_secs_f64()
-                        ));
-                    }
-                    Verdict::Done(OperationPhase::Superseded, msg, by) => {
-                        break Err(Error::conflict(format!(
-                            "{what} was superseded{}: {msg}",
-                            by.map(|b| format!(" by operation {b}")).unwrap_or_default()
-                        )));
-                    }
-                    Verdict::Done(phase, msg, _) => {
-                        break Err(Error::new(Exit::OperationFailed, format!("{what} {}: {msg}", phase.to_string().to_lowercase())));
-                    }
+                    display.show(&format!("{what}: {}", progress_line(&status, Timestamp::now())));
+                    shown = Some(status);
+                    continue;
+                }
+                if let Some(done) = conclude(v) {
+                    break done;
                 }
             }
         }

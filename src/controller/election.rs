@@ -87,6 +87,21 @@ pub async fn campaign(
     cfg: &ElectionConfig,
 ) -> Result<Leadership, StoreError> {
     let lease = store.lease(cfg.lease_duration).await?;
+    let lease_id = lease.id;
+    let result = campaign_with(store, id, cfg, lease).await;
+    if result.is_err() {
+        // Our key must not keep the lead from the others until its lease expires.
+        let _ = store.revoke_lease(lease_id).await;
+    }
+    result
+}
+
+async fn campaign_with(
+    store: &Store,
+    id: &str,
+    cfg: &ElectionConfig,
+    lease: Lease,
+) -> Result<Leadership, StoreError> {
     let key = format!("{}{:x}", store.keys().leader(), lease.id);
     let res = store
         .txn(

@@ -238,6 +238,7 @@ async fn lead(
             }
             ev = events.recv() => {
                 let Some(ev) = ev else { break "watch ended".to_string() };
+                let is_delete = matches!(&ev, WatchEvent::Delete(_));
                 match ev {
                     WatchEvent::Reset { kvs, .. } => {
                         known.clear();
@@ -247,9 +248,14 @@ async fn lead(
                         for k in &known { queue.add(k.clone()); }
                     }
                     WatchEvent::Put(kv) | WatchEvent::Delete(kv) => {
+                        // A node registered (created) or gone (deleted): placement
+                        // and lost-node handling change for every service. Agents
+                        // also rewrite their record as their instance count changes;
+                        // that alone is not worth a sweep.
                         if kv.key.starts_with(&keys.nodes()) {
-                            // Placement and lost-node handling depend on nodes.
-                            for k in &known { queue.add(k.clone()); }
+                            if is_delete || kv.create_revision == kv.mod_revision {
+                                for k in &known { queue.add(k.clone()); }
+                            }
                         } else if kv.key.starts_with(&keys.statuses()) || kv.key.starts_with(keys.leader().as_str()) {
                             // Our own writes (status) and the election: nothing to do.
                         } else if let Some(k) = keys.service_of(&kv.key) {

@@ -35,6 +35,8 @@ pub struct Observed {
     pub spec: SpecState,
     pub operation: Option<(OperationRecord, i64)>,
     pub status: ServiceStatus,
+    /// Whether a status key exists (`status` is the zero value when not).
+    pub has_status: bool,
     pub instances: Vec<(InstanceRecord, i64)>,
     pub statuses: HashMap<String, InstanceStatus>,
     /// Nodes whose lease is alive.
@@ -76,6 +78,9 @@ impl Plan {
 /// How long an instance that ended for good keeps its slot before it is replaced.
 pub const REPLACE_AFTER: Duration = Duration::from_secs(5);
 
+/// How long a stopped record whose agent never reported on it is kept.
+pub const UNREPORTED_GRACE: Duration = Duration::from_secs(60);
+
 fn add(ts: Timestamp, d: Duration) -> Timestamp {
     ts.checked_add(d).unwrap_or(ts)
 }
@@ -93,8 +98,8 @@ struct Census<'a> {
     active: Vec<(&'a InstanceRecord, i64)>,
     /// Every record that still exists after this plan's removals.
     remaining: usize,
-    /// Ended for good (Exited/Failed): why, for health gating.
-    ended: Vec<String>,
+    /// Ended for good (Exited/Failed), with why: for health gating.
+    ended: Vec<(&'a InstanceRecord, String)>,
 }
 
 pub fn plan(o: &Observed, cfg: &PlanConfig) -> Plan {
@@ -117,6 +122,22 @@ pub fn plan(o: &Observed, cfg: &PlanConfig) -> Plan {
                 o.now,
             );
             count(o, &census, &mut p.status);
+            // The operation cannot go on, but its deadline still holds.
+            let st = &mut p.status;
+            if let Some(mut op) = st.operation.clone().filter(|op| !op.phase.is_terminal()) {
+                if o.now >= op.deadline {
+                    op.phase = OperationPhase::Failed;
+                    op.finished_at = Some(o.now);
+                    op.message =
+                        format!("failed: the spec became invalid and the deadline passed: {msg}");
+                    st.last_scale_at = Some(o.now);
+                    st.last_scale_reason = op.message.clone();
+                    record(st, &op, &msg);
+                    st.operation = Some(op);
+                } else {
+                    p.requeue(until(o.now, op.deadline));
+                }
+            }
         }
         SpecState::Missing => terminate(o, &census, &mut p),
         SpecState::Valid { stored, .. } if stored.deletion_timestamp.is_some() => {
@@ -131,7 +152,13 @@ pub fn plan(o: &Observed, cfg: &PlanConfig) -> Plan {
                 "",
                 o.now,
             );
-            take_up_operations(o, stored, *revision, &mut p.status);
+            let ready: Vec<String> = census
+                .active
+                .iter()
+                .filter(|(r, _)| o.statuses.get(&r.id).is_some_and(|s| s.ready))
+                .map(|(r, _)| r.id.clone())
+                .collect();
+            take_up_operations(o, stored, *revision, &ready, &mut p.status);
             let target = advance(o, &census, stored, *revision, &mut p);
             converge(o, cfg, &census, stored, *revision, target, &mut p);
             count(o, &census, &mut p.status);
@@ -150,14 +177,16 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
     for (rec, rev) in &o.instances {
         let st = o.statuses.get(&rec.id);
         let node_alive = o.nodes.contains_key(&rec.node);
-        // Pending without a pid (not started, or waiting out crash back-off) has
-        // nothing to stop.
-        let live =
-            st.is_some_and(|s| s.phase.is_live() && (s.phase != Phase::Pending || s.pid.is_some()));
         if rec.desired == DesiredState::Stopped {
-            // Gone once its agent reports the process ended, or its node is gone (a
-            // returning agent stops processes that have no record).
-            if !live || !node_alive {
+            // Gone once its agent reports the process ended (the agent reports
+            // Exited for every stopped record, started or not), or its node is gone
+            // (a returning agent stops processes that have no record). A record the
+            // agent never reported on is given up after UNREPORTED_GRACE.
+            let ended = match st {
+                Some(s) => !s.phase.is_live(),
+                None => o.now >= add(rec.created_at, UNREPORTED_GRACE),
+            };
+            if ended || !node_alive {
                 p.remove.push((rec.id.clone(), *rev));
             } else {
                 c.remaining += 1;
@@ -180,7 +209,7 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
                 .as_ref()
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "ended".into());
-            c.ended.push(format!(
+            let why = format!(
                 "instance {} {}: {how}",
                 rec.id,
                 if s.ready_at.is_none() {
@@ -188,7 +217,8 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
                 } else {
                     "exited"
                 }
-            ));
+            );
+            c.ended.push((rec, why));
             // An instance its agent will not restart (policy Never/OnFailure) is
             // replaced, but not before REPLACE_AFTER: a command that fails at once
             // must not turn into a tight create/delete loop.
@@ -224,16 +254,26 @@ fn terminate(o: &Observed, c: &Census, p: &mut Plan) {
     );
     count(o, c, &mut p.status);
     if c.remaining == 0 {
-        p.purge = true;
+        let spec_exists = !matches!(o.spec, SpecState::Missing);
+        p.purge = spec_exists || o.operation.is_some() || o.has_status;
     } else {
         p.requeue(Duration::from_secs(2));
     }
 }
 
 /// Starts the operation a CLI wrote, or the one a spec write implies (GitOps).
-fn take_up_operations(o: &Observed, stored: &StoredService, revision: i64, st: &mut ServiceStatus) {
+fn take_up_operations(
+    o: &Observed,
+    stored: &StoredService,
+    revision: i64,
+    ready: &[String],
+    st: &mut ServiceStatus,
+) {
     if let Some((rec, rev)) = &o.operation
         && *rev > st.observed_operation
+        // A record whose whole time ran out is history, not a request (e.g. after
+        // the status was lost): never run an old restart again.
+        && add(rec.requested_at, rec.timeout) > o.now
     {
         st.observed_operation = *rev;
         let reason = if rec.reason.is_empty() {
@@ -241,7 +281,7 @@ fn take_up_operations(o: &Observed, stored: &StoredService, revision: i64, st: &
         } else {
             rec.reason.clone()
         };
-        let progress = start(rec, *rev, st.current_replicas, o.now);
+        let progress = start(rec, *rev, st.current_replicas, ready, o.now);
         begin(st, progress, reason, o.now);
     }
     let scale = stored.service.desired_scale();
@@ -271,18 +311,42 @@ fn take_up_operations(o: &Observed, stored: &StoredService, revision: i64, st: &
                 st.desired_replicas
             )
         };
-        let progress = start(&implied, revision, st.current_replicas, o.now);
+        let progress = start(&implied, revision, st.current_replicas, ready, o.now);
         begin(st, progress, reason, o.now);
     }
 }
 
-/// The progress record of an operation that starts now from `current` instances.
+/// The progress record of an operation that starts now from `current` instances,
+/// `ready` of them ready.
 fn start(
     rec: &OperationRecord,
     spec_revision: i64,
     current: u32,
+    ready: &[String],
     now: Timestamp,
 ) -> OperationProgress {
+    // The deadline counts from the request (the outcome must not depend on how soon
+    // a controller picked it up), unless the requester's clock looks off.
+    let since = if rec.requested_at <= now && add(rec.requested_at, Duration::from_secs(60)) >= now
+    {
+        rec.requested_at
+    } else {
+        now
+    };
+    // A defaulted timeout covers the plan the CLI saw; the plan from what runs now
+    // may be longer (e.g. after a superseded ramp), so size it again.
+    let timeout =
+        if rec.timeout == default_timeout(rec.mode, rec.from, rec.to, rec.step, rec.interval) {
+            rec.timeout.max(default_timeout(
+                rec.mode,
+                current,
+                rec.to,
+                rec.step,
+                rec.interval,
+            ))
+        } else {
+            rec.timeout
+        };
     OperationProgress {
         id: rec.id.clone(),
         kind: rec.kind,
@@ -301,12 +365,13 @@ fn start(
         step_started_at: None,
         step_ready_at: None,
         started_at: now,
-        deadline: add(now, rec.timeout),
+        deadline: add(since, timeout),
         finished_at: None,
         message: "starting".into(),
         stopped: false,
         spec_revision,
         superseded_by: None,
+        ready_at_start: ready.to_vec(),
     }
 }
 
@@ -402,6 +467,7 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
         p.step_started_at = Some(o.now);
     }
     let ready = ready_count(o, c);
+    let mut wake = None;
     let outcome = 'step: {
         if o.now >= p.deadline {
             break 'step Err(format!(
@@ -415,7 +481,7 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
         let complete = c.remaining as u32 == p.step_target && ready == p.step_target;
         if !complete {
             p.message = progress_message(&p, c.remaining as u32, ready);
-            pl.requeue_after = Some(until(o.now, p.deadline).max(Duration::from_millis(50)));
+            wake = Some(until(o.now, p.deadline));
             break 'step Ok(());
         }
         let ready_at = *p.step_ready_at.get_or_insert(o.now);
@@ -441,7 +507,7 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
                     until(o.now, next_at).as_secs_f64().ceil() as u64
                 ))
             );
-            pl.requeue_after = Some(until(o.now, next_at));
+            wake = Some(until(o.now, next_at));
             break 'step Ok(());
         }
         p.step += 1;
@@ -452,7 +518,7 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
             p.stopped = true;
         }
         p.message = progress_message(&p, c.remaining as u32, ready);
-        pl.requeue_after = Some(Duration::from_millis(50));
+        wake = Some(Duration::from_millis(50));
         break 'step Ok(());
     };
     let target = match outcome {
@@ -469,6 +535,9 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
         Err(why) => fail(o, stored, revision, &mut p, st, &mut pl.rollback, why),
     };
     st.operation = Some(p);
+    if let Some(d) = wake {
+        pl.requeue(d);
+    }
     target
 }
 
@@ -496,7 +565,9 @@ fn fail(
     why: String,
 ) -> u32 {
     p.finished_at = Some(o.now);
-    let stable = st.stable_replicas.unwrap_or(p.from);
+    // Only back to a scale at which every instance was once ready: a new service
+    // that never got there is pinned (Failed), not rolled back to 0.
+    let stable = st.stable_replicas.unwrap_or(p.to);
     let can_roll_back = p.rollback_on_fail && p.kind == OperationKind::Scale && stable != p.to;
     if can_roll_back && revision != p.spec_revision {
         p.phase = OperationPhase::Superseded;
@@ -533,24 +604,32 @@ fn ready_count(o: &Observed, c: &Census) -> u32 {
         .count() as u32
 }
 
-/// The contract's "fails health checks": an instance exits before it is ready,
-/// reaches failureThreshold consecutive readiness failures, or turns unready while
-/// the operation runs.
+/// The contract's "fails health checks": one of the step's instances exits before
+/// it is ready, reaches failureThreshold consecutive readiness failures, or turns
+/// unready while the operation runs. Judged are the instances this operation
+/// created and those that were ready when it started — never ones that were already
+/// unready, and never ones the step removes anyway.
 fn health_failure(o: &Observed, c: &Census, p: &OperationProgress) -> Option<String> {
-    if let Some(e) = c.ended.first() {
-        return Some(e.clone());
-    }
-    // Instances this step removes anyway (unready ones first) are not judged.
+    let created = |r: &InstanceRecord| r.operation_id.as_deref() == Some(p.id.as_str());
+    let was_ready = |r: &InstanceRecord| p.ready_at_start.contains(&r.id);
     let leaving = victims(o, c, c.active.len().saturating_sub(p.step_target as usize));
+    let leaves = |r: &InstanceRecord| leaving.iter().any(|(v, _)| v.id == r.id);
+    for (rec, why) in &c.ended {
+        // An ended instance still holding its slot is in `active`; one already
+        // removed only matters while the step still wants instances.
+        let removed = !c.active.iter().any(|(a, _)| a.id == rec.id);
+        if (created(rec) || was_ready(rec)) && !leaves(rec) && !(removed && p.step_target == 0) {
+            return Some(why.clone());
+        }
+    }
     for (rec, _) in &c.active {
-        if leaving.iter().any(|(v, _)| v.id == rec.id) {
+        if leaves(rec) {
             continue;
         }
         let Some(s) = o.statuses.get(&rec.id) else {
             continue;
         };
-        let by_this_op = rec.operation_id.as_deref() == Some(p.id.as_str());
-        if by_this_op && s.restarts > 0 && s.ready_at.is_none() {
+        if created(rec) && s.restarts > 0 && s.ready_at.is_none() {
             let how = s
                 .last_exit
                 .as_ref()
@@ -562,6 +641,7 @@ fn health_failure(o: &Observed, c: &Census, p: &OperationProgress) -> Option<Str
             ));
         }
         if let Some(probe) = &rec.spec.health.readiness
+            && created(rec)
             && !s.ready
             && s.readiness_failures >= probe.failure_threshold
         {
@@ -570,11 +650,16 @@ fn health_failure(o: &Observed, c: &Census, p: &OperationProgress) -> Option<Str
                 rec.id, probe.kind, s.readiness_failures, s.probe_error
             ));
         }
-        if !s.ready && s.ready_at.is_some() && s.phase == Phase::Running {
-            return Some(format!(
-                "instance {} turned unready: {}",
-                rec.id, s.probe_error
-            ));
+        if !s.ready && ((created(rec) && s.ready_at.is_some()) || was_ready(rec)) {
+            let why = if s.probe_error.is_empty() {
+                s.last_exit
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| format!("phase {}", s.phase))
+            } else {
+                s.probe_error.clone()
+            };
+            return Some(format!("instance {} turned unready: {why}", rec.id));
         }
     }
     None

@@ -56,6 +56,7 @@ impl Sim {
                 },
                 operation: None,
                 status: ServiceStatus::default(),
+                has_status: false,
                 instances: vec![],
                 statuses: HashMap::new(),
                 nodes: nodes.iter().map(|n| node(n)).collect(),
@@ -470,4 +471,123 @@ fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop
     s.o.now = t(REPLACE_AFTER.as_secs() as i64);
     let p = s.step();
     assert_eq!((p.remove.len(), p.create.len()), (1, 1));
+}
+
+#[test]
+fn an_instance_unready_before_the_scale_does_not_fail_it() {
+    let mut s = Sim::new(2, &["n1"]);
+    s.step();
+    s.agents(true);
+    s.step();
+    let sick = s.o.instances[0].0.id.clone();
+    let st = s.o.statuses.get_mut(&sick).unwrap();
+    st.ready = false;
+    st.readiness_failures = 5;
+    s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
+    s.step();
+    assert_eq!(
+        s.phase(),
+        OperationPhase::Progressing,
+        "adding capacity is not blocked"
+    );
+}
+
+#[test]
+fn an_instance_ready_at_the_start_that_crashes_fails_the_operation() {
+    let mut s = Sim::new(2, &["n1"]);
+    s.step();
+    s.agents(true);
+    s.step();
+    s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
+    s.step();
+    let old = s.o.instances[0].0.id.clone();
+    let st = s.o.statuses.get_mut(&old).unwrap();
+    st.ready = false;
+    st.phase = Phase::Pending; // restarting under policy Always
+    s.step();
+    assert_eq!(s.phase(), OperationPhase::RolledBack);
+    assert!(
+        s.o.status.last_scale_reason.contains("turned unready"),
+        "{}",
+        s.o.status.last_scale_reason
+    );
+}
+
+#[test]
+fn a_new_service_that_never_became_ready_is_pinned_not_rolled_back_to_zero() {
+    let mut s = Sim::new(1, &["n1"]);
+    let p = s.step();
+    let id = p.create[0].id.clone();
+    s.agents(false);
+    let st = s.o.statuses.get_mut(&id).unwrap();
+    st.restarts = 1;
+    let p = s.step();
+    assert!(p.rollback.is_none());
+    assert_eq!(s.phase(), OperationPhase::Failed);
+    assert_eq!(p.status.desired_replicas, 1);
+}
+
+#[test]
+fn an_expired_operation_record_is_not_run_again() {
+    let mut s = Sim::new(2, &["n1"]);
+    s.step();
+    s.agents(true);
+    s.step();
+    s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
+    if let Some((op, _)) = &mut s.o.operation {
+        op.kind = OperationKind::Restart;
+    }
+    // The status was lost; the old restart's time ran out long ago.
+    s.o.status = ServiceStatus::default();
+    s.o.now = t(3600);
+    let p = s.step();
+    assert!(
+        p.stop.is_empty(),
+        "no stop-the-world restart from an old record"
+    );
+}
+
+#[test]
+fn a_stopped_record_waits_for_its_agents_report() {
+    let mut s = Sim::new(1, &["n1"]);
+    s.step();
+    let id = s.o.instances[0].0.id.clone();
+    s.o.instances[0].0.desired = DesiredState::Stopped;
+    let p = s.step();
+    assert!(
+        p.remove.is_empty(),
+        "no status yet: the process may be starting"
+    );
+    s.o.now = t(UNREPORTED_GRACE.as_secs() as i64);
+    let p = s.step();
+    assert_eq!(p.remove.first().map(|r| r.0.clone()), Some(id));
+}
+
+#[test]
+fn nothing_is_purged_twice() {
+    let mut s = Sim::new(1, &["n1"]);
+    s.o.spec = SpecState::Missing;
+    let p = s.step();
+    assert!(!p.purge, "no keys left to remove");
+    s.o.has_status = true;
+    let p = s.step();
+    assert!(p.purge);
+}
+
+#[test]
+fn a_lost_node_during_a_step_is_looked_at_after_the_grace_not_the_deadline() {
+    let mut s = Sim::new(2, &["n1", "n2"]);
+    s.step();
+    s.agents(true);
+    s.step();
+    s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
+    s.o.nodes.remove("n2");
+    s.o.node_lost_for
+        .insert("n2".into(), Duration::from_secs(10));
+    let p = s.step();
+    assert!(
+        p.requeue_after.unwrap() <= Duration::from_secs(20),
+        "{:?}",
+        p.requeue_after
+    );
 }

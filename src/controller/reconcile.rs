@@ -95,6 +95,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
     let operation = r[1]
         .first()
         .and_then(|kv| kv.json().ok().map(|o| (o, kv.mod_revision)));
+    let has_status = !r[2].is_empty();
     let status = r[2]
         .first()
         .and_then(|kv| kv.json().ok())
@@ -134,6 +135,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         spec,
         operation,
         status,
+        has_status,
         instances,
         statuses,
         nodes,
@@ -179,10 +181,20 @@ async fn apply(
             SpecState::Valid { revision, .. } => Some(*revision),
             _ => None,
         };
+        // Nothing may have been (re)created since we read: a cast that lands in
+        // between must not be wiped.
         let spec_key = k.service(ns, name);
-        let guard = spec_rev.map(|r| cmp::mod_rev(&spec_key, r));
-        last.push((guard.into_iter().collect(), op::delete(&spec_key)));
-        last.push((vec![], op::delete(&k.operation(ns, name))));
+        let op_key = k.operation(ns, name);
+        let spec_guard = match spec_rev {
+            Some(r) => cmp::mod_rev(&spec_key, r),
+            None => cmp::absent(&spec_key),
+        };
+        let op_guard = match &o.operation {
+            Some((_, r)) => cmp::mod_rev(&op_key, *r),
+            None => cmp::absent(&op_key),
+        };
+        last.push((vec![spec_guard], op::delete(&spec_key)));
+        last.push((vec![op_guard], op::delete(&op_key)));
         last.push((vec![], op::delete(&status_key)));
     } else if plan.status != o.status {
         last.push((vec![], op::put_json(&status_key, &plan.status)));

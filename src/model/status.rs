@@ -182,6 +182,10 @@ pub struct OperationProgress {
     /// The id of the operation that replaced this one, when superseded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// Instances that were ready when the operation started: if one turns unready
+    /// while it runs, the operation fails its health checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_at_start: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
