@@ -65,7 +65,9 @@ export RUNE_ETCD_ENDPOINTS="http://127.0.0.1:$port"
 export RUNE_ETCD_PREFIX=/rune
 
 say "starting etcd on 127.0.0.1:$port (data: $run_dir/etcd)"
-etcd --name rune-local --data-dir "$run_dir/etcd" \
+# Each daemon in its own session: Ctrl-C reaches only this script, which stops them
+# in order (etcd last, so the agent can still report its instances stopped).
+setsid etcd --name rune-local --data-dir "$run_dir/etcd" \
   --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
   --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
   --initial-cluster "rune-local=http://127.0.0.1:$peer_port" --log-level error \
@@ -78,10 +80,10 @@ for _ in $(seq 1 100); do
 done
 
 say "starting rune-controller and rune-agent (node: local)"
-"$bin/rune-controller" --listen "${RUNE_RUN_CONTROLLER_LISTEN:-127.0.0.1:9464}" --lease-duration 5s --renew-deadline 3s --retry-period 1s \
+setsid "$bin/rune-controller" --listen "${RUNE_RUN_CONTROLLER_LISTEN:-127.0.0.1:9464}" --lease-duration 5s --renew-deadline 3s --retry-period 1s \
   >"$run_dir/logs/controller.log" 2>&1 &
 controller_pid=$!
-"$bin/rune-agent" --node-name local --data-dir "$run_dir/agent" --listen "${RUNE_RUN_AGENT_LISTEN:-127.0.0.1:9465}" \
+setsid "$bin/rune-agent" --node-name local --data-dir "$run_dir/agent" --listen "${RUNE_RUN_AGENT_LISTEN:-127.0.0.1:9465}" \
   --stop-instances-on-exit >"$run_dir/logs/agent.log" 2>&1 &
 agent_pid=$!
 # Stopped in this order by cleanup: the controller first (so it does not replace the
