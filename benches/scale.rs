@@ -456,6 +456,12 @@ fn env_or(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs bench targets too,
+    // without it. The benchmark is for `make bench` only, never part of the tests.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("bench: skipped (not run by cargo bench; use `make bench`)");
+        return;
+    }
     let interrupted = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
