@@ -1,7 +1,6 @@
 //! One task per instance: starts (or adopts) its process, probes it, restarts it per
 //! policy with crash-loop back-off, stops it on request, and reports its status.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,22 +93,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let file_name = key.replace('/', "_");
     let sup = Supervisor {
-        status: InstanceStatus {
-            id: record.id.clone(),
-            node: shared.node.clone(),
-            phase: Phase::Pending,
-            pid: None,
-            port: None,
-            ports: BTreeMap::new(),
-            ready: false,
-            readiness_failures: 0,
-            probe_error: String::new(),
-            restarts: 0,
-            last_exit: None,
-            message: String::new(),
-            started_at: None,
-            ready_at: None,
-        },
+        status: InstanceStatus::pending(&record.id, &shared.node),
         log: super::logs::log_path(shared.data.root(), &file_name),
         shared,
         key,

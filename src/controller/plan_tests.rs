@@ -160,20 +160,10 @@ impl Sim {
 
 fn status(id: &str, phase: Phase, ready: bool) -> InstanceStatus {
     InstanceStatus {
-        id: id.into(),
-        node: "n1".into(),
         phase,
         pid: Some(1),
-        port: None,
-        ports: Default::default(),
         ready,
-        readiness_failures: 0,
-        probe_error: String::new(),
-        restarts: 0,
-        last_exit: None,
-        message: String::new(),
-        started_at: None,
-        ready_at: None,
+        ..InstanceStatus::pending(id, "n1")
     }
 }
 

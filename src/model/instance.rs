@@ -133,3 +133,25 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Timestamp>,
 }
+
+impl InstanceStatus {
+    /// What an agent reports before anything ran.
+    pub fn pending(id: &str, node: &str) -> Self {
+        InstanceStatus {
+            id: id.to_string(),
+            node: node.to_string(),
+            phase: Phase::Pending,
+            pid: None,
+            port: None,
+            ports: BTreeMap::new(),
+            ready: false,
+            readiness_failures: 0,
+            probe_error: String::new(),
+            restarts: 0,
+            last_exit: None,
+            message: String::new(),
+            started_at: None,
+            ready_at: None,
+        }
+    }
+}
