@@ -43,8 +43,6 @@ use supervisor::{Backoff, Cmd, Handle, Shared};
 #[derive(Debug, Parser)]
 #[command(name = "rune-agent", version)]
 pub struct Args {
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
     /// This node's name (default: the host name).
     #[arg(long, env = "RUNE_NODE_NAME")]
     pub node_name: Option<String>,
@@ -73,6 +71,9 @@ pub struct Args {
     /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Last: its help heading ("etcd connection") applies to what follows.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 pub async fn main() -> i32 {

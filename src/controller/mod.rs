@@ -37,8 +37,6 @@ use reconcile::{Action, Context, ReconcileError};
                   at most --lease-duration plus --retry-period (17s with the defaults)."
 )]
 pub struct ControllerArgs {
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "RUNE_CONTROLLER_LISTEN", default_value = "127.0.0.1:9464")]
     pub listen: SocketAddr,
@@ -65,6 +63,9 @@ pub struct ControllerArgs {
     pub resync: Duration,
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Last: its help heading ("etcd connection") applies to what follows.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 pub async fn main() -> i32 {
