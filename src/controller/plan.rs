@@ -686,7 +686,9 @@ fn converge(
     }
     if active < target {
         let want = (target - active) as usize;
-        let placed = place(o, c, want);
+        // A pinned port can be bound once per host: one instance per node then.
+        let one_per_node = stored.service.ports.iter().any(|p| p.port.is_some());
+        let placed = place(o, c, want, one_per_node);
         let op_id = p
             .status
             .operation
@@ -712,6 +714,11 @@ fn converge(
             let msg = if o.nodes.is_empty() {
                 format!(
                     "no ready nodes to place {} instance(s): is rune-agent running?",
+                    want - placed.len()
+                )
+            } else if one_per_node {
+                format!(
+                    "{} instance(s) not placed: the service pins a port, so each node runs at most one of its instances",
                     want - placed.len()
                 )
             } else {
@@ -752,7 +759,7 @@ fn victims<'a>(o: &Observed, c: &Census<'a>, n: usize) -> Vec<(&'a InstanceRecor
 }
 
 /// Picks nodes for `want` new instances: fewest of this service, then fewest overall.
-fn place(o: &Observed, c: &Census, want: usize) -> Vec<String> {
+fn place(o: &Observed, c: &Census, want: usize, one_per_node: bool) -> Vec<String> {
     let mut mine: HashMap<&str, u32> = HashMap::new();
     for (r, _) in &c.active {
         *mine.entry(r.node.as_str()).or_default() += 1;
@@ -768,6 +775,7 @@ fn place(o: &Observed, c: &Census, want: usize) -> Vec<String> {
             .nodes
             .iter()
             .filter(|(n, rec)| rec.capacity == 0 || total[n.as_str()] < rec.capacity)
+            .filter(|(n, _)| !one_per_node || mine.get(n.as_str()).copied().unwrap_or(0) == 0)
             .min_by_key(|(n, _)| {
                 (
                     mine.get(n.as_str()).copied().unwrap_or(0),

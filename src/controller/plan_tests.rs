@@ -581,3 +581,18 @@ fn a_lost_node_during_a_step_is_looked_at_after_the_grace_not_the_deadline() {
         p.requeue_after
     );
 }
+
+#[test]
+fn a_pinned_port_places_at_most_one_instance_per_node() {
+    let mut s = Sim::new(3, &["n1", "n2"]);
+    s.o.spec = SpecState::Valid {
+        stored: Box::new(stored(3, "  ports: [{name: http, port: 8080}]\n")),
+        revision: 10,
+    };
+    let p = s.step();
+    let mut nodes: Vec<_> = p.create.iter().map(|r| r.node.clone()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"]);
+    let f = p.status.condition(ConditionKind::ReplicaFailure).unwrap();
+    assert!(f.message.contains("pins a port"), "{}", f.message);
+}
