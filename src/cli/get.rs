@@ -258,7 +258,12 @@ fn service_table(views: &[ServiceView], wide: bool) -> comfy_table::Table {
                 .last_scale_at
                 .map(|t| format!("{} ago", age(Some(t))))
                 .unwrap_or_else(|| "-".into()),
-            age(v.spec.as_ref().ok().and_then(|s| s.created_at)),
+            age(v
+                .spec
+                .as_ref()
+                .ok()
+                .and_then(|s| s.created_at)
+                .or(v.status.first_seen_at)),
         ];
         if wide {
             row.push(v.status.last_scale_reason.clone());

@@ -145,6 +145,7 @@ pub fn plan(o: &Observed, cfg: &PlanConfig) -> Plan {
         }
         SpecState::Valid { stored, revision } => {
             p.status.observed_generation = *revision;
+            p.status.first_seen_at.get_or_insert(o.now);
             p.status.set_condition(
                 ConditionKind::SpecInvalid,
                 ConditionStatus::False,

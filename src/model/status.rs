@@ -23,6 +23,10 @@ pub struct ServiceStatus {
     /// The spec mod revision this status reflects.
     #[serde(default)]
     pub observed_generation: i64,
+    /// When the controller first saw the service (its age for specs that were not
+    /// written by `rune cast`, which records its own `createdAt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_at: Option<Timestamp>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Mod revision of the last operation record taken up, so an old record is

@@ -306,6 +306,11 @@ fn a_gitops_spec_write_is_a_scale_with_the_spec_defaults() {
     );
     assert_eq!(s["status"]["operation"]["mode"], "gradual");
     assert_eq!(s["status"]["operation"]["steps"], 2);
+    // The etcdctl write carries no createdAt; the age comes from the controller.
+    let table =
+        String::from_utf8(w.rune().args(["get", "services"]).output().unwrap().stdout).unwrap();
+    let row = table.lines().find(|l| l.starts_with("api")).unwrap();
+    assert!(!row.trim_end().ends_with('-'), "AGE is known: {row}");
 }
 
 #[test]
