@@ -15,6 +15,7 @@ pub enum DeleteCommand {
         visible_alias = "svc",
         after_help = "Examples:
   rune delete service api
+  rune delete service api --wait           # until every instance is gone
   rune delete service worker -n batch
 
 The service is marked for deletion and shows as Terminating until the controller
@@ -27,11 +28,23 @@ stays marked; nothing is stopped until a controller runs."
         /// The service's namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// Wait until the controller has stopped every instance and removed the
+        /// service (exit 3 if that takes longer than --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "5m", value_parser = crate::model::duration::parse, requires = "wait")]
+        timeout: std::time::Duration,
     },
 }
 
 pub async fn run(store: &Store, cmd: DeleteCommand) -> exit::Result<()> {
-    let DeleteCommand::Service { name, namespace } = cmd;
+    let DeleteCommand::Service {
+        name,
+        namespace,
+        wait,
+        timeout,
+    } = cmd;
     let key = store.keys().service(&namespace, &name);
     let Some(kv) = store.get(&key).await? else {
         return Err(not_found(&namespace, &name));
@@ -77,5 +90,33 @@ pub async fn run(store: &Store, cmd: DeleteCommand) -> exit::Result<()> {
         ));
     }
     println!("service {namespace}/{name} marked for deletion");
+    if wait {
+        wait_gone(store, &key, timeout).await?;
+        println!("service {namespace}/{name} deleted");
+    }
     Ok(())
+}
+
+/// Watches the spec key until the controller removes it.
+async fn wait_gone(store: &Store, key: &str, timeout: std::time::Duration) -> exit::Result<()> {
+    use crate::store::watch::{WatchEvent, watch_prefix};
+    let mut events = watch_prefix(store.clone(), key.to_string());
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                return Err(Error::new(exit::Exit::StoppedWaiting, format!(
+                    "stopped waiting after {}: the service is still being deleted (is rune-controller running?)",
+                    crate::model::duration::format(timeout)
+                )));
+            }
+            ev = events.recv() => match ev {
+                Some(WatchEvent::Delete(kv)) if kv.key == key => return Ok(()),
+                Some(WatchEvent::Reset { kvs, .. }) if !kvs.iter().any(|kv| kv.key == key) => return Ok(()),
+                Some(_) => {}
+                None => return Err(Error::etcd("lost the watch on etcd")),
+            },
+        }
+    }
 }

@@ -182,12 +182,14 @@ fn deleting_a_service_leaves_no_process_and_no_keys() {
     cast(&w, &sleeper(&w, "api", 2, ""));
     wait_ready(&w, "api", 2);
     w.rune()
-        .args(["delete", "service", "api"])
+        .args(["delete", "service", "api", "--wait"])
         .assert()
-        .success();
-    eventually("processes gone", Duration::from_secs(30), || {
-        live_processes(&w, "api").is_empty().then_some(())
-    });
+        .success()
+        .stdout(predicates::str::contains("service default/api deleted"));
+    assert!(
+        live_processes(&w, "api").is_empty(),
+        "--wait returns once every instance is gone"
+    );
     eventually("keys gone", Duration::from_secs(30), || {
         let left: Vec<String> = w
             .etcd
