@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::output::{self, Format, age, print_document, print_table, table};
+use super::output::{Format, age, print_document, print_table, table};
 use crate::exit::{self, Error};
 use crate::model::{
     ConditionKind, InstanceRecord, InstanceStatus, OperationKind, ServiceSpec, ServiceStatus,
@@ -479,5 +479,3 @@ async fn list_instances(
         }
     }
 }
-
-pub use output::to_yaml;

@@ -151,12 +151,3 @@ async fn campaign_with(
         tokio::time::sleep(cfg.retry_period).await;
     }
 }
-
-/// Who leads now, if anyone (the value is the leader's id).
-pub async fn current_leader(store: &Store) -> Result<Option<String>, StoreError> {
-    let (kvs, _) = store.list(&store.keys().leader()).await?;
-    Ok(kvs
-        .iter()
-        .min_by_key(|kv| kv.create_revision)
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
-}

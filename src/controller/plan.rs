@@ -369,7 +369,6 @@ fn start(
         deadline: add(since, timeout),
         finished_at: None,
         message: "starting".into(),
-        stopped: false,
         spec_revision,
         superseded_by: None,
         ready_at_start: ready.to_vec(),
@@ -515,9 +514,6 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
         p.step_target = step_target(&p, p.step);
         p.step_started_at = Some(o.now);
         p.step_ready_at = None;
-        if p.kind == OperationKind::Restart {
-            p.stopped = true;
-        }
         p.message = progress_message(&p, c.remaining as u32, ready);
         wake = Some(Duration::from_millis(50));
         break 'step Ok(());

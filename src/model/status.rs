@@ -176,9 +176,6 @@ pub struct OperationProgress {
     pub finished_at: Option<Timestamp>,
     #[serde(default)]
     pub message: String,
-    /// For restart: whether the stop half is done.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stopped: bool,
     /// The spec revision of the write that started the operation; a rollback is a
     /// compare-and-swap on it.
     #[serde(default)]
