@@ -329,6 +329,11 @@ fn agent_sigkill_and_restart_adopts_instances() {
     );
     let before = status_where(&w, "web", "i1", "ready", ready);
     let dies_before = status_where(&w, "dies", "i1", "ready", ready);
+    // Every instance must be reported ready before the agent dies: nothing updates
+    // the statuses while no agent runs.
+    let gpid = status_where(&w, "gone", "i1", "ready", ready)["pid"]
+        .as_i64()
+        .unwrap() as i32;
     let pid = before["pid"].as_i64().unwrap() as i32;
 
     a.kill9();
@@ -340,9 +345,6 @@ fn agent_sigkill_and_restart_adopts_instances() {
         .status();
     eventually("dead", LONG, || (!process_alive(dpid)).then_some(()));
     // And one record is deleted while no agent runs.
-    let gpid = status_where(&w, "gone", "i1", "ready", ready)["pid"]
-        .as_i64()
-        .unwrap() as i32;
     w.etcd
         .etcdctl(&["del", &w.key("instances/default/gone/i1")]);
 
