@@ -5,6 +5,7 @@
 # (instances included) and keeps etcd's data in .run/ so the next `make run` resumes.
 #
 # Settings (environment): RUNE_RUN_DIR (default .run), RUNE_RUN_ETCD_PORT (2379),
+# RUNE_RUN_ETCD_PEER_PORT (the client port + 1),
 # RUNE_RUN_CONTROLLER_LISTEN (127.0.0.1:9464), RUNE_RUN_AGENT_LISTEN (127.0.0.1:9465),
 # RUNE_RUN_NO_DEMO=1 skips the demo scale, RUNE_RUN_PROFILE=release builds optimised,
 # RUNE_RUN_SKIP_BUILD=1 uses the binaries already in target/.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 run_dir=${RUNE_RUN_DIR:-$root/.run}
 port=${RUNE_RUN_ETCD_PORT:-2379}
-peer_port=$((port + 1))
+peer_port=${RUNE_RUN_ETCD_PEER_PORT:-$((port + 1))}
 profile=${RUNE_RUN_PROFILE:-debug}
 mkdir -p "$run_dir/logs"
 run_dir=$(cd "$run_dir" && pwd)

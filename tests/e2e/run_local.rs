@@ -16,6 +16,7 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
         Command::new(script)
             .env("RUNE_RUN_DIR", &dir)
             .env("RUNE_RUN_ETCD_PORT", port.to_string())
+            .env("RUNE_RUN_ETCD_PEER_PORT", free_port().to_string())
             .env(
                 "RUNE_RUN_CONTROLLER_LISTEN",
                 format!("127.0.0.1:{}", free_port()),
@@ -32,9 +33,7 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     };
     let mut run = start();
     let out = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually("make run is up", Duration::from_secs(120), || {
-        out().contains("rune ready").then_some(())
-    });
+    up(&mut run, &out);
     assert!(
         out().contains("service default/web scaled to 3"),
         "{}",
@@ -81,9 +80,7 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     }
     // The data stays: the next run resumes the services.
     let mut again = start();
-    eventually("resumed", Duration::from_secs(120), || {
-        out().contains("rune ready").then_some(())
-    });
+    up(&mut again, &out);
     let services = rune(&["get", "services"]);
     assert!(String::from_utf8_lossy(&services.stdout).contains("workers"));
     let _ = Command::new("kill")
@@ -91,4 +88,14 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
         .status();
     wait_until(Duration::from_secs(60), || again.try_wait().ok().flatten()).expect("stops");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for "rune ready", failing at once (with the output) if the script exits.
+fn up(run: &mut std::process::Child, out: &dyn Fn() -> String) {
+    eventually("make run is up", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = run.try_wait() {
+            panic!("make run exited early ({status}):\n{}", out());
+        }
+        out().contains("rune ready").then_some(())
+    });
 }
