@@ -240,6 +240,12 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
 /// A service that is being deleted (or whose spec key vanished): stop everything,
 /// then purge its keys.
 fn terminate(o: &Observed, c: &Census, p: &mut Plan) {
+    let spec_exists = !matches!(o.spec, SpecState::Missing);
+    if !spec_exists && o.instances.is_empty() && o.operation.is_none() && !o.has_status {
+        // Already purged (an event about its last keys brought us here): writing
+        // a status now would bring a deleted service back as a stray key.
+        return;
+    }
     for (rec, rev) in &c.active {
         let mut r = (*rec).clone();
         r.desired = DesiredState::Stopped;
@@ -255,7 +261,6 @@ fn terminate(o: &Observed, c: &Census, p: &mut Plan) {
     );
     count(o, c, &mut p.status);
     if c.remaining == 0 {
-        let spec_exists = !matches!(o.spec, SpecState::Missing);
         p.purge = spec_exists || o.operation.is_some() || o.has_status;
     } else {
         p.requeue(Duration::from_secs(2));

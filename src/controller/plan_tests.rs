@@ -559,6 +559,11 @@ fn nothing_is_purged_twice() {
     s.o.spec = SpecState::Missing;
     let p = s.step();
     assert!(!p.purge, "no keys left to remove");
+    assert_eq!(
+        p.status,
+        ServiceStatus::default(),
+        "and no status brought back"
+    );
     s.o.has_status = true;
     let p = s.step();
     assert!(p.purge);
