@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod exit;
+pub mod host;
 pub mod logging;
 pub mod model;
 pub mod probe;

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -89,15 +88,6 @@ pub async fn main() -> i32 {
     }
 }
 
-fn host_name() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 async fn connect(args: &EtcdArgs) -> Store {
     // A daemon outlives etcd outages, also one at its own start.
     let mut delay = Duration::from_millis(500);
@@ -114,7 +104,7 @@ async fn connect(args: &EtcdArgs) -> Store {
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
-    let node = args.node_name.clone().unwrap_or_else(host_name);
+    let node = args.node_name.clone().unwrap_or_else(crate::host::hostname);
     let data = Arc::new(
         DataDir::new(&args.data_dir)
             .map_err(|e| Error::usage(format!("data dir {}: {e}", args.data_dir.display())))?,
@@ -184,8 +174,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     ));
 
     let mut informer = watch_prefix(store.clone(), store.keys().instances());
-    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let shutdown = crate::host::shutdown_signal();
+    tokio::pin!(shutdown);
     let mut connected = false;
     loop {
         tokio::select! {
@@ -205,8 +195,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             changed = registered.changed() => {
                 if changed.is_err() { break; }
             }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = &mut shutdown => break,
         }
         let _ = ready_tx.send(if *registered.borrow() == 0 {
             Readiness::NotReady("node lease lost; registering again".into())

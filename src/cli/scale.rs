@@ -299,5 +299,5 @@ fn requested_by() -> String {
                 .map(|u| u.name)
         })
         .unwrap_or_else(|| "unknown".into());
-    format!("{user}@{}", crate::controller::hostname())
+    format!("{user}@{}", crate::host::hostname())
 }

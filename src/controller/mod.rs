@@ -93,7 +93,7 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let id = args
         .id
         .clone()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+        .unwrap_or_else(|| format!("{}-{}", crate::host::hostname(), std::process::id()));
     let metrics = Arc::new(ControllerMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -111,7 +111,7 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     {
         let s = shutdown.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            crate::host::shutdown_signal().await;
             s.cancel();
         });
     }
@@ -279,20 +279,4 @@ async fn lead(
         let _ = h.await;
     }
     reason
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

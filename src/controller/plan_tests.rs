@@ -67,6 +67,15 @@ impl Sim {
         }
     }
 
+    /// A service already at `scale`, every instance ready.
+    fn converged(scale: u32, nodes: &[&str]) -> Sim {
+        let mut s = Sim::new(scale, nodes);
+        s.step();
+        s.agents(true);
+        s.step();
+        s
+    }
+
     fn step(&mut self) -> Plan {
         let p = plan(&self.o, &cfg());
         self.rev += 1;
@@ -208,10 +217,7 @@ fn no_nodes_is_a_replica_failure_not_a_crash() {
 
 #[test]
 fn scale_down_stops_unready_first_then_newest_and_removes_after_exit() {
-    let mut s = Sim::new(3, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(3, &["n1"]);
     let unready = s.o.instances[0].0.id.clone();
     s.o.statuses.get_mut(&unready).unwrap().ready = false;
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
@@ -226,10 +232,7 @@ fn scale_down_stops_unready_first_then_newest_and_removes_after_exit() {
 
 #[test]
 fn gradual_scale_goes_step_by_step_holding_the_interval() {
-    let mut s = Sim::new(1, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(1, &["n1"]);
     s.scale_op(6, ScaleMode::Gradual, 2, 30, true);
     let mut seen = vec![];
     for i in 0..40 {
@@ -253,10 +256,7 @@ fn gradual_scale_goes_step_by_step_holding_the_interval() {
 
 #[test]
 fn a_failing_step_rolls_back_to_the_last_stable_scale() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
     let p = s.step();
     assert_eq!(p.create.len(), 2);
@@ -295,10 +295,7 @@ fn a_failing_step_rolls_back_to_the_last_stable_scale() {
 
 #[test]
 fn without_rollback_a_failure_pins_the_new_scale() {
-    let mut s = Sim::new(1, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(1, &["n1"]);
     s.scale_op(3, ScaleMode::Immediate, 1, 0, false);
     s.step();
     s.o.now = t(301);
@@ -311,10 +308,7 @@ fn without_rollback_a_failure_pins_the_new_scale() {
 
 #[test]
 fn a_newer_operation_supersedes_the_running_one() {
-    let mut s = Sim::new(1, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(1, &["n1"]);
     s.scale_op(10, ScaleMode::Gradual, 1, 30, true);
     s.step();
     let first = s.o.status.operation.as_ref().unwrap().id.clone();
@@ -328,10 +322,7 @@ fn a_newer_operation_supersedes_the_running_one() {
 
 #[test]
 fn a_gitops_scale_runs_with_the_spec_defaults_and_says_so() {
-    let mut s = Sim::new(1, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(1, &["n1"]);
     s.o.spec = SpecState::Valid {
         stored: Box::new(stored(
             5,
@@ -348,10 +339,7 @@ fn a_gitops_scale_runs_with_the_spec_defaults_and_says_so() {
 
 #[test]
 fn an_invalid_spec_leaves_instances_alone() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     s.o.spec = SpecState::Invalid(SpecError::new("k", "bad"));
     // Even an instance that ended is not touched while the spec is invalid.
     let p = s.step();
@@ -362,10 +350,7 @@ fn an_invalid_spec_leaves_instances_alone() {
 
 #[test]
 fn lost_nodes_are_replaced_only_after_the_grace_period() {
-    let mut s = Sim::new(2, &["n1", "n2"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1", "n2"]);
     s.o.nodes.remove("n2");
     s.o.node_lost_for
         .insert("n2".into(), Duration::from_secs(5));
@@ -382,10 +367,7 @@ fn lost_nodes_are_replaced_only_after_the_grace_period() {
 
 #[test]
 fn restart_stops_everything_then_starts_from_the_current_spec() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     let old: Vec<String> = s.o.instances.iter().map(|(i, _)| i.id.clone()).collect();
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
     if let Some((op, _)) = &mut s.o.operation {
@@ -409,10 +391,7 @@ fn restart_stops_everything_then_starts_from_the_current_spec() {
 
 #[test]
 fn deletion_stops_then_purges() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     if let SpecState::Valid { stored, .. } = &mut s.o.spec {
         stored.deletion_timestamp = Some(t(5));
     }
@@ -438,10 +417,7 @@ fn default_timeout_grows_for_long_gradual_plans() {
 
 #[test]
 fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop() {
-    let mut s = Sim::new(1, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(1, &["n1"]);
     let id = s.o.instances[0].0.id.clone();
     let st = s.o.statuses.get_mut(&id).unwrap();
     st.phase = Phase::Failed;
@@ -465,10 +441,7 @@ fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop
 
 #[test]
 fn an_instance_unready_before_the_scale_does_not_fail_it() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     let sick = s.o.instances[0].0.id.clone();
     let st = s.o.statuses.get_mut(&sick).unwrap();
     st.ready = false;
@@ -484,10 +457,7 @@ fn an_instance_unready_before_the_scale_does_not_fail_it() {
 
 #[test]
 fn an_instance_ready_at_the_start_that_crashes_fails_the_operation() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
     s.step();
     let old = s.o.instances[0].0.id.clone();
@@ -519,10 +489,7 @@ fn a_new_service_that_never_became_ready_is_pinned_not_rolled_back_to_zero() {
 
 #[test]
 fn an_expired_operation_record_is_not_run_again() {
-    let mut s = Sim::new(2, &["n1"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1"]);
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
     if let Some((op, _)) = &mut s.o.operation {
         op.kind = OperationKind::Restart;
@@ -571,10 +538,7 @@ fn nothing_is_purged_twice() {
 
 #[test]
 fn a_lost_node_during_a_step_is_looked_at_after_the_grace_not_the_deadline() {
-    let mut s = Sim::new(2, &["n1", "n2"]);
-    s.step();
-    s.agents(true);
-    s.step();
+    let mut s = Sim::converged(2, &["n1", "n2"]);
     s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
     s.o.nodes.remove("n2");
     s.o.node_lost_for

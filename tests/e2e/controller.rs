@@ -11,8 +11,7 @@ fn converges_on_one_node_then_spreads_over_two() {
     let w = World::new();
     let _c = controller(&w, "c1");
     let _a1 = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 3, ""));
-    wait_ready(&w, "api", 3);
+    deploy(&w, &sleeper(&w, "api", 3, ""), "api", 3);
     assert_eq!(nodes_of(&w, "api"), ["n1", "n1", "n1"]);
     let s = service(&w, "api");
     assert!(s["status"]["lastScaleAt"].is_string(), "{s}");
@@ -25,14 +24,12 @@ fn converges_on_one_node_then_spreads_over_two() {
     );
 
     let _a2 = agent(&w, "n2");
-    cast(&w, &sleeper(&w, "api", 6, ""));
-    wait_ready(&w, "api", 6);
+    deploy(&w, &sleeper(&w, "api", 6, ""), "api", 6);
     assert_eq!(nodes_of(&w, "api"), ["n1", "n1", "n1", "n2", "n2", "n2"]);
 
     // Down again via the spec: processes really go away.
     let before = pids(&w, "api");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
     eventually("stopped processes gone", Duration::from_secs(30), || {
         (live_processes(&w, "api").len() == 2).then_some(())
     });
@@ -46,10 +43,8 @@ fn converges_on_one_node_then_spreads_over_two() {
 #[test]
 fn a_killed_instance_is_brought_back() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
     let victim = pids(&w, "api")[0];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(victim),
@@ -68,8 +63,7 @@ fn a_standby_takes_over_when_the_leader_dies_without_touching_instances() {
     let w = World::new();
     let (mut c1, c2) = leader_and_standby(&w);
     let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 3, ""));
-    wait_ready(&w, "api", 3);
+    deploy(&w, &sleeper(&w, "api", 3, ""), "api", 3);
     let before = pids(&w, "api");
 
     c1.kill9();
@@ -86,15 +80,13 @@ fn a_paused_leader_is_fenced_out_when_it_resumes() {
     let w = World::new();
     let (c1, c2) = leader_and_standby(&w);
     let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
 
     c1.signal("STOP");
     eventually("c2 takes over", Duration::from_secs(30), || {
         c2.logs().contains("became leader").then_some(())
     });
-    cast(&w, &sleeper(&w, "api", 3, ""));
-    wait_ready(&w, "api", 3);
+    deploy(&w, &sleeper(&w, "api", 3, ""), "api", 3);
     c1.signal("CONT");
     eventually(
         "the resumed leader steps down",
@@ -113,8 +105,7 @@ fn instances_of_a_dead_node_are_replaced_elsewhere_and_cleaned_up_when_it_return
     let _c = controller(&w, "c1");
     let _a1 = agent(&w, "n1");
     let mut a2 = agent(&w, "n2");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
     assert_eq!(nodes_of(&w, "api"), ["n1", "n2"]);
     let orphan = instances(&w, "api")
         .iter()
@@ -145,10 +136,8 @@ fn instances_of_a_dead_node_are_replaced_elsewhere_and_cleaned_up_when_it_return
 #[test]
 fn an_invalid_spec_is_a_condition_and_instances_stay() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
     let before = pids(&w, "api");
 
     w.etcd.put(
@@ -170,17 +159,14 @@ fn an_invalid_spec_is_a_condition_and_instances_stay() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(pids(&w, "api"), before, "instances untouched");
 
-    cast(&w, &sleeper(&w, "api", 3, ""));
-    wait_ready(&w, "api", 3);
+    deploy(&w, &sleeper(&w, "api", 3, ""), "api", 3);
 }
 
 #[test]
 fn deleting_a_service_leaves_no_process_and_no_keys() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
     w.rune()
         .args(["delete", "service", "api", "--wait"])
         .assert()
@@ -209,8 +195,7 @@ fn health_and_metrics_endpoints() {
         c.logs().contains("became leader").then_some(())
     });
     let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 1, ""));
-    wait_ready(&w, "api", 1);
+    deploy(&w, &sleeper(&w, "api", 1, ""), "api", 1);
     assert_eq!(c.http_get("/healthz").unwrap().0, 200);
     eventually("ready", Duration::from_secs(10), || {
         (c.http_get("/readyz")?.0 == 200).then_some(())
@@ -274,8 +259,7 @@ fn etcd_down_and_back_changes_nothing_and_the_controller_catches_up() {
     let mut w = World::new();
     let c = controller(&w, "c1");
     let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 2, ""));
-    wait_ready(&w, "api", 2);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
     let before = pids(&w, "api");
 
     w.etcd.kill();
@@ -294,8 +278,7 @@ fn etcd_down_and_back_changes_nothing_and_the_controller_catches_up() {
     eventually("controller ready again", Duration::from_secs(60), || {
         (c.http_get("/readyz")?.0 == 200).then_some(())
     });
-    cast(&w, &sleeper(&w, "api", 3, ""));
-    wait_ready(&w, "api", 3);
+    deploy(&w, &sleeper(&w, "api", 3, ""), "api", 3);
     let after = pids(&w, "api");
     assert!(
         before.iter().all(|p| after.contains(p)),

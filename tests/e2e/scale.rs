@@ -25,10 +25,8 @@ fn gated(w: &World, name: &str, scale: u32) -> std::path::PathBuf {
 #[test]
 fn immediate_scale_blocks_until_ready_and_no_wait_returns_the_operation_id() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 1, ""));
-    wait_ready(&w, "api", 1);
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 1, ""), "api", 1);
 
     w.rune()
         .args(["scale", "api", "5"])
@@ -95,10 +93,8 @@ fn immediate_scale_blocks_until_ready_and_no_wait_returns_the_operation_id() {
 #[test]
 fn gradual_ramps_up_and_down_through_the_intermediate_counts() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 1, ""));
-    wait_ready(&w, "api", 1);
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 1, ""), "api", 1);
 
     let mut watcher = spawn_rune(&w, &["get", "service", "api", "-o", "json", "-w"]);
     w.rune()
@@ -150,10 +146,8 @@ fn gradual_ramps_up_and_down_through_the_intermediate_counts() {
 #[test]
 fn a_failing_scale_rolls_back_and_exits_1_or_pins_with_rollback_off() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &gated(&w, "api", 2));
-    wait_ready(&w, "api", 2);
+    let _system = one_node(&w);
+    deploy(&w, &gated(&w, "api", 2), "api", 2);
     std::fs::remove_file(w.dir.join("gate")).unwrap();
 
     w.rune()
@@ -247,10 +241,8 @@ fn timeouts_exit_codes_and_preconditions() {
 #[test]
 fn a_newer_operation_supersedes_a_running_one() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 1, ""));
-    wait_ready(&w, "api", 1);
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 1, ""), "api", 1);
     let slow = spawn_rune(
         &w,
         &[
@@ -288,11 +280,9 @@ fn a_newer_operation_supersedes_a_running_one() {
 #[test]
 fn a_gitops_spec_write_is_a_scale_with_the_spec_defaults() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
+    let _system = one_node(&w);
     let scaling = "  scaling: {mode: gradual, step: 2, interval: 1s}\n";
-    cast(&w, &sleeper(&w, "api", 1, scaling));
-    wait_ready(&w, "api", 1);
+    deploy(&w, &sleeper(&w, "api", 1, scaling), "api", 1);
     let yaml = std::fs::read_to_string(sleeper(&w, "api", 4, scaling)).unwrap();
     w.etcd.put(&w.key("services/default/api"), &yaml);
     wait_ready(&w, "api", 4);
@@ -316,10 +306,13 @@ fn a_gitops_spec_write_is_a_scale_with_the_spec_defaults() {
 #[test]
 fn restart_replaces_every_instance_with_the_current_spec_and_stop_leaves_nothing() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 2, "  env: {VERSION: \"1\"}\n"));
-    wait_ready(&w, "api", 2);
+    let _system = one_node(&w);
+    deploy(
+        &w,
+        &sleeper(&w, "api", 2, "  env: {VERSION: \"1\"}\n"),
+        "api",
+        2,
+    );
     let v1 = pids(&w, "api");
     cast(&w, &sleeper(&w, "api", 2, "  env: {VERSION: \"2\"}\n"));
     std::thread::sleep(Duration::from_millis(500));
@@ -393,8 +386,7 @@ fn restart_replaces_every_instance_with_the_current_spec_and_stop_leaves_nothing
 #[test]
 fn the_seed_slow_ramp_is_planned_with_a_grown_timeout() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
+    let _system = one_node(&w);
     cast(&w, &sleeper(&w, "workers", 0, ""));
     w.rune()
         .args([
@@ -424,8 +416,7 @@ fn killing_the_leader_mid_gradual_scale_changes_only_timing() {
     let w = World::new();
     let (mut c1, c2) = leader_and_standby(&w);
     let _a = agent(&w, "n1");
-    cast(&w, &sleeper(&w, "api", 1, ""));
-    wait_ready(&w, "api", 1);
+    deploy(&w, &sleeper(&w, "api", 1, ""), "api", 1);
     let waiter = spawn_rune(
         &w,
         &[
@@ -455,8 +446,7 @@ fn killing_the_leader_mid_gradual_scale_changes_only_timing() {
 #[test]
 fn the_example_services_behave_as_their_comments_say() {
     let w = World::new();
-    let _c = controller(&w, "c1");
-    let _a = agent(&w, "n1");
+    let _system = one_node(&w);
     let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
     w.rune()
         .arg("cast")

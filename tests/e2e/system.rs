@@ -34,6 +34,11 @@ pub fn leader_and_standby(w: &World) -> (Daemon, Daemon) {
     (c1, controller(w, "c2"))
 }
 
+/// The usual system of one test: controller `c1` and the agent of node `n1`.
+pub fn one_node(w: &World) -> (Daemon, Daemon) {
+    (controller(w, "c1"), agent(w, "n1"))
+}
+
 pub fn agent(w: &World, node: &str) -> Daemon {
     let a = w.agent(node, FAST_AGENT);
     eventually(
@@ -158,4 +163,10 @@ pub fn assert_kept(w: &World, name: &str, before: &[i32], n: usize) {
         "an instance was restarted: {before:?} -> {after:?}"
     );
     assert_eq!(live_processes(w, name).len(), n, "no duplicates");
+}
+
+/// Casts `file` and waits until service `name` runs `n` ready instances.
+pub fn deploy(w: &World, file: &std::path::Path, name: &str, n: u64) {
+    cast(w, file);
+    wait_ready(w, name, n);
 }
