@@ -15,7 +15,7 @@ use super::metrics::ControllerMetrics;
 use super::plan::{self, Observed, Plan, PlanConfig, SpecState};
 use super::queue::Key;
 use crate::model::{InstanceRecord, InstanceStatus, NodeRecord, StoredService};
-use crate::store::{Read, Store, StoreError, cmp, op};
+use crate::store::{Store, StoreError, cmp, op};
 
 /// What the worker does after a reconcile (kube-runtime's `Action`).
 #[derive(Debug, PartialEq, Eq)]
@@ -60,29 +60,8 @@ pub async fn reconcile(ctx: &Context, key: &Key) -> Result<Action, ReconcileErro
 }
 
 async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreError> {
-    let k = ctx.store.keys();
-    let (spec_key, op_key, status_key) = (
-        k.service(ns, name),
-        k.operation(ns, name),
-        k.status(ns, name),
-    );
-    let (inst, ist, nodes) = (
-        k.instances_of(ns, name),
-        k.instance_statuses_of(ns, name),
-        k.nodes(),
-    );
-    let (r, _) = ctx
-        .store
-        .snapshot(&[
-            Read::Key(&spec_key),
-            Read::Key(&op_key),
-            Read::Key(&status_key),
-            Read::Prefix(&inst),
-            Read::Prefix(&ist),
-            Read::Prefix(&nodes),
-        ])
-        .await?;
-    let spec = match r[0].first() {
+    let (state, node_kvs) = ctx.store.service_state_and_nodes(ns, name).await?;
+    let spec = match &state.spec {
         None => SpecState::Missing,
         Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name) {
             Ok(stored) => SpecState::Valid {
@@ -92,15 +71,14 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
             Err(e) => SpecState::Invalid(e),
         },
     };
-    let operation = r[1]
-        .first()
+    let operation = state
+        .operation
+        .as_ref()
         .and_then(|kv| kv.json().ok().map(|o| (o, kv.mod_revision)));
-    let has_status = !r[2].is_empty();
-    let status = r[2]
-        .first()
-        .and_then(|kv| kv.json().ok())
-        .unwrap_or_default();
-    let instances = r[3]
+    let has_status = state.status.is_some();
+    let status = state.status();
+    let instances = state
+        .instances
         .iter()
         .filter_map(|kv| {
             kv.json::<InstanceRecord>()
@@ -108,12 +86,13 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
                 .map(|i| (i, kv.mod_revision))
         })
         .collect::<Vec<_>>();
-    let statuses = r[4]
+    let statuses = state
+        .instance_statuses
         .iter()
         .filter_map(|kv| kv.json::<InstanceStatus>().ok())
         .map(|s| (s.id.clone(), s))
         .collect();
-    let nodes: BTreeMap<String, NodeRecord> = r[5]
+    let nodes: BTreeMap<String, NodeRecord> = node_kvs
         .iter()
         .filter_map(|kv| kv.json::<NodeRecord>().ok())
         .map(|n| (n.name.clone(), n))

@@ -429,31 +429,62 @@ impl ServiceState {
 
 impl Store {
     pub async fn service_state(&self, ns: &str, name: &str) -> Result<ServiceState, StoreError> {
+        Ok(self.read_service(ns, name, false).await?.0)
+    }
+
+    /// The service's state and every node record, read at one revision (what a
+    /// reconcile decides on).
+    pub async fn service_state_and_nodes(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<(ServiceState, Vec<Kv>), StoreError> {
+        self.read_service(ns, name, true).await
+    }
+
+    async fn read_service(
+        &self,
+        ns: &str,
+        name: &str,
+        with_nodes: bool,
+    ) -> Result<(ServiceState, Vec<Kv>), StoreError> {
         let k = &self.keys;
         let (spec, op, status) = (
             k.service(ns, name),
             k.operation(ns, name),
             k.status(ns, name),
         );
-        let (inst, ist) = (k.instances_of(ns, name), k.instance_statuses_of(ns, name));
-        let (mut r, revision) = self
-            .snapshot(&[
-                Read::Key(&spec),
-                Read::Key(&op),
-                Read::Key(&status),
-                Read::Prefix(&inst),
-                Read::Prefix(&ist),
-            ])
-            .await?;
+        let (inst, ist, nodes) = (
+            k.instances_of(ns, name),
+            k.instance_statuses_of(ns, name),
+            k.nodes(),
+        );
+        let mut reads = vec![
+            Read::Key(&spec),
+            Read::Key(&op),
+            Read::Key(&status),
+            Read::Prefix(&inst),
+            Read::Prefix(&ist),
+        ];
+        if with_nodes {
+            reads.push(Read::Prefix(&nodes));
+        }
+        let (mut r, revision) = self.snapshot(&reads).await?;
+        let nodes = if with_nodes {
+            r.pop().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut first = |i: usize| std::mem::take(&mut r[i]).into_iter().next();
         let (spec, operation, status) = (first(0), first(1), first(2));
-        Ok(ServiceState {
+        let state = ServiceState {
             spec,
             operation,
             status,
             instances: std::mem::take(&mut r[3]),
             instance_statuses: std::mem::take(&mut r[4]),
             revision,
-        })
+        };
+        Ok((state, nodes))
     }
 }
