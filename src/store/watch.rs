@@ -29,14 +29,25 @@ pub enum WatchEvent {
 /// Starts watching `prefix`. Events arrive in revision order; the task ends when
 /// the receiver is dropped.
 pub fn watch_prefix(store: Store, prefix: String) -> mpsc::Receiver<WatchEvent> {
+    watch_prefix_after(store, prefix, 0)
+}
+
+/// Like [`watch_prefix`], for a caller that has already seen everything up to
+/// `revision`: events start after it (no `Reset`), unless that revision was
+/// compacted away, in which case the prefix is listed again and a `Reset` sent.
+pub fn watch_prefix_after(
+    store: Store,
+    prefix: String,
+    revision: i64,
+) -> mpsc::Receiver<WatchEvent> {
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(async move { run(store, prefix, tx).await });
+    tokio::spawn(async move { run(store, prefix, revision, tx).await });
     rx
 }
 
-async fn run(store: Store, prefix: String, tx: mpsc::Sender<WatchEvent>) {
+async fn run(store: Store, prefix: String, after: i64, tx: mpsc::Sender<WatchEvent>) {
     // Revision of the last event (or list) seen; 0 = list first.
-    let mut seen: i64 = 0;
+    let mut seen: i64 = after;
     let mut delay = Duration::from_millis(100);
     let mut connected = true;
     loop {

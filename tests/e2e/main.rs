@@ -11,3 +11,4 @@ mod deploy;
 mod docs;
 mod run_local;
 mod scale;
+mod store;
