@@ -67,6 +67,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::etcd(e.to_string())
+    }
+}
+
 impl From<crate::model::SpecError> for Error {
     fn from(e: crate::model::SpecError) -> Self {
         Error::usage(e.to_string())

@@ -27,12 +27,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::exit::Error;
 use crate::logging::{self, LogFormat};
 use crate::model::InstanceRecord;
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
-use crate::store::{EtcdArgs, Keys, Kv, Store};
+use crate::store::{EtcdArgs, Keys, Kv, Store, StoreError};
 use metrics::AgentMetrics;
 use registration::RegisterError;
 use state::{DataDir, Persisted};
@@ -83,7 +82,7 @@ pub async fn main() -> i32 {
         Err(e) => {
             error!("{e}");
             eprintln!("rune-agent: {e}");
-            e.exit as i32
+            e.exit_code()
         }
     }
 }
@@ -103,13 +102,38 @@ async fn connect(args: &EtcdArgs) -> Store {
     }
 }
 
-pub async fn run(args: Args) -> Result<(), Error> {
+/// Why the agent could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data dir or the listen address cannot be used.
+    #[error("{0}")]
+    Setup(String),
+    /// Another agent holds this data dir or this node name.
+    #[error("{0}")]
+    Taken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AgentError {
+    /// The process exit status, numbered like the CLI's: 2 bad configuration,
+    /// 4 held by another agent, 5 etcd.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Setup(_) => 2,
+            AgentError::Taken(_) => 4,
+            AgentError::Store(_) => 5,
+        }
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), AgentError> {
     let node = args.node_name.clone().unwrap_or_else(crate::host::hostname);
-    let data = Arc::new(
-        DataDir::new(&args.data_dir)
-            .map_err(|e| Error::usage(format!("data dir {}: {e}", args.data_dir.display())))?,
-    );
-    let _lock = data.lock().map_err(Error::conflict)?;
+    let data =
+        Arc::new(DataDir::new(&args.data_dir).map_err(|e| {
+            AgentError::Setup(format!("data dir {}: {e}", args.data_dir.display()))
+        })?);
+    let _lock = data.lock().map_err(AgentError::Taken)?;
 
     // Supervision starts from the data dir before etcd is reached: an agent restarted
     // during an etcd outage keeps what it knows running (and restarting) meanwhile.
@@ -144,13 +168,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
     let bound = serve::serve(args.listen, registry, ready_rx)
         .await
-        .map_err(|e| Error::usage(e.to_string()))?;
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
 
     let record = registration::node_record(&node, bound.to_string());
     let reg = registration::register(&store, &data, record, args.lease_ttl)
         .await
         .map_err(|e| match e {
-            RegisterError::Taken { .. } => Error::conflict(e.to_string()),
+            RegisterError::Taken { .. } => AgentError::Taken(e.to_string()),
             RegisterError::Store(e) => e.into(),
         })?;
     info!(node, listen = %bound, lease = reg.lease.id, "agent started");

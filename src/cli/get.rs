@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::output::{Format, age, print_document, print_table, table};
 use crate::exit::{self, Error};
 use crate::model::{
-    ConditionKind, InstanceRecord, InstanceStatus, OperationKind, ServiceSpec, ServiceStatus,
-    SpecError, StoredService,
+    ConditionKind, InstanceRecord, InstanceStatus, OperationKind, ServiceRef, ServiceSpec,
+    ServiceStatus, SpecError, StoredService,
 };
 use crate::store::{Kv, Read, Store, watch::WatchEvent};
 
@@ -208,23 +208,23 @@ pub async fn load_services(
         [Read::Prefix(&specs_prefix), Read::Prefix(&status_prefix)]
     };
     let (r, rev) = store.snapshot(&reads).await?;
-    let statuses: BTreeMap<(String, String), &Kv> = r[1]
+    let statuses: BTreeMap<ServiceRef, &Kv> = r[1]
         .iter()
         .filter_map(|kv| k.service_of(&kv.key).map(|id| (id, kv)))
         .collect();
     let mut views = Vec::new();
     for kv in &r[0] {
-        let Some((ns, name)) = k.service_of(&kv.key) else {
+        let Some(svc) = k.service_of(&kv.key) else {
             continue;
         };
         let status = statuses
-            .get(&(ns.clone(), name.clone()))
+            .get(&svc)
             .and_then(|kv| kv.json().ok())
             .unwrap_or_default();
         views.push(ServiceView {
-            spec: StoredService::parse(&kv.key, &kv.value, &ns, &name),
-            namespace: ns,
-            name,
+            spec: StoredService::parse(&kv.key, &kv.value, &svc.namespace, &svc.name),
+            namespace: svc.namespace,
+            name: svc.name,
             status,
         });
     }
@@ -345,10 +345,11 @@ async fn follow(
         };
         let Some(ev) = ev else { return Ok(()) };
         let touched = match &ev {
-            WatchEvent::Put(kv) | WatchEvent::Delete(kv) => store
-                .keys()
-                .service_of(&kv.key)
-                .is_some_and(|(n, s)| ns.is_none_or(|x| x == n) && name.is_none_or(|x| x == s)),
+            WatchEvent::Put(kv) | WatchEvent::Delete(kv) => {
+                store.keys().service_of(&kv.key).is_some_and(|svc| {
+                    ns.is_none_or(|x| x == svc.namespace) && name.is_none_or(|x| x == svc.name)
+                })
+            }
             WatchEvent::Reset { .. } => true,
             WatchEvent::Connected(up) => {
                 if !up {

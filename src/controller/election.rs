@@ -13,6 +13,20 @@ use tracing::{info, warn};
 use crate::store::lease::{Lease, LeaseState};
 use crate::store::{Store, StoreError, cmp, op};
 
+/// Why a campaign ended without leadership (after etcd's `ErrElectionNotLeader`
+/// and friends: sentinel cases, not strings).
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Our candidate key disappeared (its lease was revoked or expired).
+    #[error("our election key vanished")]
+    KeyVanished,
+    /// The lease our candidate key is on expired while we waited our turn.
+    #[error("election lease expired while campaigning")]
+    LeaseExpired,
+}
+
 #[derive(Debug, Clone)]
 pub struct ElectionConfig {
     /// Lease TTL: how long a dead leader blocks the others.
@@ -85,7 +99,7 @@ pub async fn campaign(
     store: &Store,
     id: &str,
     cfg: &ElectionConfig,
-) -> Result<Leadership, StoreError> {
+) -> Result<Leadership, ElectionError> {
     let lease = store.lease(cfg.lease_duration).await?;
     let lease_id = lease.id;
     let result = campaign_with(store, id, cfg, lease).await;
@@ -101,7 +115,7 @@ async fn campaign_with(
     id: &str,
     cfg: &ElectionConfig,
     lease: Lease,
-) -> Result<Leadership, StoreError> {
+) -> Result<Leadership, ElectionError> {
     let key = format!("{}{:x}", store.keys().leader(), lease.id);
     let res = store
         .txn(
@@ -118,13 +132,11 @@ async fn campaign_with(
         .first()
         .and_then(|r| r.first())
         .map(|kv| kv.create_revision)
-        .ok_or_else(|| StoreError::Invalid("election key vanished".into()))?;
+        .ok_or(ElectionError::KeyVanished)?;
     let mut announced = false;
     loop {
         if *lease.state.borrow() == LeaseState::Lost {
-            return Err(StoreError::Invalid(
-                "election lease expired while campaigning".into(),
-            ));
+            return Err(ElectionError::LeaseExpired);
         }
         let (kvs, _) = store.list(&store.keys().leader()).await?;
         let leader = kvs.iter().min_by_key(|kv| kv.create_revision);
@@ -146,7 +158,7 @@ async fn campaign_with(
             _ => {}
         }
         if !kvs.iter().any(|kv| kv.key == key) {
-            return Err(StoreError::Invalid("election key vanished".into()));
+            return Err(ElectionError::KeyVanished);
         }
         tokio::time::sleep(cfg.retry_period).await;
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::logging::{self, LogFormat};
+use crate::model::ServiceRef;
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
 use crate::store::{EtcdArgs, Store};
@@ -170,6 +171,80 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
 }
 
+/// One reconcile worker, after controller-runtime's: take a key, reconcile it, and
+/// turn the outcome into what happens to the key next.
+struct Worker {
+    ctx: Arc<Context>,
+    queue: WorkQueue,
+    deposed: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Worker {
+    /// Works one key; false when the worker must stop (term over, or deposed).
+    async fn process_next_work_item(&self, term: &CancellationToken) -> bool {
+        let key = tokio::select! {
+            k = self.queue.next() => k,
+            _ = term.cancelled() => return false,
+        };
+        self.ctx.metrics.queue_depth.set(self.queue.len() as i64);
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = reconcile::reconcile(&self.ctx, &key) => r,
+            _ = term.cancelled() => { self.queue.done(&key); return false; }
+        };
+        self.ctx
+            .metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        let go_on = self.reconcile_handler(&key, result);
+        self.queue.done(&key);
+        go_on
+    }
+
+    /// One switch on the outcome: success forgets the key's back-off (and requeues
+    /// when asked), a conflict or error requeues with per-key back-off, a lost fence
+    /// stops the worker.
+    fn reconcile_handler(&self, key: &ServiceRef, result: Result<Action, ReconcileError>) -> bool {
+        let m = &self.ctx.metrics;
+        match result {
+            Ok(action) => {
+                m.reconciled("ok");
+                self.queue.forget(key);
+                if let Action::RequeueAfter(d) = action {
+                    self.queue.add_after(key.clone(), d);
+                }
+                true
+            }
+            Err(ReconcileError::Deposed) => {
+                m.reconciled("deposed");
+                let _ = self.deposed.try_send(());
+                false
+            }
+            Err(e) => {
+                let (outcome, conflict) = match &e {
+                    ReconcileError::Conflict(_) => ("conflict", true),
+                    _ => ("error", false),
+                };
+                m.reconciled(outcome);
+                // Conflicts back off like every other failure: a record that keeps
+                // changing under us (or keeps failing its guard) must not spin.
+                let delay = self.queue.add_rate_limited(key.clone());
+                if conflict && delay < FIRST_WARN_AFTER {
+                    tracing::debug!(service = %key, error = %e, retry_in = ?delay, "conflict; reconciling again");
+                } else {
+                    warn!(service = %key, error = %e, retry_in = ?delay, "reconcile failed");
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Conflicts are normal (another writer got in between); only ones that keep
+/// coming back, after the back-off has grown past this, are worth a warning. The
+/// growing back-off itself rate-limits the warnings.
+const FIRST_WARN_AFTER: Duration = Duration::from_secs(1);
+
 /// Does the leader's work until cancelled; returns why it stopped early.
 async fn lead(
     ctx: Arc<Context>,
@@ -182,48 +257,14 @@ async fn lead(
     let mut handles = Vec::new();
     let (deposed_tx, mut deposed_rx) = tokio::sync::mpsc::channel::<()>(1);
     for _ in 0..workers.max(1) {
-        let (ctx, queue, term, deposed) =
-            (ctx.clone(), queue.clone(), term.clone(), deposed_tx.clone());
+        let worker = Worker {
+            ctx: ctx.clone(),
+            queue: queue.clone(),
+            deposed: deposed_tx.clone(),
+        };
+        let term = term.clone();
         handles.push(tokio::spawn(async move {
-            loop {
-                let key = tokio::select! {
-                    k = queue.next() => k,
-                    _ = term.cancelled() => return,
-                };
-                ctx.metrics.queue_depth.set(queue.len() as i64);
-                let started = Instant::now();
-                let result = tokio::select! {
-                    r = reconcile::reconcile(&ctx, &key) => r,
-                    _ = term.cancelled() => { queue.done(&key); return; }
-                };
-                ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-                match result {
-                    Ok(action) => {
-                        ctx.metrics.reconciled("ok");
-                        queue.forget(&key);
-                        if let Action::RequeueAfter(d) = action {
-                            queue.add_after(key.clone(), d);
-                        }
-                    }
-                    Err(ReconcileError::Deposed) => {
-                        ctx.metrics.reconciled("deposed");
-                        queue.done(&key);
-                        let _ = deposed.try_send(());
-                        return;
-                    }
-                    Err(ReconcileError::Conflict(why)) => {
-                        ctx.metrics.reconciled("conflict");
-                        tracing::debug!(service = ?key, %why, "conflict; reconciling again");
-                        queue.add_after(key.clone(), Duration::from_millis(20));
-                    }
-                    Err(e) => {
-                        ctx.metrics.reconciled("error");
-                        let delay = queue.add_rate_limited(key.clone());
-                        warn!(service = %format!("{}/{}", key.0, key.1), error = %e, retry_in = ?delay, "reconcile failed");
-                    }
-                }
-                queue.done(&key);
-            }
+            while worker.process_next_work_item(&term).await {}
         }));
     }
     let mut events = watch_prefix(ctx.store.clone(), ctx.store.keys().root().to_string());

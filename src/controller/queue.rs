@@ -2,6 +2,11 @@
 //! kube-runtime mirrors): a key is queued at most once, is never handed to two
 //! workers at once, and a key that changes while being worked on is queued again
 //! when the worker is done. Failed keys come back after a per-key exponential back-off.
+//!
+//! Delayed adds (requeues, step intervals, deadlines, back-off) go through one delay
+//! set that keeps the earliest due time per key, as kube-runtime's `scheduler` does:
+//! no task per delayed key, and a key asked for at 1 s and at 30 s is due at 1 s.
+//! Workers waiting in [`WorkQueue::next`] promote due keys themselves.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,9 +14,12 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
-/// `(namespace, name)` of a service.
-pub type Key = (String, String);
+use crate::model::ServiceRef;
+
+/// What the queue holds: one service.
+pub type Key = ServiceRef;
 
 #[derive(Default)]
 struct State {
@@ -20,7 +28,40 @@ struct State {
     active: HashSet<Key>,
     /// Added while active: requeue on `done`.
     dirty: HashSet<Key>,
+    /// Keys due later, at the earliest time each was asked for.
+    delayed: HashMap<Key, Instant>,
     backoff: HashMap<Key, ExponentialBackoff>,
+}
+
+impl State {
+    /// Queues `key` now unless it is queued already; a key being worked on is
+    /// marked dirty instead. Returns whether a waiting worker should be woken.
+    fn enqueue(&mut self, key: Key) -> bool {
+        if self.active.contains(&key) {
+            self.dirty.insert(key);
+            return false;
+        }
+        if self.queued.insert(key.clone()) {
+            self.queue.push_back(key);
+            return true;
+        }
+        false
+    }
+
+    /// Moves every delayed key that is due into the queue; returns the next due time.
+    fn promote_due(&mut self, now: Instant) -> Option<Instant> {
+        let due: Vec<Key> = self
+            .delayed
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.delayed.remove(&key);
+            self.enqueue(key);
+        }
+        self.delayed.values().min().copied()
+    }
 }
 
 #[derive(Clone, Default)]
@@ -31,25 +72,24 @@ pub struct WorkQueue {
 
 impl WorkQueue {
     pub fn add(&self, key: Key) {
-        let mut s = self.state.lock().unwrap();
-        if s.active.contains(&key) {
-            s.dirty.insert(key);
-            return;
-        }
-        if s.queued.insert(key.clone()) {
-            s.queue.push_back(key);
-            drop(s);
+        let wake = self.state.lock().unwrap().enqueue(key);
+        if wake {
             self.notify.notify_one();
         }
     }
 
-    /// Adds `key` after `delay` (a requeue, a step interval, a deadline).
+    /// Adds `key` after `delay` (a requeue, a step interval, a deadline). A key
+    /// already due sooner keeps its earlier time.
     pub fn add_after(&self, key: Key, delay: Duration) {
-        let q = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.add(key);
-        });
+        let at = Instant::now() + delay;
+        {
+            let mut s = self.state.lock().unwrap();
+            let due = s.delayed.entry(key).or_insert(at);
+            *due = (*due).min(at);
+        }
+        // A waiting worker recomputes how long to sleep.
+        self.notify.notify_waiters();
+        self.notify.notify_one();
     }
 
     /// Requeues `key` after its next back-off delay (100 ms doubling to 30 s).
@@ -78,8 +118,11 @@ impl WorkQueue {
     pub async fn next(&self) -> Key {
         loop {
             let notified = self.notify.notified();
-            {
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_due = {
                 let mut s = self.state.lock().unwrap();
+                let next_due = s.promote_due(Instant::now());
                 if let Some(key) = s.queue.pop_front() {
                     s.queued.remove(&key);
                     s.active.insert(key.clone());
@@ -88,8 +131,17 @@ impl WorkQueue {
                     }
                     return key;
                 }
+                next_due
+            };
+            match next_due {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
@@ -105,12 +157,18 @@ impl WorkQueue {
         }
     }
 
+    /// Keys ready to be worked on now (delayed ones not counted).
     pub fn len(&self) -> usize {
         self.state.lock().unwrap().queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Keys waiting for a later time.
+    pub fn delayed(&self) -> usize {
+        self.state.lock().unwrap().delayed.len()
     }
 }
 
@@ -119,7 +177,7 @@ mod tests {
     use super::*;
 
     fn k(n: &str) -> Key {
-        ("default".into(), n.into())
+        ServiceRef::new("default", n)
     }
 
     #[tokio::test]
@@ -145,7 +203,7 @@ mod tests {
         assert_eq!(q.next().await, k("a"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn back_off_grows_per_key_and_resets() {
         let q = WorkQueue::default();
         let d1 = q.add_rate_limited(k("a"));
@@ -155,5 +213,41 @@ mod tests {
         assert_eq!(other, d1, "back-off is per key");
         q.forget(&k("a"));
         assert_eq!(q.add_rate_limited(k("a")), d1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_keys_come_due_at_their_earliest_time_once() {
+        let q = WorkQueue::default();
+        let start = Instant::now();
+        q.add_after(k("a"), Duration::from_secs(30));
+        q.add_after(k("a"), Duration::from_secs(1));
+        q.add_after(k("b"), Duration::from_secs(5));
+        assert_eq!(q.delayed(), 2, "one entry per key");
+        assert!(q.is_empty());
+        assert_eq!(q.next().await, k("a"));
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        q.done(&k("a"));
+        assert_eq!(q.next().await, k("b"));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(
+            q.delayed(),
+            0,
+            "the later time for a was folded into the earlier"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sooner_delay_wakes_a_waiting_worker() {
+        let q = WorkQueue::default();
+        q.add_after(k("late"), Duration::from_secs(60));
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.next().await }
+        });
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        q.add_after(k("soon"), Duration::from_secs(2));
+        assert_eq!(waiter.await.unwrap(), k("soon"));
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 }

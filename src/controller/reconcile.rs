@@ -13,8 +13,7 @@ use tracing::{debug, info};
 use super::election::Leadership;
 use super::metrics::ControllerMetrics;
 use super::plan::{self, Observed, Plan, PlanConfig, SpecState};
-use super::queue::Key;
-use crate::model::{InstanceRecord, InstanceStatus, NodeRecord, StoredService};
+use crate::model::{InstanceRecord, InstanceStatus, NodeRecord, ServiceRef, StoredService};
 use crate::store::{Store, StoreError, cmp, op};
 
 /// What the worker does after a reconcile (kube-runtime's `Action`).
@@ -52,11 +51,11 @@ pub struct Context {
 /// At most this many writes per transaction (etcd's default --max-txn-ops is 128).
 const TXN_CHUNK: usize = 100;
 
-pub async fn reconcile(ctx: &Context, key: &Key) -> Result<Action, ReconcileError> {
-    let (ns, name) = key;
+pub async fn reconcile(ctx: &Context, key: &ServiceRef) -> Result<Action, ReconcileError> {
+    let (ns, name) = (&key.namespace, &key.name);
     let observed = observe(ctx, ns, name).await?;
     let plan = plan::plan(&observed, &ctx.config);
-    apply(ctx, ns, name, &observed, plan).await
+    apply(ctx, key, &observed, plan).await
 }
 
 async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreError> {
@@ -125,11 +124,11 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
 
 async fn apply(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    key: &ServiceRef,
     o: &Observed,
     plan: Plan,
 ) -> Result<Action, ReconcileError> {
+    let (ns, name) = (key.namespace.as_str(), key.name.as_str());
     let k = ctx.store.keys();
     let mut writes: Vec<(Vec<Compare>, TxnOp)> = Vec::new();
     for rec in &plan.create {
@@ -194,7 +193,7 @@ async fn apply(
     }
     if !plan.create.is_empty() || !plan.stop.is_empty() || plan.rollback.is_some() || plan.purge {
         info!(
-            service = %format!("{ns}/{name}"),
+            service = %key,
             created = plan.create.len(),
             stopping = plan.stop.len(),
             removed = plan.remove.len(),
@@ -204,7 +203,7 @@ async fn apply(
             "reconciled"
         );
     } else {
-        debug!(service = %format!("{ns}/{name}"), batches, "reconciled, nothing to do");
+        debug!(service = %key, batches, "reconciled, nothing to do");
     }
     if plan.purge {
         return Ok(Action::AwaitChange);

@@ -7,6 +7,7 @@ pub mod instance;
 pub mod names;
 pub mod node;
 pub mod operation;
+pub mod refs;
 pub mod spec;
 pub mod status;
 
@@ -14,6 +15,7 @@ pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase};
 pub use node::NodeRecord;
 pub use operation::{OperationKind, OperationRecord};
+pub use refs::{InstanceRef, ServiceRef, Versioned};
 pub use spec::{
     Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,
     ScalingDefaults, ServiceSpec,

@@ -1,6 +1,8 @@
 //! The etcd key layout from the contract, in one place. Every key is under the
 //! configured prefix, so two prefixes in one etcd are two independent systems.
 
+use crate::model::ServiceRef;
+
 /// Builds and parses keys under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -85,9 +87,9 @@ impl Keys {
         Some(rest.split('/').collect())
     }
 
-    /// `(namespace, service)` of any per-service key (services, operations, status,
-    /// instances, instance-status).
-    pub fn service_of(&self, key: &str) -> Option<(String, String)> {
+    /// The service any per-service key (services, operations, status, instances,
+    /// instance-status) belongs to.
+    pub fn service_of(&self, key: &str) -> Option<ServiceRef> {
         let rest = key.strip_prefix(&self.root)?;
         let (collection, rest) = rest.split_once('/')?;
         if !matches!(
@@ -99,7 +101,7 @@ impl Keys {
         let mut parts = rest.split('/');
         let ns = parts.next().filter(|s| !s.is_empty())?;
         let name = parts.next().filter(|s| !s.is_empty())?;
-        Some((ns.to_string(), name.to_string()))
+        Some(ServiceRef::new(ns, name))
     }
 }
 
@@ -129,7 +131,11 @@ mod tests {
             k.instance("ns", "a", "id1"),
             k.instance_status("ns", "a", "id1"),
         ] {
-            assert_eq!(k.service_of(&key), Some(("ns".into(), "a".into())), "{key}");
+            assert_eq!(
+                k.service_of(&key),
+                Some(ServiceRef::new("ns", "a")),
+                "{key}"
+            );
         }
         assert_eq!(k.service_of(&k.node("n1")), None);
         assert_eq!(k.service_of("/other/services/ns/a"), None);

@@ -18,8 +18,6 @@ use etcd_client::{
 pub use keys::Keys;
 pub use metrics::StoreMetrics;
 
-use crate::exit;
-
 /// How to reach etcd; shared by every binary (flags and environment).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "etcd connection")]
@@ -78,12 +76,6 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
-}
-
-impl From<StoreError> for exit::Error {
-    fn from(e: StoreError) -> Self {
-        exit::Error::etcd(e.to_string())
-    }
 }
 
 /// One key as read from etcd.
