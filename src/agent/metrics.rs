@@ -26,6 +26,10 @@ pub struct AgentMetrics {
     pub restarts: Counter,
     pub probe_latency: Family<KindLabel, Histogram>,
     pub probe_failures: Family<KindLabel, Counter>,
+    /// 1 while the agent has fenced itself (node lease not renewed in time).
+    pub self_fenced: Gauge,
+    /// Instance records this agent could not parse (and so ignored).
+    pub unparseable_records: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -37,6 +41,8 @@ impl Default for AgentMetrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
             probe_failures: Family::default(),
+            self_fenced: Gauge::default(),
+            unparseable_records: Counter::default(),
         }
     }
 }
@@ -52,6 +58,16 @@ const PHASES: [Phase; 6] = [
 
 impl AgentMetrics {
     pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "rune_agent_self_fenced",
+            "1 while every instance is stopped because the node lease could not be renewed",
+            self.self_fenced.clone(),
+        );
+        r.register(
+            "rune_agent_unparseable_records",
+            "instance records naming no valid instance that this agent ignored",
+            self.unparseable_records.clone(),
+        );
         r.register(
             "rune_agent_instances",
             "instances on this node by phase",

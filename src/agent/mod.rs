@@ -7,6 +7,7 @@
 //! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs.rs`,
 //! `reporter.rs` (status writes) and `metrics.rs`.
 
+mod assignments;
 pub mod logs;
 pub mod metrics;
 pub mod ports;
@@ -16,7 +17,6 @@ pub mod reporter;
 pub mod state;
 pub mod supervisor;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,17 +25,18 @@ use std::time::Duration;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::logging::{self, LogFormat};
-use crate::model::InstanceRecord;
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
-use crate::store::{EtcdArgs, Keys, Kv, Store, StoreError};
+use crate::store::{EtcdArgs, Keys, Store, StoreError};
+use assignments::{Assignments, Hold};
 use metrics::AgentMetrics;
 use registration::RegisterError;
-use state::{DataDir, Persisted};
-use supervisor::{Backoff, Cmd, Handle, Shared};
+use state::DataDir;
+use supervisor::{Backoff, Shared};
 
 /// Runs the instances assigned to this node as supervised processes.
 #[derive(Debug, Parser)]
@@ -62,6 +63,13 @@ pub struct Args {
     /// Running this long without a crash resets the back-off.
     #[arg(long, env = "RUNE_RESTART_BACKOFF_RESET", default_value = "60s", value_parser = humantime::parse_duration)]
     pub restart_backoff_reset: Duration,
+    /// Stop every instance when the node lease could not be renewed for this long
+    /// (etcd unreachable, or this node cut off), so that instances replaced on
+    /// other nodes never run twice for long. Keep it below the controller's
+    /// --node-lost-grace; 0s turns self-fencing off (availability over safety:
+    /// see docs/guarantees.md).
+    #[arg(long, env = "RUNE_SELF_FENCE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub self_fence_after: Duration,
     /// On SIGTERM/SIGINT stop every instance first (default: leave them running for
     /// the next agent to adopt).
     #[arg(long, env = "RUNE_STOP_INSTANCES_ON_EXIT")]
@@ -151,13 +159,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             reset: args.restart_backoff_reset,
         },
     });
-    let mut agent = Agent {
-        keys: Keys::new(&args.etcd.prefix),
-        shared: shared.clone(),
-        supervisors: HashMap::new(),
-        // What has no record in the first full listing is stopped then.
-        persisted: Some(data.load_all()),
-    };
+    let mut agent = Assignments::new(
+        Keys::new(&args.etcd.prefix),
+        shared.clone(),
+        data.load_all(),
+    );
     agent.adopt_local();
     tokio::spawn(rotate_logs(data.root().join("logs")));
 
@@ -178,30 +184,47 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             RegisterError::Store(e) => e.into(),
         })?;
     info!(node, listen = %bound, lease = reg.lease.id, "agent started");
+    if let Some(revision) = reg.created_at_revision
+        && !args.self_fence_after.is_zero()
+    {
+        // A previous holder of this node name may still run what is assigned to
+        // it: what we do not know locally waits until that holder has fenced.
+        agent.set_hold(Hold {
+            revision,
+            until: Instant::now() + args.self_fence_after,
+        });
+    }
     let lease_id = reg.lease.id;
     let (lease_tx, lease_rx) = watch::channel(reg.lease.id);
+    let (renewed_tx, mut renewed) = watch::channel(Instant::now());
     let mut registered = lease_rx.clone();
-    let (count_tx, count_rx) = watch::channel(agent.supervisors.len() as u32);
-    tokio::spawn(registration::keep(
+    let (count_tx, count_rx) = watch::channel(agent.len() as u32);
+    let mut keeper = tokio::spawn(registration::keep(
         store.clone(),
         data.clone(),
         reg,
         args.lease_ttl,
         lease_tx,
+        renewed_tx,
         count_rx,
     ));
     let reporter = tokio::spawn(reporter::run(
         store.clone(),
         reports_rx,
         lease_rx,
-        agent_metrics,
+        agent_metrics.clone(),
     ));
 
     let mut informer = watch_prefix(store.clone(), store.keys().instances());
     let shutdown = crate::host::shutdown_signal();
     tokio::pin!(shutdown);
     let mut connected = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let fence_after = args.self_fence_after;
     loop {
+        let fence_at =
+            (!agent.is_fenced() && !fence_after.is_zero()).then(|| *renewed.borrow() + fence_after);
+        let hold_ends = agent.release_held();
         tokio::select! {
             ev = informer.recv() => {
                 let Some(ev) = ev else { break };
@@ -214,14 +237,58 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
                     WatchEvent::Delete(kv) => agent.remove(&kv.key),
                     WatchEvent::Connected(up) => connected = up,
                 }
-                let _ = count_tx.send(agent.supervisors.len() as u32);
+                let _ = count_tx.send(agent.len() as u32);
             }
             changed = registered.changed() => {
                 if changed.is_err() { break; }
             }
+            _ = renewed.changed() => {}
+            _ = sleep_until_opt(fence_at) => {
+                warn!(
+                    after = %humantime::format_duration(fence_after),
+                    instances = agent.len(),
+                    "self-fencing: the node lease could not be renewed; stopping every instance \
+                     (they may be replaced on other nodes) until etcd takes a renewal again"
+                );
+                agent.fence();
+                agent_metrics.self_fenced.set(1);
+                let _ = count_tx.send(0);
+            }
+            _ = sleep_until_opt(hold_ends) => {}
+            _ = tick.tick() => {}
+            taken = &mut keeper => {
+                let why = match taken {
+                    Ok(e) => e.to_string(),
+                    Err(e) => format!("registration task failed: {e}"),
+                };
+                error!(reason = %why, "node name lost to another agent; stopping every instance and exiting");
+                let _ = ready_tx.send(Readiness::NotReady(why.clone()));
+                agent.shutdown(true).await;
+                return Err(AgentError::Taken(why));
+            }
             _ = &mut shutdown => break,
         }
-        let _ = ready_tx.send(if *registered.borrow() == 0 {
+        let lease_ok = *registered.borrow() != 0;
+        if agent.is_fenced()
+            && lease_ok
+            && renewed.borrow().elapsed() < fence_after
+            && agent.fence_settled()
+        {
+            match store.list(&store.keys().instances()).await {
+                Ok((kvs, _)) => {
+                    info!("the node lease is renewed again; resuming supervision");
+                    agent.unfence(kvs);
+                    agent_metrics.self_fenced.set(0);
+                    let _ = count_tx.send(agent.len() as u32);
+                }
+                Err(e) => {
+                    warn!(error = %e, "listing instance records to end the self-fence failed; retrying")
+                }
+            }
+        }
+        let _ = ready_tx.send(if agent.is_fenced() {
+            Readiness::NotReady("self-fenced: the node lease could not be renewed".into())
+        } else if !lease_ok {
             Readiness::NotReady("node lease lost; registering again".into())
         } else if !connected {
             Readiness::NotReady("watch on etcd is down".into())
@@ -233,18 +300,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let stop = args.stop_instances_on_exit;
     info!(
         stop_instances = stop,
-        instances = agent.supervisors.len(),
+        instances = agent.len(),
         "agent exiting"
     );
     let _ = ready_tx.send(Readiness::NotReady("shutting down".into()));
-    let mut tasks = Vec::new();
-    for (_, h) in agent.supervisors.drain() {
-        let _ = h.tx.send(Cmd::Shutdown { stop });
-        tasks.push(h.task);
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    agent.shutdown(stop).await;
     if stop {
         // Give the reporter a moment to write the final statuses, then drop the node:
         // revoking the lease removes the node key and every status on it at once.
@@ -258,147 +318,10 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// The main loop's view: one supervisor per instance record of this node.
-struct Agent {
-    keys: Keys,
-    shared: Arc<Shared>,
-    supervisors: HashMap<String, Handle>,
-    persisted: Option<BTreeMap<String, Persisted>>,
-}
-
-impl Agent {
-    /// `instances/<ns>/<svc>/<id>` → (`ns/svc/id`, status key).
-    fn parse_key(&self, key: &str) -> Option<(String, String)> {
-        let seg = self.keys.segments("instances", key)?;
-        let [ns, svc, id] = seg.as_slice() else {
-            return None;
-        };
-        Some((
-            format!("{ns}/{svc}/{id}"),
-            self.keys.instance_status(ns, svc, id),
-        ))
-    }
-
-    fn record(&self, kv: &Kv) -> Option<InstanceRecord> {
-        match kv.json::<InstanceRecord>() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(error = %e, "ignoring an instance record that does not parse");
-                None
-            }
-        }
-    }
-
-    fn reset(&mut self, kvs: Vec<Kv>) {
-        let mut seen = std::collections::HashSet::new();
-        for kv in kvs {
-            if let Some((id, _)) = self.parse_key(&kv.key)
-                && self.record(&kv).is_some_and(|r| r.node == self.shared.node)
-            {
-                seen.insert(id);
-                self.put(kv);
-            }
-        }
-        let gone: Vec<String> = self
-            .supervisors
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(h) = self.supervisors.remove(&id) {
-                let _ = h.tx.send(Cmd::Remove);
-            }
-        }
-        // Processes a previous agent left for records deleted meanwhile.
-        if let Some(orphans) = self.persisted.take() {
-            for (key, p) in orphans {
-                warn!(instance = %key, "record gone while the agent was away; stopping");
-                let mut parts = key.splitn(3, '/');
-                if let (Some(ns), Some(svc), Some(id)) = (parts.next(), parts.next(), parts.next())
-                {
-                    let _ = self.shared.reports.send(reporter::Report::Delete(
-                        self.keys.instance_status(ns, svc, id),
-                    ));
-                }
-                let shared = self.shared.clone();
-                // Off the main loop: a grace period must not hold up other records.
-                tokio::spawn(async move {
-                    if let (Some(pid), Some(start)) = (p.pid, p.start_time)
-                        && process::same_process(pid, start)
-                    {
-                        process::stop_group(pid, Duration::from_secs(10)).await;
-                    }
-                    shared.data.remove(&key.replace('/', "_"));
-                    shared.ports.release(p.ports.iter().map(|(_, n)| *n));
-                });
-            }
-        }
-    }
-
-    /// Starts supervising (adopting) every instance the data dir knows with its
-    /// record, before etcd has been heard from. Ports of all of them are taken first.
-    fn adopt_local(&mut self) {
-        let Some(persisted) = self.persisted.as_mut() else {
-            return;
-        };
-        self.shared.ports.claim(
-            persisted
-                .values()
-                .flat_map(|p| p.ports.iter().map(|(_, n)| *n)),
-        );
-        let known: Vec<String> = persisted
-            .iter()
-            .filter(|(_, p)| {
-                p.record
-                    .as_ref()
-                    .is_some_and(|r| r.node == self.shared.node)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in known {
-            let p = persisted.remove(&id).expect("listed");
-            let record = p.record.clone().expect("filtered");
-            let status_key =
-                self.keys
-                    .instance_status(&record.namespace, &record.service, &record.id);
-            let h = supervisor::spawn(self.shared.clone(), id.clone(), status_key, record, Some(p));
-            self.supervisors.insert(id, h);
-        }
-    }
-
-    fn put(&mut self, kv: Kv) {
-        let Some((id, status_key)) = self.parse_key(&kv.key) else {
-            return;
-        };
-        let Some(record) = self.record(&kv) else {
-            return;
-        };
-        if record.node != self.shared.node {
-            // Not (or no longer) ours.
-            return self.remove(&kv.key);
-        }
-        if let Some(h) = self.supervisors.get(&id) {
-            let _ = h.tx.send(Cmd::Update(Box::new(record)));
-            return;
-        }
-        let persisted = self.persisted.as_mut().and_then(|p| p.remove(&id));
-        let h = supervisor::spawn(
-            self.shared.clone(),
-            id.clone(),
-            status_key,
-            record,
-            persisted,
-        );
-        self.supervisors.insert(id, h);
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some((id, _)) = self.parse_key(key)
-            && let Some(h) = self.supervisors.remove(&id)
-        {
-            let _ = h.tx.send(Cmd::Remove);
-        }
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::state::DataDir;
@@ -34,6 +35,9 @@ pub enum RegisterError {
 pub struct Registration {
     pub lease: Lease,
     pub record: NodeRecord,
+    /// The revision that created the node key, when this registration created it
+    /// (`None` when an agent restarted on the same data dir reclaimed its own key).
+    pub created_at_revision: Option<i64>,
 }
 
 /// Registers (or reclaims) the node key.
@@ -56,7 +60,11 @@ pub async fn register(
             let lease = store.keep_alive(kv.lease, ttl);
             write(store, &key, &record, Some(kv.mod_revision)).await?;
             info!(lease = kv.lease, "reclaimed node registration");
-            return Ok(Registration { lease, record });
+            return Ok(Registration {
+                lease,
+                record,
+                created_at_revision: None,
+            });
         }
         return Err(RegisterError::Taken {
             node: record.name.clone(),
@@ -70,7 +78,7 @@ pub async fn register(
     if let Err(e) = data.set_lease_id(lease.id) {
         warn!(error = %e, "cannot persist the lease id");
     }
-    if !write(store, &key, &record, None).await? {
+    let Some(revision) = write(store, &key, &record, None).await? else {
         let _ = store.revoke_lease(lease.id).await;
         let kv = store.get(&key).await?;
         return Err(RegisterError::Taken {
@@ -82,19 +90,24 @@ pub async fn register(
                 .unwrap_or_else(|| "?".into()),
             lease: kv.map(|kv| kv.lease).unwrap_or(0),
         });
-    }
+    };
     info!(lease = lease.id, "registered node");
-    Ok(Registration { lease, record })
+    Ok(Registration {
+        lease,
+        record,
+        created_at_revision: Some(revision),
+    })
 }
 
 /// Writes the node record on its lease: create-if-absent (`expect = None`) or
-/// compare-and-swap on the mod revision read.
+/// compare-and-swap on the mod revision read. Returns the revision it committed at,
+/// or `None` when the comparison failed.
 async fn write(
     store: &Store,
     key: &str,
     record: &NodeRecord,
     expect: Option<i64>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let when = match expect {
         None => cmp::absent(key),
         Some(rev) => cmp::mod_rev(key, rev),
@@ -107,36 +120,48 @@ async fn write(
             vec![],
         )
         .await?;
-    Ok(r.succeeded)
+    Ok(r.succeeded.then_some(r.revision))
 }
 
-/// Keeps the registration: re-acquires a lost lease (publishing 0 while unregistered,
-/// then the new id on `lease_tx`, which makes every status be rewritten) and updates
-/// the instance count.
+/// Keeps the registration: re-acquires a lost lease at once (publishing 0 on
+/// `lease_tx` while unregistered, then the new id, which makes every status be
+/// rewritten), publishes each renewal on `renewed` (the self-fence clock), and
+/// updates the instance count. Returns only when the node name was taken by another
+/// agent while ours was lost: this agent must then stop its instances and exit.
 pub async fn keep(
     store: Store,
     data: std::sync::Arc<DataDir>,
     mut reg: Registration,
     ttl: Duration,
     lease_tx: watch::Sender<i64>,
+    renewed: watch::Sender<Instant>,
     mut count: watch::Receiver<u32>,
-) {
+) -> RegisterError {
     let key = store.keys().node(&reg.record.name);
     loop {
         tokio::select! {
             changed = reg.lease.state.changed() => {
-                if changed.is_err() || *reg.lease.state.borrow() != LeaseState::Lost {
-                    if changed.is_err() { tokio::time::sleep(Duration::from_secs(1)).await; }
+                if changed.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                warn!(lease = reg.lease.id, "node lease lost; registering again");
-                // 0 = unregistered: /readyz says so and status writes wait.
-                let _ = lease_tx.send(0);
-                reg = reacquire(&store, &data, reg.record.clone(), ttl).await;
-                let _ = lease_tx.send(reg.lease.id);
+                let state = *reg.lease.state.borrow();
+                let LeaseState::Alive(at) = state else {
+                    warn!(lease = reg.lease.id, "node lease lost; registering again");
+                    // 0 = unregistered: /readyz says so and status writes wait.
+                    let _ = lease_tx.send(0);
+                    reg = match reacquire(&store, &data, reg.record.clone(), ttl).await {
+                        Ok(r) => r,
+                        Err(taken) => return taken,
+                    };
+                    let _ = renewed.send(Instant::now());
+                    let _ = lease_tx.send(reg.lease.id);
+                    continue;
+                };
+                let _ = renewed.send(at);
             }
             changed = count.changed() => {
-                if changed.is_err() { return; }
+                if changed.is_err() { return std::future::pending().await; }
                 reg.record.instances = *count.borrow_and_update();
                 let value = serde_json::to_vec(&reg.record).expect("node record serializes");
                 if let Err(e) = store.txn(vec![], vec![op::put_with_lease(&key, value, reg.lease.id)], vec![]).await {
@@ -147,16 +172,19 @@ pub async fn keep(
     }
 }
 
+/// Registers again until etcd takes it; gives up only when another agent holds the
+/// node name.
 async fn reacquire(
     store: &Store,
     data: &DataDir,
     record: NodeRecord,
     ttl: Duration,
-) -> Registration {
+) -> Result<Registration, RegisterError> {
     let mut delay = Duration::from_millis(200);
     loop {
         match register(store, data, record.clone(), ttl).await {
-            Ok(r) => return r,
+            Ok(r) => return Ok(r),
+            Err(e @ RegisterError::Taken { .. }) => return Err(e),
             Err(e) => {
                 warn!(error = %e, "re-registering failed; retrying");
                 tokio::time::sleep(delay).await;

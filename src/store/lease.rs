@@ -84,12 +84,24 @@ async fn keep_alive_loop(store: Store, id: i64, ttl: Duration, tx: watch::Sender
             tokio::time::timeout(Duration::from_secs(3), client.lease_keep_alive(id)).await;
         let (mut keeper, mut stream) = match started {
             Ok(Ok(pair)) => pair,
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                // etcd-client's first renewal found the lease gone (TTL 0): it
+                // expired while we could not reach etcd. Retrying cannot bring it
+                // back; the holder must take a new one.
+                warn!(lease = id, error = %e, "lease expired");
+                let _ = tx.send(LeaseState::Lost);
+                return;
+            }
             other => {
                 debug!(
                     lease = id,
                     ?other,
                     "keep-alive stream failed to start; retrying"
                 );
+                if lease_is_gone(&store, id).await {
+                    let _ = tx.send(LeaseState::Lost);
+                    return;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -114,6 +126,17 @@ async fn keep_alive_loop(store: Store, id: i64, ttl: Duration, tx: watch::Sender
             tokio::time::sleep(every).await;
         }
         store.metrics().record("lease", Duration::ZERO, false);
+        if lease_is_gone(&store, id).await {
+            warn!(lease = id, "lease expired");
+            let _ = tx.send(LeaseState::Lost);
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Whether etcd says the lease no longer exists (an unreachable etcd says nothing:
+/// the lease may well be alive).
+async fn lease_is_gone(store: &Store, id: i64) -> bool {
+    matches!(store.lease_ttl(id).await, Ok(None))
 }
