@@ -312,7 +312,7 @@ fn delete_marks_the_service_for_the_controller() {
 
 #[test]
 fn unreachable_etcd_exits_5_within_5_seconds_naming_the_endpoint() {
-    let port = crate::harness::free_port();
+    let port = crate::support::net::free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     assert_cmd::Command::cargo_bin("rune")

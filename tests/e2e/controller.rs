@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{World, eventually, process_alive};
+use crate::harness::World;
+use crate::support::procs::process_alive;
+use crate::support::wait::eventually;
 use crate::system::*;
 
 #[test]
