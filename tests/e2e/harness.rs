@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use rune::store::{EtcdArgs, Store};
+
 use crate::support::etcd::Etcd;
 use crate::support::net::{free_port, http_get};
 use crate::support::procs::{Proc, reap_instances};
@@ -51,6 +53,26 @@ impl World {
 
     pub fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.prefix)
+    }
+
+    /// A [`Store`] on this world's etcd and prefix.
+    pub async fn store(&self) -> Store {
+        Store::connect(&EtcdArgs::local(
+            vec![self.etcd.client_url.clone()],
+            &self.prefix,
+        ))
+        .await
+        .unwrap()
+    }
+
+    /// Runs `f` with a [`Store`] on this world's etcd and prefix, on a tokio runtime
+    /// of its own (the tests themselves are synchronous).
+    pub fn block_on_store<T>(&self, f: impl AsyncFnOnce(&Store) -> T) -> T {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = self.store().await;
+            f(&store).await
+        })
     }
 }
 
