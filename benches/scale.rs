@@ -20,230 +20,38 @@
 //! `-` writes nothing), RUNE_BENCH_BIN_DIR (default target/release), RUNE_BENCH_ETCD
 //! (default `etcd`), RUNE_BENCH_KEEP=1 keeps the scratch dir (logs) for a look.
 
+// Shared with the e2e tests: etcd, process handles, reapers, ports, scratch dirs,
+// measurements.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use comfy_table::{Table, presets};
 use etcd_client::{Client, GetOptions};
 use jiff::Timestamp;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+
+use support::etcd::{Etcd, EtcdConfig};
+use support::measure::{
+    Machine, clock_ticks, cpu_seconds, etcd_requests, machine, median, percentile, status_mib,
+};
+use support::net::{free_port, http_get};
+use support::procs::{Proc, Reaper};
+use support::scratch::{ScratchDir, scratch_root};
 
 const NS: &str = "default";
 const PREFIX: &str = "/rune-bench";
 
 // ---------------------------------------------------------------------------------
-// Processes and scratch space, cleaned up on drop (also while unwinding a panic).
-
-/// A process this program started. Dropping it sends SIGTERM, waits up to `grace`,
-/// then SIGKILLs it.
-struct Proc {
-    name: &'static str,
-    child: Option<Child>,
-    grace: Duration,
-}
-
-impl Proc {
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// SIGTERM, wait up to the grace period, SIGKILL; returns how long it took.
-    fn stop(&mut self) -> Option<Duration> {
-        let mut c = self.child.take()?;
-        let started = Instant::now();
-        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-        let deadline = started + self.grace;
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) | Err(_) => return Some(started.elapsed()),
-                Ok(None) if Instant::now() > deadline => {
-                    eprintln!(
-                        "bench: {} did not stop within {:?}; killing it",
-                        self.name, self.grace
-                    );
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    return Some(started.elapsed());
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Last line of defence for instances: SIGKILLs every process whose command line
-/// carries this run's marker (the agent normally stops them all first).
-struct InstanceReaper {
-    marker: String,
-}
-
-impl InstanceReaper {
-    fn pids(&self) -> Vec<i32> {
-        let me = std::process::id() as i32;
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| *pid != me)
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(&self.marker))
-                    .unwrap_or(false)
-            })
-            .collect()
-    }
-}
-
-impl Drop for InstanceReaper {
-    fn drop(&mut self) {
-        let left = self.pids();
-        if !left.is_empty() {
-            eprintln!(
-                "bench: {} instance processes outlived the agent; killing them",
-                left.len()
-            );
-            for pid in left {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-/// A directory removed on drop (unless RUNE_BENCH_KEEP is set).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::env::var_os("RUNE_BENCH_KEEP").is_some() {
-            eprintln!("bench: kept {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-// ---------------------------------------------------------------------------------
 // Small helpers.
-
-/// GET over HTTP/1.0 on a daemon's listener: (status, body).
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
-
-/// Sum of `rune_etcd_requests` over all labels on a daemon's /metrics.
-fn etcd_requests(addr: &str) -> u64 {
-    let (_, body) = http_get(addr, "/metrics").expect("daemon /metrics answers");
-    body.lines()
-        .filter(|l| {
-            l.starts_with("rune_etcd_requests_total") || l.starts_with("rune_etcd_requests{")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: i32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: field 3 (state) is f[0]; utime is field 14, stime 15.
-    let t = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (t(11) + t(12)) / ticks
-}
-
-/// A line of /proc/<pid>/status in MiB (VmHWM, VmRSS).
-fn status_mib(pid: i32, field: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn ms_between(a: Timestamp, b: Timestamp) -> f64 {
     (b.as_nanosecond() - a.as_nanosecond()) as f64 / 1e6
-}
-
-/// Nearest-rank percentile of sorted data.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-fn first_line_of(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------
@@ -406,48 +214,6 @@ struct Final {
     hwm: f64,
 }
 
-struct Machine {
-    cpu: String,
-    cores: usize,
-    mem: String,
-    kernel: String,
-    etcd: String,
-    date: String,
-    nofile: String,
-}
-
-fn machine(etcd_bin: &str) -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "unknown".into());
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        mem,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into()),
-        etcd: first_line_of(etcd_bin, &["--version"]),
-        date: Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
-        nofile: first_line_of("sh", &["-c", "ulimit -n"]),
-    }
-}
-
 // ---------------------------------------------------------------------------------
 
 fn env_or(name: &str, default: &str) -> String {
@@ -462,11 +228,13 @@ async fn main() {
         println!("bench: skipped (not run by cargo bench; use `make bench`)");
         return;
     }
+    // Handlers in place before any work (etcd starts synchronously): a signal in the
+    // meantime is seen as soon as `run` first waits.
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let interrupted = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     };
@@ -511,67 +279,33 @@ async fn run() {
     }
     let ticks = clock_ticks();
 
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let scratch_dir = base.join(format!("rune-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch_dir).expect("scratch dir");
-    let scratch = Scratch(scratch_dir.clone());
+    let scratch =
+        ScratchDir::create(scratch_root().join(format!("rune-bench-{}", std::process::id())))
+            .keep(std::env::var_os("RUNE_BENCH_KEEP").is_some());
+    let scratch_dir = scratch.path.clone();
     let marker = format!("rune-bench-instance-{}", std::process::id());
-    let reaper = InstanceReaper {
-        marker: marker.clone(),
-    };
+    let reaper = Reaper::Marked(marker.clone());
     let log = |name: &str| std::fs::File::create(scratch_dir.join(format!("{name}.log"))).unwrap();
 
-    // etcd: data on tmpfs, random loopback ports (a few attempts if a port is taken).
-    let mut etcd = None;
-    for attempt in 0..5 {
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let child = Command::new(&etcd_bin)
-            .args(["--name", "rune-bench", "--data-dir"])
-            .arg(scratch_dir.join(format!("etcd-{attempt}")))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("rune-bench={peer_url}")])
-            .args(["--log-level", "error"])
-            // Own process group: Ctrl-C reaches only this program, which then stops
-            // everything in order (etcd last, so the agent can still report).
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(log("etcd"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {etcd_bin} (make deps installs it): {e}"));
-        let mut proc = Proc {
-            name: "etcd",
-            child: Some(child),
-            grace: Duration::from_secs(10),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while proc.alive() && Instant::now() < deadline {
-            if let Ok(Ok(mut c)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                Client::connect([client_url.as_str()], None),
-            )
-            .await
-                && c.status().await.is_ok()
-            {
-                etcd = Some((proc, client_url, c));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if etcd.is_some() {
-            break;
-        }
-        eprintln!("bench: etcd did not come up (attempt {attempt}); trying other ports");
-    }
-    let (mut etcd, etcd_url, client) = etcd.expect("etcd started (see its log)");
+    // etcd: data on tmpfs, random loopback ports (a few attempts if a port is taken),
+    // in its own process group: Ctrl-C reaches only this program, which then stops
+    // everything in order (etcd last, so the agent can still report).
+    let mut etcd = Etcd::start_with(EtcdConfig {
+        binary: etcd_bin.clone().into(),
+        name: "etcd".into(),
+        root: scratch_dir.clone(),
+        own_process_group: true,
+        stop_grace: Some(Duration::from_secs(10)),
+        ..EtcdConfig::default()
+    });
+    let etcd_url = etcd.client_url.clone();
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::connect([etcd_url.as_str()], None),
+    )
+    .await
+    .expect("connecting to etcd in time")
+    .expect("an etcd client");
     eprintln!("bench: etcd {etcd_url} (pid {})", etcd.pid());
 
     let daemon = |name: &'static str, exe: &str, listen: &str, args: &[&str], grace: Duration| {
@@ -586,11 +320,7 @@ async fn run() {
             .stderr(log(&format!("{name}.err")))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
-        Proc {
-            name,
-            child: Some(child),
-            grace,
-        }
+        Proc::stopped_on_drop(name, child, grace)
     };
     let agent_http = format!("127.0.0.1:{}", free_port());
     let agent_data = scratch_dir.join("agent");
@@ -733,10 +463,10 @@ async fn run() {
     }
 
     // 2./3. Blocking `rune scale bench N`, requests and CPU per phase.
-    let cpu_now = |c: &Proc, a: &Proc, e: &Proc| Cpu {
-        controller: cpu_seconds(c.pid(), ticks),
-        agent: cpu_seconds(a.pid(), ticks),
-        etcd: cpu_seconds(e.pid(), ticks),
+    let cpu_now = || Cpu {
+        controller: cpu_seconds(controller.pid(), ticks),
+        agent: cpu_seconds(agent.pid(), ticks),
+        etcd: cpu_seconds(etcd.pid(), ticks),
     };
     let minus = |a: &Cpu, b: &Cpu| Cpu {
         controller: a.controller - b.controller,
@@ -747,7 +477,7 @@ async fn run() {
     let mut size_runs = Vec::new();
     for &n in &sizes {
         eprintln!("bench: rune scale bench {n}");
-        let (r0, c0) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
+        let (r0, c0) = (sys.requests(), cpu_now());
         let up = sys
             .rune(
                 &["scale", "bench", &n.to_string()],
@@ -758,7 +488,7 @@ async fn run() {
         if let Err(e) = &up {
             eprintln!("bench: scale to {n} failed: {e}");
         }
-        let (r1, c1) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
+        let (r1, c1) = (sys.requests(), cpu_now());
         let statuses = sys.list(&bench_statuses).await;
         let ready = statuses
             .iter()
@@ -779,7 +509,7 @@ async fn run() {
             eprintln!("bench: scale from {n} to 0 failed: {e}");
         }
         let gone_after_down = sys.wait_gone("bench", Duration::from_secs(120)).await;
-        let (r2, c2) = (sys.requests(), cpu_now(&controller, &agent, &etcd));
+        let (r2, c2) = (sys.requests(), cpu_now());
         size_runs.push(SizeRun {
             n,
             up,
@@ -796,14 +526,14 @@ async fn run() {
 
     // 4. Totals at the end, before anything is stopped.
     let finals = [
-        ("rune-controller", &controller),
-        ("rune-agent", &agent),
-        ("etcd", &etcd),
+        ("rune-controller", controller.pid()),
+        ("rune-agent", agent.pid()),
+        ("etcd", etcd.pid()),
     ]
-    .map(|(name, p)| Final {
+    .map(|(name, pid)| Final {
         name,
-        cpu: cpu_seconds(p.pid(), ticks),
-        hwm: status_mib(p.pid(), "VmHWM"),
+        cpu: cpu_seconds(pid, ticks),
+        hwm: status_mib(pid, "VmHWM"),
     });
 
     // Orderly stop: controller first (so it replaces nothing), then the agent (stops

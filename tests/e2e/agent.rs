@@ -6,27 +6,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, World, eventually, pids_with_cmdline, process_alive, unique};
+use crate::harness::{Daemon, World};
+use crate::support::net::http_get;
+use crate::support::procs::{Reaper, pids_with_cmdline, process_alive};
+use crate::support::scratch::unique;
+use crate::support::wait::eventually;
 
 const NODE: &str = "n1";
 const LONG: Duration = Duration::from_secs(30);
 
-/// Instances outlive their agent by design, so dropping the agent is not enough: on
-/// drop this kills every process group the test's agents recorded in their data dirs.
-/// Create it right after the World, so it runs after the agents are gone.
-/// Kills what the test's agents left running (instances outlive their agent by
-/// design); `World` does the same on drop, this keeps the agent tests explicit.
-struct Reaper(std::path::PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        crate::harness::reap_instances(&self.0);
-    }
-}
-
+/// The world and a reaper of what the test's agents left running: instances outlive
+/// their agent by design, so dropping the agent is not enough. `World` does the same
+/// on drop; this keeps the agent tests explicit. Created right after the World, it
+/// runs after the agents are gone.
 fn world() -> (World, Reaper) {
     let w = World::new();
-    let r = Reaper(w.dir.clone());
+    let r = Reaper::Recorded(w.dir.clone());
     (w, r)
 }
 
@@ -128,7 +123,7 @@ fn agent_record_starts_a_process_that_serves_on_its_port() {
         s["readyAt"].is_string() && s["startedAt"].is_string(),
         "{s}"
     );
-    let (code, _) = crate::harness::http_get(&format!("127.0.0.1:{port}"), "/").unwrap();
+    let (code, _) = http_get(&format!("127.0.0.1:{port}"), "/").unwrap();
     assert_eq!(code, 200);
     // The instance runs in a process group of its own.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

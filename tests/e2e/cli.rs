@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use predicates::prelude::*;
 
 use crate::harness::World;
+use crate::system::cast;
 
 const API: &str = "service:
   name: api
@@ -19,6 +20,11 @@ const API: &str = "service:
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `rune ARGS` printed on stdout, whatever its exit code.
+fn rune_stdout(w: &World, args: &[&str]) -> String {
+    stdout(&w.rune().args(args).output().unwrap())
 }
 
 #[test]
@@ -67,11 +73,7 @@ fn dry_run_writes_nothing() {
 #[test]
 fn update_without_scale_keeps_the_live_scale_and_new_services_start_at_one() {
     let w = World::new();
-    w.rune()
-        .arg("cast")
-        .arg(w.file("a.yaml", API))
-        .assert()
-        .success();
+    cast(&w, &w.file("a.yaml", API));
     let no_scale = API.replace("  scale: 3\n", "");
     let f = w.file(
         "b.yaml",
@@ -87,7 +89,7 @@ fn update_without_scale_keeps_the_live_scale_and_new_services_start_at_one() {
     assert!(stored.contains("\"scale\":3"), "{stored}");
 
     let fresh = w.file("c.yaml", &no_scale.replace("name: api", "name: fresh"));
-    w.rune().arg("cast").arg(&fresh).assert().success();
+    cast(&w, &fresh);
     let stored = w.etcd.get(&w.key("services/default/fresh")).unwrap();
     assert!(stored.contains("\"scale\":1"), "{stored}");
 }
@@ -95,14 +97,9 @@ fn update_without_scale_keeps_the_live_scale_and_new_services_start_at_one() {
 #[test]
 fn get_in_every_format() {
     let w = World::new();
-    w.rune()
-        .arg("cast")
-        .arg(w.file("a.yaml", API))
-        .assert()
-        .success();
+    cast(&w, &w.file("a.yaml", API));
 
-    let out = w.rune().args(["get", "services"]).output().unwrap();
-    let text = stdout(&out);
+    let text = rune_stdout(&w, &["get", "services"]);
     for col in [
         "NAME",
         "NAMESPACE",
@@ -116,20 +113,10 @@ fn get_in_every_format() {
     }
     assert!(text.lines().nth(1).unwrap().starts_with("api"), "{text}");
 
-    let wide = stdout(
-        &w.rune()
-            .args(["get", "services", "-o", "wide"])
-            .output()
-            .unwrap(),
-    );
+    let wide = rune_stdout(&w, &["get", "services", "-o", "wide"]);
     assert!(wide.contains("REASON"), "{wide}");
 
-    let yaml = stdout(
-        &w.rune()
-            .args(["get", "service", "api", "-o", "yaml"])
-            .output()
-            .unwrap(),
-    );
+    let yaml = rune_stdout(&w, &["get", "service", "api", "-o", "yaml"]);
     let lines: Vec<&str> = yaml.lines().collect();
     let at = lines
         .iter()
@@ -152,12 +139,7 @@ fn get_in_every_format() {
         "{yaml}"
     );
 
-    let json = stdout(
-        &w.rune()
-            .args(["get", "service", "api", "-o", "json"])
-            .output()
-            .unwrap(),
-    );
+    let json = rune_stdout(&w, &["get", "service", "api", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["spec"]["scale"], 3);
     assert_eq!(
@@ -165,16 +147,11 @@ fn get_in_every_format() {
         "zero until a controller writes status"
     );
 
-    let list = stdout(
-        &w.rune()
-            .args(["get", "services", "-A", "-o", "json"])
-            .output()
-            .unwrap(),
-    );
+    let list = rune_stdout(&w, &["get", "services", "-A", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v["items"][0]["spec"]["name"], "api");
 
-    let table = stdout(&w.rune().args(["get", "service", "api"]).output().unwrap());
+    let table = rune_stdout(&w, &["get", "service", "api"]);
     assert!(table.contains("api"), "{table}");
 }
 
@@ -191,8 +168,7 @@ fn namespaces_separate_services() {
         .assert()
         .success()
         .stdout("service prod/api created\n");
-    let default = w.rune().args(["get", "services"]).output().unwrap();
-    assert!(!stdout(&default).contains("api"));
+    assert!(!rune_stdout(&w, &["get", "services"]).contains("api"));
     w.rune()
         .args(["get", "services", "-n", "prod"])
         .assert()
@@ -238,12 +214,7 @@ fn specs_written_with_etcdctl_show_up_and_malformed_ones_are_listed_with_their_e
     assert!(broken.contains("SpecInvalid"), "{broken}");
     assert!(broken.contains(":4:"), "line of the bad field: {broken}");
 
-    let yaml = stdout(
-        &w.rune()
-            .args(["get", "service", "broken", "-o", "yaml"])
-            .output()
-            .unwrap(),
-    );
+    let yaml = rune_stdout(&w, &["get", "service", "broken", "-o", "yaml"]);
     assert!(yaml.contains("replicas"), "{yaml}");
 }
 
@@ -284,11 +255,7 @@ fn malformed_files_exit_2_naming_file_line_and_column() {
 #[test]
 fn delete_marks_the_service_for_the_controller() {
     let w = World::new();
-    w.rune()
-        .arg("cast")
-        .arg(w.file("a.yaml", API))
-        .assert()
-        .success();
+    cast(&w, &w.file("a.yaml", API));
     w.rune()
         .args(["delete", "service", "api"])
         .assert()
@@ -312,7 +279,7 @@ fn delete_marks_the_service_for_the_controller() {
 
 #[test]
 fn unreachable_etcd_exits_5_within_5_seconds_naming_the_endpoint() {
-    let port = crate::harness::free_port();
+    let port = crate::support::net::free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     assert_cmd::Command::cargo_bin("rune")

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{World, eventually, process_alive};
+use crate::harness::World;
+use crate::support::procs::process_alive;
+use crate::support::wait::eventually;
 use crate::system::*;
 
 #[test]
@@ -217,27 +219,23 @@ fn health_and_metrics_endpoints() {
 #[test]
 fn writes_with_a_deposed_leaders_fence_are_refused() {
     use rune::controller::election::{ElectionConfig, campaign};
-    use rune::store::{EtcdArgs, Store, op};
+    use rune::store::op;
 
     let w = World::new();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
-            .await
-            .unwrap();
+    w.block_on_store(async |store| {
         let cfg = ElectionConfig {
             lease_duration: Duration::from_secs(2),
             renew_deadline: Duration::from_secs(1),
             retry_period: Duration::from_millis(100),
         };
-        let old = campaign(&store, "old", &cfg).await.unwrap();
+        let old = campaign(store, "old", &cfg).await.unwrap();
         let key = store.keys().status("default", "fenced");
         let write = |fence, v: &str| store.txn(vec![fence], vec![op::put(&key, v)], vec![]);
         assert!(write(old.fence(), "from old").await.unwrap().succeeded);
 
         // The old leader's lease ends without it noticing (as after SIGSTOP).
         store.revoke_lease(old.lease.id).await.unwrap();
-        let new = tokio::time::timeout(Duration::from_secs(10), campaign(&store, "new", &cfg))
+        let new = tokio::time::timeout(Duration::from_secs(10), campaign(store, "new", &cfg))
             .await
             .expect("the standby is elected")
             .unwrap();

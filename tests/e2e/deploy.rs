@@ -11,6 +11,7 @@ use rune::model::spec::{Command as SpecCommand, ProbeKind, ScaleMode};
 use serde_json::Value;
 
 use crate::harness::World;
+use crate::support::scratch::{ScratchDir, unique};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -446,8 +447,8 @@ fn systemd_analyze_verify_accepts_the_units() {
         println!("note: systemd-analyze is not installed; skipping `systemd-analyze verify`");
         return;
     }
-    let tmp = std::env::temp_dir().join(crate::harness::unique("rune-systemd"));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let scratch = ScratchDir::create(std::env::temp_dir().join(unique("rune-systemd")));
+    let tmp = &scratch.path;
     let mut units = Vec::new();
     for p in files("deploy/systemd", "service") {
         // verify insists that ExecStart= exists and is executable; the binaries are
@@ -481,7 +482,6 @@ fn systemd_analyze_verify_accepts_the_units() {
     ] {
         assert!(!stderr.contains(bad), "systemd-analyze verify: {stderr}");
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 // ---------------------------------------------------------------- Dockerfile

@@ -7,26 +7,9 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::harness::{World, eventually, unique};
-
-/// A scratch directory, removed on drop.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(unique("rune-docs"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch { dir }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::harness::World;
+use crate::support::scratch::{ScratchDir, unique};
+use crate::support::wait::eventually;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -103,7 +86,7 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
     let _controller = crate::system::controller(&w, "docs");
     let _agent = crate::system::agent(&w, "n1");
     let etcd = &w.etcd;
-    let scratch = Scratch::new();
+    let scratch = ScratchDir::create(std::env::temp_dir().join(unique("rune-docs")));
     let doc = read("docs/gitops.md");
     let path = format!(
         "{}:{}",
@@ -132,13 +115,13 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
         }
         let out = Command::new("sh")
             .args(["-e", "-c", &b.text])
-            .current_dir(&scratch.dir)
+            .current_dir(&scratch.path)
             .env("ETCDCTL_API", "3")
             .env("ETCDCTL_ENDPOINTS", &etcd.client_url)
             .env("RUNE_ETCD_ENDPOINTS", &etcd.client_url)
             .env_remove("RUNE_ETCD_PREFIX")
             .env_remove("RUNE_CONTEXT")
-            .env("RUNE_CONFIG", scratch.dir.join("no-config.yaml"))
+            .env("RUNE_CONFIG", scratch.path.join("no-config.yaml"))
             .env("PATH", &path)
             .output()
             .unwrap();
@@ -193,7 +176,7 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
         .unwrap()
         .env("RUNE_ETCD_ENDPOINTS", &etcd.client_url)
         .env_remove("RUNE_ETCD_PREFIX")
-        .env("RUNE_CONFIG", scratch.dir.join("no-config.yaml"))
+        .env("RUNE_CONFIG", scratch.path.join("no-config.yaml"))
         .args(["get", "services", "-o", "json"])
         .output()
         .unwrap();

@@ -1,233 +1,19 @@
-//! Test harness: a real etcd per test (tmpfs data dir, random loopback ports, killed
-//! by PID on drop, also when the test panics), a unique key prefix, and helpers to
-//! run rune's binaries against it.
+//! Test harness: one test's world — a real etcd of its own (`support::etcd`: tmpfs data
+//! dir, random loopback ports, killed by PID on drop, also when the test panics), a
+//! unique key prefix and scratch dir — and helpers to run rune's binaries against it.
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-/// A running etcd, killed when dropped.
-pub struct Etcd {
-    child: Option<Child>,
-    pub client_url: String,
-    peer_url: String,
-    pub data_dir: PathBuf,
-    name: String,
-}
+use rune::store::{EtcdArgs, Store};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scratch_root() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A name unique within this machine for this test run.
-pub fn unique(tag: &str) -> String {
-    format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-impl Etcd {
-    pub fn start() -> Etcd {
-        let name = unique("rune-etcd");
-        let data_dir = scratch_root().join(&name);
-        for attempt in 0..5 {
-            let client_url = format!("http://127.0.0.1:{}", free_port());
-            let peer_url = format!("http://127.0.0.1:{}", free_port());
-            let mut etcd = Etcd {
-                child: None,
-                client_url,
-                peer_url,
-                data_dir: data_dir.clone(),
-                name: name.clone(),
-            };
-            etcd.spawn();
-            if etcd.wait_ready(Duration::from_secs(20)) {
-                return etcd;
-            }
-            eprintln!("etcd did not come up (attempt {attempt}); retrying on other ports");
-            etcd.kill();
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        panic!("could not start etcd");
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(scratch_root().join(format!("{}.log", self.name))).unwrap();
-        let child = Command::new(etcd_binary())
-            .args([
-                "--name",
-                &self.name,
-                "--data-dir",
-                self.data_dir.to_str().unwrap(),
-                "--listen-client-urls",
-                &self.client_url,
-                "--advertise-client-urls",
-                &self.client_url,
-                "--listen-peer-urls",
-                &self.peer_url,
-                "--initial-advertise-peer-urls",
-                &self.peer_url,
-                "--initial-cluster",
-                &format!("{}={}", self.name, self.peer_url),
-                "--log-level",
-                "error",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the etcd binary must be installed (make test installs etcd-server)");
-        self.child = Some(child);
-    }
-
-    fn wait_ready(&mut self, within: Duration) -> bool {
-        wait_until(within, || {
-            if let Some(c) = &mut self.child
-                && let Ok(Some(_)) = c.try_wait()
-            {
-                return Some(false);
-            }
-            let ok = Command::new("etcdctl")
-                .args([
-                    "--endpoints",
-                    &self.client_url,
-                    "--dial-timeout=1s",
-                    "endpoint",
-                    "health",
-                ])
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            ok.then_some(true)
-        })
-        .unwrap_or(false)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// Stops etcd (SIGKILL), keeping its data for [`Etcd::restart`].
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts etcd again on the same ports and data.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-        assert!(
-            self.wait_ready(Duration::from_secs(30)),
-            "etcd did not restart"
-        );
-    }
-
-    /// etcdctl against this etcd.
-    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("etcdctl")
-            .arg("--endpoints")
-            .arg(&self.client_url)
-            .args(args)
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap()
-    }
-
-    pub fn put(&self, key: &str, value: &str) {
-        let out = self.etcdctl(&["put", key, value]);
-        assert!(
-            out.status.success(),
-            "etcdctl put: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn get(&self, key: &str) -> Option<String> {
-        let out = self.etcdctl(&["get", key, "--print-value-only"]);
-        assert!(
-            out.status.success(),
-            "etcdctl get: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        if s.is_empty() {
-            None
-        } else {
-            Some(s.trim_end_matches('\n').to_string())
-        }
-    }
-
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = self.etcdctl(&["get", prefix, "--prefix", "--keys-only"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
-fn etcd_binary() -> String {
-    std::env::var("RUNE_TEST_ETCD").unwrap_or_else(|_| "etcd".into())
-}
-
-/// Polls `f` until it returns `Some`, or the deadline passes (then `None`).
-pub fn wait_until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(250));
-    }
-}
-
-/// Like [`wait_until`] but panics with `what` on timeout.
-#[track_caller]
-pub fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
-    match wait_until(within, f) {
-        Some(v) => v,
-        None => panic!("timed out after {within:?} waiting for: {what}"),
-    }
-}
+use crate::support::etcd::Etcd;
+use crate::support::net::{free_port, http_get};
+use crate::support::procs::{Proc, reap_instances};
+use crate::support::scratch::{scratch_root, unique};
 
 /// One test's world: an etcd and a key prefix of its own.
 pub struct World {
@@ -268,6 +54,26 @@ impl World {
     pub fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.prefix)
     }
+
+    /// A [`Store`] on this world's etcd and prefix.
+    pub async fn store(&self) -> Store {
+        Store::connect(&EtcdArgs::local(
+            vec![self.etcd.client_url.clone()],
+            &self.prefix,
+        ))
+        .await
+        .unwrap()
+    }
+
+    /// Runs `f` with a [`Store`] on this world's etcd and prefix, on a tokio runtime
+    /// of its own (the tests themselves are synchronous).
+    pub fn block_on_store<T>(&self, f: impl AsyncFnOnce(&Store) -> T) -> T {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = self.store().await;
+            f(&store).await
+        })
+    }
 }
 
 impl Drop for World {
@@ -277,51 +83,9 @@ impl Drop for World {
     }
 }
 
-/// Kills the process groups of every instance that the agents under `dir` recorded
-/// in their data dirs (`<agent data dir>/instances/*.json`: pid and start time), so a
-/// test leaves no process behind even though instances outlive their agent.
-pub fn reap_instances(dir: &Path) {
-    let Ok(agents) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for agent in agents.flatten() {
-        let Ok(files) = std::fs::read_dir(agent.path().join("instances")) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let Some(v) = std::fs::read(f.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            else {
-                continue;
-            };
-            let (Some(pid), Some(start)) = (v["pid"].as_i64(), v["startTime"].as_u64()) else {
-                continue;
-            };
-            if proc_start_time(pid as i32) == Some(start) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
-
-/// Field 22 of /proc/<pid>/stat: when the process started (clock ticks after boot).
-pub fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
 /// A rune daemon (controller or agent) started by a test; SIGKILLed on drop.
 pub struct Daemon {
-    pub child: Option<Child>,
+    pub proc: Proc,
     pub log: PathBuf,
     pub http: String,
     pub name: String,
@@ -329,7 +93,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.proc.pid()
     }
 
     pub fn signal(&self, sig: &str) {
@@ -340,22 +104,17 @@ impl Daemon {
 
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill();
     }
 
     /// SIGTERM and wait for the process to exit (up to `within`).
-    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        self.signal("TERM");
-        let mut c = self.child.take()?;
-        let status = wait_until(within, || c.try_wait().ok().flatten());
-        if status.is_none() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        status
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.proc.terminate(within)
+    }
+
+    /// Waits for the daemon to exit on its own (up to `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.proc.wait_exit(within)
     }
 
     pub fn logs(&self) -> String {
@@ -366,28 +125,6 @@ impl Daemon {
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         http_get(&self.http, path)
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A minimal HTTP/1.0 GET over a TcpStream (tests need no HTTP client crate).
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 impl World {
@@ -417,7 +154,7 @@ impl World {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
         Daemon {
-            child: Some(child),
+            proc: Proc::killed_on_drop(name, child),
             log,
             http,
             name: name.to_string(),
@@ -426,11 +163,23 @@ impl World {
 
     /// Starts `rune-agent` for `node`, its data dir under the test's scratch dir.
     pub fn agent(&self, node: &str, extra: &[&str]) -> Daemon {
-        let data = self.dir.join(format!("agent-{node}"));
+        let name = format!("agent-{node}");
+        self.agent_in(node, &name, &name, extra)
+    }
+
+    /// Starts `rune-agent` for `node` with a data dir of the given name (two agents
+    /// claiming one node name from different data dirs).
+    pub fn agent_with_data(&self, node: &str, data_name: &str, extra: &[&str]) -> Daemon {
+        self.agent_in(node, data_name, &format!("agent-{node}-{data_name}"), extra)
+    }
+
+    /// `rune-agent` for `node`, data dir `data_name` under the scratch dir, log `name`.
+    fn agent_in(&self, node: &str, data_name: &str, name: &str, extra: &[&str]) -> Daemon {
+        let data = self.dir.join(data_name);
         let data = data.to_str().unwrap().to_string();
         let mut args = vec!["--node-name", node, "--data-dir", &data];
         args.extend_from_slice(extra);
-        self.daemon("rune-agent", &format!("agent-{node}"), &args, &[])
+        self.daemon("rune-agent", name, &args, &[])
     }
 
     /// Starts `rune-controller` with fast test timings unless `extra` overrides them.
@@ -438,63 +187,5 @@ impl World {
         let mut args = vec!["--id", name];
         args.extend_from_slice(extra);
         self.daemon("rune-controller", &format!("controller-{name}"), &args, &[])
-    }
-}
-
-/// Whether a process with this pid exists (and is not a zombie).
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// Pids of every process whose environment has RUNE_INSTANCE set and whose
-/// RUNE_ETCD_PREFIX-independent marker matches `marker` in its command line.
-pub fn pids_with_cmdline(marker: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmd).contains(marker) && process_alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-impl World {
-    /// Starts `rune-agent` for `node` with a data dir of the given name (two agents
-    /// claiming one node name from different data dirs).
-    pub fn agent_with_data(&self, node: &str, data_name: &str, extra: &[&str]) -> Daemon {
-        let data = self.dir.join(data_name);
-        let data = data.to_str().unwrap().to_string();
-        let mut args = vec!["--node-name", node, "--data-dir", &data];
-        args.extend_from_slice(extra);
-        self.daemon(
-            "rune-agent",
-            &format!("agent-{node}-{data_name}"),
-            &args,
-            &[],
-        )
-    }
-}
-
-impl Daemon {
-    /// Waits for the daemon to exit on its own (up to `within`).
-    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let status = wait_until(within, || c.try_wait().ok().flatten());
-        if status.is_some() {
-            self.child = None;
-        }
-        status
     }
 }

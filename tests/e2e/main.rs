@@ -1,5 +1,9 @@
 //! End-to-end tests: real etcd, real binaries, real processes.
 
+// Shared with the benchmarks (benches/): etcd, processes, reapers, ports, scratch dirs.
+#[path = "../support/mod.rs"]
+mod support;
+
 mod harness;
 mod system;
 

@@ -4,7 +4,10 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{eventually, free_port, process_alive, unique, wait_until};
+use crate::support::net::free_port;
+use crate::support::procs::process_alive;
+use crate::support::scratch::unique;
+use crate::support::wait::{eventually, wait_until};
 
 #[test]
 fn make_run_starts_everything_scales_and_stops_cleanly() {

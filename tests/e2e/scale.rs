@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use predicates::prelude::*;
 
-use crate::harness::{World, eventually, process_alive};
+use crate::harness::World;
+use crate::support::procs::process_alive;
+use crate::support::wait::eventually;
 use crate::system::*;
 
 /// A service whose new instances crash (exit 1) unless `<dir>/gate` exists.

@@ -4,18 +4,13 @@
 use std::time::Duration;
 
 use rune::store::watch::{WatchEvent, watch_prefix_after};
-use rune::store::{EtcdArgs, Store};
 
 use crate::harness::World;
 
 #[test]
 fn a_watch_whose_revision_was_compacted_lists_again() {
     let w = World::new();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
-            .await
-            .unwrap();
+    w.block_on_store(async |store| {
         let prefix = format!("{}/services/", w.prefix);
         let first = store.put(&format!("{prefix}default/a"), "1").await.unwrap();
         store.put(&format!("{prefix}default/b"), "2").await.unwrap();
@@ -56,11 +51,7 @@ fn a_watch_whose_revision_was_compacted_lists_again() {
 #[test]
 fn a_watch_resumes_after_its_revision_without_relisting() {
     let w = World::new();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
-            .await
-            .unwrap();
+    w.block_on_store(async |store| {
         let prefix = format!("{}/instances/", w.prefix);
         let seen = store.put(&format!("{prefix}x"), "1").await.unwrap();
         store.put(&format!("{prefix}y"), "2").await.unwrap();

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Daemon, World, eventually};
+use crate::harness::{Daemon, World};
+use crate::support::procs::pids_with_cmdline;
+use crate::support::wait::{eventually, wait_until};
 
 /// Fast timings so failover and lost-node tests finish in seconds.
 pub const FAST_CONTROLLER: &[&str] = &[
@@ -71,7 +73,7 @@ pub fn counts(w: &World, name: &str) -> (u64, u64, u64) {
 
 /// Waits until the service reports `n` desired, ready and current.
 pub fn wait_ready(w: &World, name: &str, n: u64) {
-    let ok = crate::harness::wait_until(Duration::from_secs(60), || {
+    let ok = wait_until(Duration::from_secs(60), || {
         (counts(w, name) == (n, n, n) && instances(w, name).len() == n as usize).then_some(())
     });
     if ok.is_none() {
@@ -131,7 +133,7 @@ pub fn marker(w: &World, name: &str) -> String {
 
 /// Every OS process of the service still alive (found by its marker).
 pub fn live_processes(w: &World, name: &str) -> Vec<i32> {
-    crate::harness::pids_with_cmdline(&marker(w, name))
+    pids_with_cmdline(&marker(w, name))
 }
 
 pub fn cast(w: &World, file: &std::path::Path) {
