@@ -66,7 +66,7 @@ pub struct Args {
     /// Stop every instance when the node lease could not be renewed for this long
     /// (etcd unreachable, or this node cut off), so that instances replaced on
     /// other nodes never run twice for long. Keep it below the controller's
-    /// --node-lost-grace; 0s turns self-fencing off (availability over safety:
+    /// node-lost grace; 0s turns self-fencing off (availability over safety:
     /// see docs/guarantees.md).
     #[arg(long, env = "RUNE_SELF_FENCE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub self_fence_after: Duration,

@@ -4,6 +4,7 @@
 
 pub mod election;
 pub mod metrics;
+pub mod nodes;
 pub mod plan;
 pub mod queue;
 pub mod reconcile;
@@ -25,6 +26,7 @@ use crate::store::watch::{WatchEvent, watch_prefix};
 use crate::store::{EtcdArgs, Store};
 use election::ElectionConfig;
 use metrics::ControllerMetrics;
+use nodes::NodeTracker;
 use plan::PlanConfig;
 use queue::WorkQueue;
 use reconcile::{Action, Context, ReconcileError};
@@ -53,9 +55,16 @@ pub struct ControllerArgs {
     /// How often a standby checks whether it leads now.
     #[arg(long, env = "RUNE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     pub retry_period: Duration,
-    /// How long a node may be gone before its instances are replaced elsewhere.
-    #[arg(long, env = "RUNE_NODE_LOST_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long a node may be gone before its instances are replaced elsewhere,
+    /// counted from when this controller is healthy with etcd again. Keep it above
+    /// the agents' self-fence window, so that a cut-off agent has stopped its
+    /// instances before replacements start (see docs/guarantees.md).
+    #[arg(long, env = "RUNE_NODE_LOST_GRACE", default_value = "90s", value_parser = humantime::parse_duration)]
     pub node_lost_grace: Duration,
+    /// Share of the nodes holding instances that may be lost at once before rune
+    /// assumes an etcd or network problem and pauses replacements (0..1).
+    #[arg(long, env = "RUNE_NODE_DISRUPTION_THRESHOLD", default_value_t = 0.55, value_parser = parse_share)]
+    pub node_disruption_threshold: f64,
     /// Services reconciled in parallel.
     #[arg(long, env = "RUNE_WORKERS", default_value_t = 4)]
     pub workers: usize,
@@ -78,6 +87,15 @@ pub async fn main() -> i32 {
             error!("{e:#}");
             1
         }
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a share between 0 and 1"))
     }
 }
 
@@ -145,7 +163,8 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 new_id: new_instance_id,
             },
             metrics: metrics.clone(),
-            node_missing_since: Mutex::new(Default::default()),
+            nodes: Mutex::new(NodeTracker::new(tokio::time::Instant::now())),
+            disruption_threshold: args.node_disruption_threshold,
         });
         let lead = lead(
             ctx,
@@ -281,6 +300,7 @@ async fn lead(
             ev = events.recv() => {
                 let Some(ev) = ev else { break "watch ended".to_string() };
                 let is_delete = matches!(&ev, WatchEvent::Delete(_));
+                ctx.track_nodes(&ev);
                 match ev {
                     WatchEvent::Reset { kvs, .. } => {
                         known.clear();

@@ -2,9 +2,9 @@
 //! [`plan`](super::plan) what to do, and write it — every write fenced by the
 //! leader key, every record compare-and-swapped on the revision it was read at.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Compare, TxnOp};
 use jiff::Timestamp;
@@ -12,6 +12,7 @@ use tracing::{debug, info};
 
 use super::election::Leadership;
 use super::metrics::ControllerMetrics;
+use super::nodes::NodeTracker;
 use super::plan::{self, Observed, Plan, PlanConfig, SpecState};
 use crate::model::{InstanceRecord, InstanceStatus, NodeRecord, ServiceRef, StoredService};
 use crate::store::{Store, StoreError, cmp, op};
@@ -43,9 +44,22 @@ pub struct Context {
     pub leadership: Arc<Leadership>,
     pub config: PlanConfig,
     pub metrics: Arc<ControllerMetrics>,
-    /// When each missing node was first seen missing (this term's memory: a new
-    /// leader conservatively waits a full grace period again).
-    pub node_missing_since: Mutex<HashMap<String, Instant>>,
+    /// Node health from the leader's watch (this term's memory: a new leader
+    /// conservatively waits a full grace period again).
+    pub nodes: Mutex<NodeTracker>,
+    /// Share of nodes lost at once above which replacements pause.
+    pub disruption_threshold: f64,
+}
+
+impl Context {
+    /// Feeds the leader's watch to the node tracker.
+    pub fn track_nodes(&self, ev: &crate::store::watch::WatchEvent) {
+        let now = tokio::time::Instant::now();
+        self.nodes
+            .lock()
+            .unwrap()
+            .observe(self.store.keys(), ev, now);
+    }
 }
 
 /// At most this many writes per transaction (etcd's default --max-txn-ops is 128).
@@ -96,19 +110,20 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         .filter_map(|kv| kv.json::<NodeRecord>().ok())
         .map(|n| (n.name.clone(), n))
         .collect();
-    let node_lost_for = {
-        let mut missing = ctx.node_missing_since.lock().unwrap();
-        missing.retain(|n, _| !nodes.contains_key(n));
-        let now = Instant::now();
-        instances
-            .iter()
-            .filter(|(i, _)| !nodes.contains_key(&i.node))
-            .map(|(i, _)| {
-                let since = *missing.entry(i.node.clone()).or_insert(now);
-                (i.node.clone(), now - since)
-            })
-            .collect()
-    };
+    // The tracker's verdict, narrowed to the nodes this service's records name.
+    let health = ctx
+        .nodes
+        .lock()
+        .unwrap()
+        .health(tokio::time::Instant::now(), ctx.disruption_threshold);
+    let node_lost_for = instances
+        .iter()
+        .filter(|(i, _)| !nodes.contains_key(&i.node))
+        .map(|(i, _)| {
+            let lost = health.lost_for.get(&i.node).copied().unwrap_or_default();
+            (i.node.clone(), lost)
+        })
+        .collect();
     Ok(Observed {
         spec,
         operation,

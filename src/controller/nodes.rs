@@ -1,0 +1,260 @@
+//! What the leader knows about node health, kept from its watch: which nodes are
+//! registered, which nodes instance records name, and since when a named node has
+//! been missing.
+//!
+//! Two rules keep an etcd or network outage from looking like machines dying:
+//! - **Grace counts from health.** A node's lost time counts from the later of when
+//!   it went missing and when this controller was last healthy with etcd again
+//!   (a new leadership term, or the watch reconnecting). While etcd was away no
+//!   agent could renew its lease, so every node "went missing" then.
+//! - **Full disruption.** When more than a share of the nodes that hold instances
+//!   are missing at once, the cause is more likely the network or etcd than that
+//!   many machines; replacements pause until the share drops (Kubernetes' node
+//!   lifecycle controller does the same with `--unhealthy-zone-threshold`).
+//!
+//! Pure: the current time is passed in, so the rules are unit-tested.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::store::watch::WatchEvent;
+use crate::store::{Keys, Kv};
+
+#[derive(Debug)]
+pub struct NodeTracker {
+    /// Registered nodes (their key exists, so their lease is alive).
+    alive: HashSet<String>,
+    /// Instance key → the node its record names.
+    placements: HashMap<String, String>,
+    /// Named nodes that are not registered, since when.
+    missing_since: HashMap<String, Instant>,
+    /// When this controller last became healthy with etcd.
+    healthy_since: Instant,
+}
+
+/// The tracker's verdict on the nodes, for one reconcile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeHealth {
+    /// For each missing node: how long it counts as lost.
+    pub lost_for: HashMap<String, Duration>,
+    /// Set when replacements are paused (full disruption), saying why.
+    pub disrupted: Option<String>,
+}
+
+impl NodeTracker {
+    pub fn new(now: Instant) -> Self {
+        NodeTracker {
+            alive: HashSet::new(),
+            placements: HashMap::new(),
+            missing_since: HashMap::new(),
+            healthy_since: now,
+        }
+    }
+
+    /// The full state from a listing (a new term, or after compaction).
+    pub fn reset(
+        &mut self,
+        alive: impl IntoIterator<Item = String>,
+        placements: impl IntoIterator<Item = (String, String)>,
+        now: Instant,
+    ) {
+        self.alive = alive.into_iter().collect();
+        self.placements = placements.into_iter().collect();
+        self.refresh_missing(now);
+    }
+
+    pub fn node_up(&mut self, node: &str, now: Instant) {
+        self.alive.insert(node.to_string());
+        self.refresh_missing(now);
+    }
+
+    pub fn node_down(&mut self, node: &str, now: Instant) {
+        self.alive.remove(node);
+        self.refresh_missing(now);
+    }
+
+    pub fn placed(&mut self, instance_key: &str, node: &str, now: Instant) {
+        self.placements
+            .insert(instance_key.to_string(), node.to_string());
+        self.refresh_missing(now);
+    }
+
+    pub fn unplaced(&mut self, instance_key: &str, now: Instant) {
+        self.placements.remove(instance_key);
+        self.refresh_missing(now);
+    }
+
+    /// The controller reached etcd again after losing it: lost time starts over.
+    pub fn healthy_again(&mut self, now: Instant) {
+        self.healthy_since = now;
+    }
+
+    /// Missing nodes are those named by a record and not registered; a node that
+    /// nothing names any more is forgotten.
+    fn refresh_missing(&mut self, now: Instant) {
+        let named: HashSet<&String> = self.placements.values().collect();
+        self.missing_since
+            .retain(|n, _| named.contains(n) && !self.alive.contains(n));
+        for n in named {
+            if !self.alive.contains(n) {
+                self.missing_since.entry(n.clone()).or_insert(now);
+            }
+        }
+    }
+
+    /// How long each missing node counts as lost, and whether replacements pause
+    /// (more than `threshold` of the nodes that matter missing at once).
+    pub fn health(&self, now: Instant, threshold: f64) -> NodeHealth {
+        let lost_for = self
+            .missing_since
+            .iter()
+            .map(|(n, since)| {
+                (
+                    n.clone(),
+                    now.duration_since((*since).max(self.healthy_since)),
+                )
+            })
+            .collect();
+        let missing = self.missing_since.len();
+        let total = self.alive.len() + missing;
+        // One node of one is no "share": a single-node system whose node died is
+        // a machine failure as far as anyone can tell.
+        let disrupted = (total >= 2 && missing as f64 > threshold * total as f64).then(|| {
+            format!(
+                "{missing} of {total} nodes are lost at once: more likely an etcd or network \
+                 problem than failed machines, so nothing is replaced until fewer than {:.0}% \
+                 are lost (or `rune node forget` the dead ones)",
+                threshold * 100.0
+            )
+        });
+        NodeHealth {
+            lost_for,
+            disrupted,
+        }
+    }
+}
+
+/// Just the field the tracker needs from an instance record.
+#[derive(serde::Deserialize)]
+struct Placement {
+    node: String,
+}
+
+impl NodeTracker {
+    /// Follows one event of the leader's watch over the whole prefix.
+    pub fn observe(&mut self, keys: &Keys, ev: &WatchEvent, now: Instant) {
+        let node_of = |kv: &Kv| keys.segments("nodes", &kv.key).map(|s| s.join("/"));
+        let placement_of = |kv: &Kv| {
+            keys.segments("instances", &kv.key)?;
+            Some(serde_json::from_slice::<Placement>(&kv.value).ok()?.node)
+        };
+        match ev {
+            WatchEvent::Reset { kvs, .. } => self.reset(
+                kvs.iter().filter_map(node_of),
+                kvs.iter()
+                    .filter_map(|kv| Some((kv.key.clone(), placement_of(kv)?))),
+                now,
+            ),
+            WatchEvent::Put(kv) => {
+                if let Some(n) = node_of(kv) {
+                    self.node_up(&n, now);
+                } else if let Some(n) = placement_of(kv) {
+                    self.placed(&kv.key, &n, now);
+                }
+            }
+            WatchEvent::Delete(kv) => {
+                if let Some(n) = node_of(kv) {
+                    self.node_down(&n, now);
+                } else if keys.segments("instances", &kv.key).is_some() {
+                    self.unplaced(&kv.key, now);
+                }
+            }
+            WatchEvent::Connected(true) => self.healthy_again(now),
+            WatchEvent::Connected(false) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn tracker(t0: Instant, alive: &[&str], placed: &[(&str, &str)]) -> NodeTracker {
+        let mut t = NodeTracker::new(t0);
+        t.reset(
+            alive.iter().map(|s| s.to_string()),
+            placed.iter().map(|(i, n)| (i.to_string(), n.to_string())),
+            t0,
+        );
+        t
+    }
+
+    #[test]
+    fn a_missing_node_counts_from_when_it_went_missing() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0, &["a", "b", "c"], &[("i1", "a"), ("i2", "b")]);
+        t.node_down("a", t0 + secs(10));
+        let h = t.health(t0 + secs(40), 0.55);
+        assert_eq!(h.lost_for.get("a"), Some(&secs(30)));
+        assert_eq!(h.disrupted, None, "1 of 3 is not a disruption");
+        t.node_up("a", t0 + secs(41));
+        assert!(t.health(t0 + secs(41), 0.55).lost_for.is_empty());
+    }
+
+    #[test]
+    fn lost_time_starts_over_when_the_controller_is_healthy_again() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0, &["a", "b"], &[("i1", "a")]);
+        t.node_down("a", t0);
+        t.healthy_again(t0 + secs(25));
+        assert_eq!(
+            t.health(t0 + secs(30), 0.55).lost_for.get("a"),
+            Some(&secs(5))
+        );
+    }
+
+    #[test]
+    fn most_nodes_missing_at_once_pauses_replacements() {
+        let t0 = Instant::now();
+        let mut t = tracker(
+            t0,
+            &["a", "b", "c"],
+            &[("i1", "a"), ("i2", "b"), ("i3", "c")],
+        );
+        t.node_down("a", t0);
+        t.node_down("b", t0);
+        let h = t.health(t0 + secs(100), 0.55);
+        assert!(h.disrupted.as_deref().unwrap().contains("2 of 3"), "{h:?}");
+        t.node_up("b", t0 + secs(101));
+        assert_eq!(t.health(t0 + secs(101), 0.55).disrupted, None);
+    }
+
+    #[test]
+    fn a_single_node_is_never_a_disruption() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0, &["a"], &[("i1", "a")]);
+        t.node_down("a", t0);
+        assert_eq!(t.health(t0 + secs(100), 0.55).disrupted, None);
+    }
+
+    #[test]
+    fn nodes_nothing_names_are_forgotten_and_missing_at_reset_counts_from_then() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0, &["b"], &[("i1", "a")]);
+        assert_eq!(
+            t.health(t0 + secs(5), 0.55).lost_for.get("a"),
+            Some(&secs(5))
+        );
+        t.unplaced("i1", t0 + secs(6));
+        assert!(t.health(t0 + secs(7), 0.55).lost_for.is_empty());
+        // A node that is down but holds nothing is not part of the share.
+        t.node_down("b", t0 + secs(8));
+        assert_eq!(t.health(t0 + secs(9), 0.55), NodeHealth::default());
+    }
+}
