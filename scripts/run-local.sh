@@ -49,6 +49,11 @@ bin="$root/target/$profile"
 pids=()
 cleanup() {
   trap - INT TERM EXIT
+  # Whatever happens to stdout, the daemons are stopped: with `make run | tee log`,
+  # Ctrl-C ends tee first, and a write to the dead pipe must neither kill this
+  # script (SIGPIPE) nor end it early (set -e on a failed echo).
+  trap '' PIPE
+  set +e
   echo
   say "stopping: controller, agent (and its instances), etcd; data stays in $run_dir"
   # The agent stops every instance before it exits (--stop-instances-on-exit).

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::net::free_port;
-use crate::support::procs::process_alive;
+use crate::support::procs::{pids_with_cmdline, process_alive};
 use crate::support::scratch::unique;
 use crate::support::wait::{eventually, wait_until};
 
@@ -90,6 +90,75 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
         .args(["-TERM", &again.id().to_string()])
         .status();
     wait_until(Duration::from_secs(60), || again.try_wait().ok().flatten()).expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `make run | tee run.log`, then Ctrl-C: tee dies first, and the script's cleanup
+/// writes to a dead pipe. It must still stop every daemon and instance.
+#[test]
+fn make_run_stops_everything_when_its_stdout_pipe_is_gone() {
+    let dir = std::env::temp_dir().join(unique("rune-run-pipe"));
+    let port = free_port();
+    let controller_listen = format!("127.0.0.1:{}", free_port());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-local.sh");
+    let mut run = Command::new(script)
+        .env("RUNE_RUN_DIR", &dir)
+        .env("RUNE_RUN_ETCD_PORT", port.to_string())
+        .env("RUNE_RUN_ETCD_PEER_PORT", free_port().to_string())
+        .env("RUNE_RUN_CONTROLLER_LISTEN", &controller_listen)
+        .env(
+            "RUNE_RUN_AGENT_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("RUNE_RUN_SKIP_BUILD", "1")
+        .env("RUNE_RUN_NO_DEMO", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read like tee until the system is up, then go away as tee does on Ctrl-C.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(run.stdout.take().unwrap()));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("rune ready"))),
+        "make run never came up"
+    );
+    let rune = |args: &[&str]| {
+        Command::new(assert_cmd::cargo::cargo_bin("rune"))
+            .args(args)
+            .env("RUNE_ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
+            .env("RUNE_CONFIG", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let instances: Vec<serde_json::Value> =
+        eventually("instances running", Duration::from_secs(60), || {
+            let out = rune(&["get", "instances", "-o", "json"]);
+            let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+            let running = docs
+                .iter()
+                .filter(|d| d["status"]["pid"].as_i64().is_some())
+                .count();
+            (running >= 2).then_some(docs)
+        });
+    let mut pids: Vec<i32> = instances
+        .iter()
+        .filter_map(|d| d["status"]["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    let daemons = [dir.to_string_lossy().to_string(), controller_listen];
+    for marker in &daemons {
+        pids.extend(pids_with_cmdline(marker));
+    }
+    drop(lines);
+    let _ = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status();
+    wait_until(Duration::from_secs(60), || run.try_wait().ok().flatten()).expect("stops");
+    let left: Vec<i32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after make run stopped: {left:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
