@@ -7,12 +7,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::wait::{self, WaitFor};
-use crate::controller::plan::{default_timeout, step_count};
 use crate::exit::{self, Error};
-use crate::model::{OperationKind, OperationRecord, ScaleMode, StoredService, duration};
+use crate::model::operation::BASE_TIMEOUT;
+use crate::model::{OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration};
 use crate::store::{Store, cmp, op};
-
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
@@ -218,24 +216,28 @@ async fn submit(
                 last
             }
         };
-        let needed = match req.mode {
-            ScaleMode::Gradual => req.interval * step_count(from, to, req.step).saturating_sub(1),
-            ScaleMode::Immediate => Duration::ZERO,
+        let plan = ScalePlan {
+            mode: req.mode,
+            from,
+            to,
+            step: req.step,
+            interval: req.interval,
         };
+        let needed = plan.length();
         let timeout = match w.timeout {
-            Some(t) if req.mode == ScaleMode::Gradual && t < needed => {
+            Some(t) if t < needed => {
                 return Err(Error::usage(format!(
                     "--timeout {} is shorter than the plan needs: {} steps {} apart take {}",
                     duration::format(t),
-                    step_count(from, to, req.step),
+                    plan.steps(),
                     duration::format(req.interval),
                     duration::format(needed)
                 )));
             }
             Some(t) => t,
             None => {
-                let t = default_timeout(req.mode, from, to, req.step, req.interval);
-                if t > DEFAULT_TIMEOUT && !announced {
+                let t = plan.default_timeout();
+                if t > BASE_TIMEOUT && !announced {
                     eprintln!(
                         "note: this plan needs {} of intervals; --timeout defaults to {} (plan + 5m)",
                         duration::format(needed),

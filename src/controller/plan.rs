@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::model::status::HISTORY_LIMIT;
+use crate::model::duration;
 use crate::model::{
     ConditionKind, ConditionStatus, DesiredState, InstanceRecord, InstanceStatus, NodeRecord,
-    OperationKind, OperationPhase, OperationProgress, OperationRecord, Phase, ScaleMode,
+    OperationKind, OperationPhase, OperationProgress, OperationRecord, Phase, ScalePlan,
     ServiceStatus, SpecError, StoredService,
 };
 
@@ -81,10 +81,6 @@ pub const REPLACE_AFTER: Duration = Duration::from_secs(5);
 /// How long a stopped record whose agent never reported on it is kept.
 pub const UNREPORTED_GRACE: Duration = Duration::from_secs(60);
 
-fn add(ts: Timestamp, d: Duration) -> Timestamp {
-    ts.checked_add(d).unwrap_or(ts)
-}
-
 fn until(now: Timestamp, then: Timestamp) -> Duration {
     then.duration_since(now)
         .try_into()
@@ -132,7 +128,7 @@ pub fn plan(o: &Observed, cfg: &PlanConfig) -> Plan {
                         format!("failed: the spec became invalid and the deadline passed: {msg}");
                     st.last_scale_at = Some(o.now);
                     st.last_scale_reason = op.message.clone();
-                    record(st, &op, &msg);
+                    st.record_history(&op, &msg);
                     st.operation = Some(op);
                 } else {
                     p.requeue(until(o.now, op.deadline));
@@ -185,7 +181,7 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
             // agent never reported on is given up after UNREPORTED_GRACE.
             let ended = match st {
                 Some(s) => !s.phase.is_live(),
-                None => o.now >= add(rec.created_at, UNREPORTED_GRACE),
+                None => o.now >= duration::add(rec.created_at, UNREPORTED_GRACE),
             };
             if ended || !node_alive {
                 p.remove.push((rec.id.clone(), *rev));
@@ -224,7 +220,7 @@ fn census<'a>(o: &'a Observed, cfg: &PlanConfig, p: &mut Plan) -> Census<'a> {
             // replaced, but not before REPLACE_AFTER: a command that fails at once
             // must not turn into a tight create/delete loop.
             let ended_at = s.last_exit.as_ref().map(|e| e.at).unwrap_or(o.now);
-            let replace_at = add(ended_at, REPLACE_AFTER);
+            let replace_at = duration::add(ended_at, REPLACE_AFTER);
             if o.now >= replace_at {
                 p.remove.push((rec.id.clone(), *rev));
                 continue;
@@ -277,16 +273,11 @@ fn take_up_operations(
 ) {
     if let Some((rec, rev)) = &o.operation
         && *rev > st.observed_operation
-        // A record whose whole time ran out is history, not a request (e.g. after
-        // the status was lost): never run an old restart again.
-        && add(rec.requested_at, rec.timeout) > o.now
+        // Never run an old restart again (e.g. after the status was lost).
+        && !rec.expired(o.now)
     {
         st.observed_operation = *rev;
-        let reason = if rec.reason.is_empty() {
-            describe(rec.kind, rec.to, &rec.requested_by)
-        } else {
-            rec.reason.clone()
-        };
+        let reason = rec.reason();
         let progress = start(rec, *rev, st.current_replicas, ready, o.now);
         begin(st, progress, reason, o.now);
     }
@@ -295,6 +286,13 @@ fn take_up_operations(
         // A spec write changed `scale` without an operation record: run it with the
         // spec's `scaling:` defaults, as if it had been asked for with those flags.
         let d = stored.service.scaling_defaults();
+        let plan = ScalePlan {
+            mode: d.mode,
+            from: st.desired_replicas,
+            to: scale,
+            step: d.step,
+            interval: d.interval,
+        };
         let implied = OperationRecord {
             id: format!("spec-{revision}"),
             kind: OperationKind::Scale,
@@ -304,7 +302,7 @@ fn take_up_operations(
             step: d.step,
             interval: d.interval,
             rollback_on_fail: d.rollback_on_fail,
-            timeout: default_timeout(d.mode, st.desired_replicas, scale, d.step, d.interval),
+            timeout: plan.default_timeout(),
             requested_at: o.now,
             requested_by: "spec".into(),
             reason: String::new(),
@@ -331,28 +329,6 @@ fn start(
     ready: &[String],
     now: Timestamp,
 ) -> OperationProgress {
-    // The deadline counts from the request (the outcome must not depend on how soon
-    // a controller picked it up), unless the requester's clock looks off.
-    let since = if rec.requested_at <= now && add(rec.requested_at, Duration::from_secs(60)) >= now
-    {
-        rec.requested_at
-    } else {
-        now
-    };
-    // A defaulted timeout covers the plan the CLI saw; the plan from what runs now
-    // may be longer (e.g. after a superseded ramp), so size it again.
-    let timeout =
-        if rec.timeout == default_timeout(rec.mode, rec.from, rec.to, rec.step, rec.interval) {
-            rec.timeout.max(default_timeout(
-                rec.mode,
-                current,
-                rec.to,
-                rec.step,
-                rec.interval,
-            ))
-        } else {
-            rec.timeout
-        };
     OperationProgress {
         id: rec.id.clone(),
         kind: rec.kind,
@@ -371,43 +347,12 @@ fn start(
         step_started_at: None,
         step_ready_at: None,
         started_at: now,
-        deadline: add(since, timeout),
+        deadline: rec.deadline(current, now),
         finished_at: None,
         message: "starting".into(),
         spec_revision,
         superseded_by: None,
         ready_at_start: ready.to_vec(),
-    }
-}
-
-/// The contract's timeout default: 5m, or the plan's length plus 5m when longer.
-pub fn default_timeout(
-    mode: ScaleMode,
-    from: u32,
-    to: u32,
-    step: u32,
-    interval: Duration,
-) -> Duration {
-    let base = Duration::from_secs(300);
-    match mode {
-        ScaleMode::Immediate => base,
-        ScaleMode::Gradual => {
-            let plan = interval * step_count(from, to, step).saturating_sub(1);
-            if plan > base { plan + base } else { base }
-        }
-    }
-}
-
-/// How many steps a gradual change from `from` to `to` takes.
-pub fn step_count(from: u32, to: u32, step: u32) -> u32 {
-    from.abs_diff(to).div_ceil(step.max(1)).max(1)
-}
-
-fn describe(kind: OperationKind, to: u32, by: &str) -> String {
-    match kind {
-        OperationKind::Scale => format!("scale to {to} requested by {by}"),
-        OperationKind::Restart => format!("restart requested by {by}"),
-        OperationKind::Stop => format!("stop requested by {by}"),
     }
 }
 
@@ -420,39 +365,12 @@ fn begin(st: &mut ServiceStatus, progress: OperationProgress, reason: String, no
         old.superseded_by = Some(progress.id.clone());
         old.message = format!("superseded by {} ({})", progress.id, reason);
         old.finished_at = Some(now);
-        record(st, &old, &old.message.clone());
+        st.record_history(&old, &old.message.clone());
     }
     st.desired_replicas = progress.to;
     st.last_scale_at = Some(now);
     st.last_scale_reason = reason;
     st.operation = Some(progress);
-}
-
-fn record(st: &mut ServiceStatus, p: &OperationProgress, error: &str) {
-    st.history.insert(0, p.history_entry(error));
-    st.history.truncate(HISTORY_LIMIT);
-}
-
-/// The replica count this step aims at.
-fn step_target(p: &OperationProgress, step: u32) -> u32 {
-    match (p.kind, p.mode) {
-        (OperationKind::Restart, _) => {
-            if step <= 1 {
-                0
-            } else {
-                p.to
-            }
-        }
-        (_, ScaleMode::Immediate) => p.to,
-        (_, ScaleMode::Gradual) => {
-            let moved = step.saturating_mul(p.step_size);
-            if p.to >= p.from {
-                p.from.saturating_add(moved).min(p.to)
-            } else {
-                p.from.saturating_sub(moved).max(p.to)
-            }
-        }
-    }
 }
 
 /// Advances the running operation, if any; returns the instance count to converge to.
@@ -462,13 +380,9 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
         return st.desired_replicas;
     };
     if p.step == 0 {
-        p.steps = match (p.kind, p.mode) {
-            (OperationKind::Restart, _) => 2,
-            (_, ScaleMode::Immediate) => 1,
-            (_, ScaleMode::Gradual) => step_count(p.from, p.to, p.step_size),
-        };
+        p.steps = p.step_count();
         p.step = 1;
-        p.step_target = step_target(&p, 1);
+        p.step_target = p.target_of(1);
         p.step_started_at = Some(o.now);
     }
     let ready = ready_count(o, c);
@@ -496,12 +410,8 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
             p.message = format!("{} ready", p.to);
             break 'step Ok(());
         }
-        let hold = if p.kind == OperationKind::Restart {
-            Duration::ZERO
-        } else {
-            p.interval
-        };
-        let next_at = add(ready_at, hold);
+        // None only when the hold runs past the calendar's end: then do not wait.
+        let next_at = p.next_step_at().unwrap_or(ready_at);
         if o.now < next_at {
             p.message = format!(
                 "step {} of {} done ({} ready); next step in {}",
@@ -516,7 +426,7 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
             break 'step Ok(());
         }
         p.step += 1;
-        p.step_target = step_target(&p, p.step);
+        p.step_target = p.target_of(p.step);
         p.step_started_at = Some(o.now);
         p.step_ready_at = None;
         p.message = progress_message(&p, c.remaining as u32, ready);
@@ -526,7 +436,7 @@ fn advance(o: &Observed, c: &Census, stored: &StoredService, revision: i64, pl: 
     let target = match outcome {
         Ok(()) => {
             if p.phase == OperationPhase::Succeeded {
-                record(st, &p, "");
+                st.record_history(&p, "");
             }
             if p.phase.is_terminal() {
                 st.desired_replicas
@@ -574,7 +484,7 @@ fn fail(
     if can_roll_back && revision != p.spec_revision {
         p.phase = OperationPhase::Superseded;
         p.message = format!("{why}; not rolled back: the spec changed since (revision {revision})");
-        record(st, p, &why);
+        st.record_history(p, &why);
         return st.desired_replicas;
     }
     if can_roll_back {
@@ -586,14 +496,14 @@ fn fail(
         st.desired_replicas = stable;
         st.last_scale_at = Some(o.now);
         st.last_scale_reason = p.message.clone();
-        record(st, p, &why);
+        st.record_history(p, &why);
         return stable;
     }
     p.phase = OperationPhase::Failed;
     p.message = format!("failed: {why}; keeping {} (no rollback)", p.to);
     st.last_scale_at = Some(o.now);
     st.last_scale_reason = p.message.clone();
-    record(st, p, &why);
+    st.record_history(p, &why);
     st.desired_replicas
 }
 

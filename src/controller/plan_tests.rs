@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
-use crate::model::{ExitInfo, parse_cast_file};
+use crate::model::{ExitInfo, ScaleMode, parse_cast_file};
 
 static IDS: AtomicU32 = AtomicU32::new(0);
 
@@ -402,17 +402,6 @@ fn deletion_stops_then_purges() {
     s.step();
     let p = s.step();
     assert!(p.purge);
-}
-
-#[test]
-fn default_timeout_grows_for_long_gradual_plans() {
-    // The seed's example: 50 workers, step 5, 1m apart: 9m of intervals.
-    let d = default_timeout(ScaleMode::Gradual, 0, 50, 5, Duration::from_secs(60));
-    assert_eq!(d, Duration::from_secs(9 * 60 + 300));
-    assert_eq!(
-        default_timeout(ScaleMode::Immediate, 0, 50, 5, Duration::from_secs(60)),
-        Duration::from_secs(300)
-    );
 }
 
 #[test]
