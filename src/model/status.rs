@@ -116,6 +116,11 @@ impl ServiceStatus {
         }
     }
 
+    /// The operation in progress, if the current one has not ended yet.
+    pub fn running_operation(&self) -> Option<&OperationProgress> {
+        self.operation.as_ref().filter(|op| !op.phase.is_terminal())
+    }
+
     /// Puts an operation that ended (or was superseded) at the top of the history,
     /// keeping the last [`HISTORY_LIMIT`]; `error` says why it failed, if it did.
     pub fn record_history(&mut self, op: &OperationProgress, error: &str) {
