@@ -10,7 +10,8 @@ use super::wait::{self, WaitFor};
 use crate::exit::{self, Error};
 use crate::model::operation::BASE_TIMEOUT;
 use crate::model::{OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration};
-use crate::store::{Store, cmp, op};
+use crate::store::cas::{Decision, Guard, Outcome};
+use crate::store::{Store, op};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
@@ -175,10 +176,52 @@ async fn submit(
     w: WaitArgs,
 ) -> exit::Result<()> {
     let ns = w.namespace.as_str();
-    let spec_key = store.keys().service(ns, name);
-    let op_key = store.keys().operation(ns, name);
-    let mut announced = false;
-    for _ in 0..5 {
+    let mut submission = Submission {
+        ns,
+        name,
+        target,
+        req,
+        args: &w,
+        announced: false,
+    };
+    // A conflict reads the spec again and applies on top: the latest intent wins,
+    // the other writer's operation is superseded.
+    let what = format!("service {ns}/{name}");
+    let written = store
+        .read_modify_write(&what, async || submission.decide(store).await)
+        .await?;
+    let Outcome::Written {
+        answer: record,
+        revision,
+    } = written
+    else {
+        unreachable!("every attempt decides to write");
+    };
+    if w.no_wait {
+        println!("{}", record.id);
+        return Ok(());
+    }
+    wait::wait(store, ns, name, &record, revision, WaitFor::default()).await
+}
+
+/// A request on its way into etcd: what each attempt decides from, and whether a
+/// note was printed already (an attempt after a conflict must not repeat it).
+struct Submission<'a> {
+    ns: &'a str,
+    name: &'a str,
+    target: Target,
+    req: Request,
+    args: &'a WaitArgs,
+    announced: bool,
+}
+
+impl Submission<'_> {
+    /// One attempt: read the service, check the request against it, and decide the
+    /// spec's new scale and the operation record, guarded on the spec as read.
+    async fn decide(&mut self, store: &Store) -> exit::Result<Decision<OperationRecord>> {
+        let (ns, name, req) = (self.ns, self.name, &self.req);
+        let spec_key = store.keys().service(ns, name);
+        let op_key = store.keys().operation(ns, name);
         let state = store.service_state(ns, name).await?;
         let Some(kv) = &state.spec else {
             return Err(super::get::not_found(ns, name));
@@ -198,7 +241,7 @@ async fn submit(
                 "precondition failed: service {ns}/{name} is at scale {from}, not {expect} (--current-replicas)"
             )));
         }
-        let to = match target {
+        let to = match self.target {
             Target::Exactly(n) => n,
             Target::Current if from > 0 => from,
             Target::Current => {
@@ -207,11 +250,11 @@ async fn submit(
                         "service {ns}/{name} is stopped and has never run at a non-zero scale; use rune scale {name} N"
                     ))
                 })?;
-                if !announced {
+                if !self.announced {
                     eprintln!(
                         "service {ns}/{name} is stopped; restarting it at its last scale, {last}"
                     );
-                    announced = true;
+                    self.announced = true;
                 }
                 last
             }
@@ -224,7 +267,7 @@ async fn submit(
             interval: req.interval,
         };
         let needed = plan.length();
-        let timeout = match w.timeout {
+        let timeout = match self.args.timeout {
             Some(t) if t < needed => {
                 return Err(Error::usage(format!(
                     "--timeout {} is shorter than the plan needs: {} steps {} apart take {}",
@@ -237,13 +280,13 @@ async fn submit(
             Some(t) => t,
             None => {
                 let t = plan.default_timeout();
-                if t > BASE_TIMEOUT && !announced {
+                if t > BASE_TIMEOUT && !self.announced {
                     eprintln!(
                         "note: this plan needs {} of intervals; --timeout defaults to {} (plan + 5m)",
                         duration::format(needed),
                         duration::format(t)
                     );
-                    announced = true;
+                    self.announced = true;
                 }
                 t
             }
@@ -260,34 +303,19 @@ async fn submit(
             timeout,
             requested_at: Timestamp::now(),
             requested_by: requested_by(),
-            reason: w.reason.clone().unwrap_or_default(),
+            reason: self.args.reason.clone().unwrap_or_default(),
         };
         let mut next = stored.clone();
         next.service.scale = Some(to);
-        let res = store
-            .txn(
-                vec![cmp::mod_rev(&spec_key, kv.mod_revision)],
-                vec![
-                    op::put(&spec_key, next.to_json()),
-                    op::put_json(&op_key, &record),
-                ],
-                vec![],
-            )
-            .await?;
-        if !res.succeeded {
-            // Someone wrote the spec in between: read again and apply on top (the
-            // latest intent wins; the other writer's operation is superseded).
-            continue;
-        }
-        if w.no_wait {
-            println!("{}", record.id);
-            return Ok(());
-        }
-        return wait::wait(store, ns, name, &record, res.revision, WaitFor::default()).await;
+        Ok(Decision::Write {
+            guard: Guard::on(&spec_key, Some(kv)),
+            ops: vec![
+                op::put(&spec_key, next.to_json()),
+                op::put_json(&op_key, &record),
+            ],
+            answer: record,
+        })
     }
-    Err(Error::conflict(format!(
-        "service {ns}/{name} kept changing under us; try again"
-    )))
 }
 
 /// `user@host`, for the operation record.
