@@ -177,6 +177,44 @@ impl OperationRecord {
         self.timeout.max(from_now.default_timeout())
     }
 
+    /// The progress of this operation when a controller takes it up `now`, with
+    /// `current` instances of which the `ready` ones are ready, for the spec write
+    /// at `spec_revision`. It runs from what is there, not from the `from` the
+    /// requester saw; `step` stays 0 until the controller enters the first step.
+    pub fn start(
+        &self,
+        spec_revision: i64,
+        current: u32,
+        ready: &[String],
+        now: Timestamp,
+    ) -> OperationProgress {
+        OperationProgress {
+            id: self.id.clone(),
+            kind: self.kind,
+            phase: OperationPhase::Progressing,
+            from: current,
+            to: self.to,
+            mode: self.mode,
+            step_size: self.step.max(1),
+            interval: self.interval,
+            rollback_on_fail: self.rollback_on_fail,
+            requested_by: self.requested_by.clone(),
+            reason: self.reason.clone(),
+            step: 0,
+            steps: 0,
+            step_target: 0,
+            step_started_at: None,
+            step_ready_at: None,
+            started_at: now,
+            deadline: self.deadline(current, now),
+            finished_at: None,
+            message: "starting".into(),
+            spec_revision,
+            superseded_by: None,
+            ready_at_start: ready.to_vec(),
+        }
+    }
+
     /// Why the operation runs, as status and history show it: the requester's
     /// reason, or else what was asked and by whom.
     pub fn reason(&self) -> String {

@@ -52,31 +52,8 @@ fn record(kind: OperationKind, plan: ScalePlan, timeout: Duration) -> OperationR
 
 /// The progress of `record` at `step`, as the controller would store it.
 fn progress(record: &OperationRecord, step: u32) -> OperationProgress {
-    let mut progress = OperationProgress {
-        id: record.id.clone(),
-        kind: record.kind,
-        phase: OperationPhase::Progressing,
-        from: record.from,
-        to: record.to,
-        mode: record.mode,
-        step_size: record.step.max(1),
-        interval: record.interval,
-        rollback_on_fail: record.rollback_on_fail,
-        requested_by: record.requested_by.clone(),
-        reason: record.reason.clone(),
-        step,
-        steps: 0,
-        step_target: 0,
-        step_started_at: None,
-        step_ready_at: None,
-        started_at: t(0),
-        deadline: t(300),
-        finished_at: None,
-        message: String::new(),
-        spec_revision: 1,
-        superseded_by: None,
-        ready_at_start: vec![],
-    };
+    let mut progress = record.start(1, record.from, &[], t(0));
+    progress.step = step;
     progress.steps = progress.step_count();
     progress.step_target = progress.target_of(step);
     progress
@@ -186,4 +163,20 @@ fn the_reason_says_what_was_asked_and_by_whom_unless_given() {
     assert_eq!(rec.reason(), "stop requested by me@here");
     rec.reason = "load test".into();
     assert_eq!(rec.reason(), "load test");
+}
+
+#[test]
+fn an_operation_starts_from_what_runs_now_with_the_ready_ones_on_record() {
+    let rec = record(OperationKind::Scale, gradual(2, 6, 0, 30), secs(300));
+    let ready = vec!["a".to_string()];
+    let progress = rec.start(7, 3, &ready, t(10));
+    assert_eq!((progress.from, progress.to), (3, 6));
+    assert_eq!(progress.step_size, 1, "a step of 0 counts as 1");
+    assert_eq!(
+        (progress.step, progress.phase),
+        (0, OperationPhase::Progressing)
+    );
+    assert_eq!(progress.deadline, t(300), "counted from the request");
+    assert_eq!(progress.spec_revision, 7);
+    assert_eq!(progress.ready_at_start, ready);
 }

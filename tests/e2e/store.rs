@@ -10,14 +10,21 @@ use rune::store::{EtcdArgs, Store, op};
 
 use crate::harness::World;
 
-#[test]
-fn a_watch_whose_revision_was_compacted_lists_again() {
+/// Runs `test` with a store on a fresh etcd, under the world's prefix.
+fn with_store(test: impl AsyncFnOnce(&World, Store)) {
     let w = World::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
             .await
             .unwrap();
+        test(&w, store).await;
+    });
+}
+
+#[test]
+fn a_watch_whose_revision_was_compacted_lists_again() {
+    with_store(async |w, store| {
         let prefix = format!("{}/services/", w.prefix);
         let first = store.put(&format!("{prefix}default/a"), "1").await.unwrap();
         store.put(&format!("{prefix}default/b"), "2").await.unwrap();
@@ -57,12 +64,7 @@ fn a_watch_whose_revision_was_compacted_lists_again() {
 
 #[test]
 fn a_watch_resumes_after_its_revision_without_relisting() {
-    let w = World::new();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
-            .await
-            .unwrap();
+    with_store(async |w, store| {
         let prefix = format!("{}/instances/", w.prefix);
         let seen = store.put(&format!("{prefix}x"), "1").await.unwrap();
         store.put(&format!("{prefix}y"), "2").await.unwrap();
@@ -79,12 +81,7 @@ fn a_watch_resumes_after_its_revision_without_relisting() {
 
 #[test]
 fn read_modify_write_reads_again_after_a_conflict_and_gives_up_after_its_attempts() {
-    let w = World::new();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::connect(&EtcdArgs::local(vec![w.etcd.client_url.clone()], &w.prefix))
-            .await
-            .unwrap();
+    with_store(async |w, store| {
         let key = format!("{}/services/default/a", w.prefix);
 
         // Another writer gets in between read and commit twice: first creating the

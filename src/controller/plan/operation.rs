@@ -34,8 +34,7 @@ pub(super) fn take_up(
         && !record.expired(observed.now)
     {
         status.observed_operation = *record_revision;
-        let progress = start(
-            record,
+        let progress = record.start(
             *record_revision,
             status.current_replicas,
             &ready,
@@ -56,13 +55,7 @@ pub(super) fn take_up(
                 status.desired_replicas
             )
         };
-        let progress = start(
-            &implied,
-            revision,
-            status.current_replicas,
-            &ready,
-            observed.now,
-        );
+        let progress = implied.start(revision, status.current_replicas, &ready, observed.now);
         begin(status, progress, reason, observed.now);
     }
 }
@@ -95,42 +88,6 @@ fn implied_by_spec(
         requested_at: observed.now,
         requested_by: "spec".into(),
         reason: String::new(),
-    }
-}
-
-/// The progress of an operation that starts now from `current` instances, the
-/// `ready` ones ready.
-fn start(
-    record: &OperationRecord,
-    spec_revision: i64,
-    current: u32,
-    ready: &[String],
-    now: Timestamp,
-) -> OperationProgress {
-    OperationProgress {
-        id: record.id.clone(),
-        kind: record.kind,
-        phase: OperationPhase::Progressing,
-        from: current,
-        to: record.to,
-        mode: record.mode,
-        step_size: record.step.max(1),
-        interval: record.interval,
-        rollback_on_fail: record.rollback_on_fail,
-        requested_by: record.requested_by.clone(),
-        reason: record.reason.clone(),
-        step: 0,
-        steps: 0,
-        step_target: 0,
-        step_started_at: None,
-        step_ready_at: None,
-        started_at: now,
-        deadline: record.deadline(current, now),
-        finished_at: None,
-        message: "starting".into(),
-        spec_revision,
-        superseded_by: None,
-        ready_at_start: ready.to_vec(),
     }
 }
 
