@@ -6,7 +6,8 @@ use jiff::Timestamp;
 
 use crate::exit::{self, Error};
 use crate::model::{ServiceSpec, StoredService, parse_cast_file};
-use crate::store::{Store, cmp, op};
+use crate::store::cas::{Decision, Guard};
+use crate::store::{Store, op};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -64,64 +65,65 @@ pub async fn run(store: &Store, args: CastArgs) -> exit::Result<()> {
 
 /// Writes one spec; retries when another writer got in between read and write.
 async fn cast_one(store: &Store, spec: ServiceSpec, dry_run: bool) -> exit::Result<Change> {
+    let what = format!("service {}/{}", spec.namespace(), spec.name());
+    let outcome = store
+        .read_modify_write(&what, async || decide(store, &spec, dry_run).await)
+        .await?;
+    Ok(outcome.answer())
+}
+
+/// One attempt: read the stored spec and decide what casting `spec` changes,
+/// guarded on the spec as read (absent: still absent).
+async fn decide(
+    store: &Store,
+    spec: &ServiceSpec,
+    dry_run: bool,
+) -> exit::Result<Decision<Change>> {
     let key = store.keys().service(spec.namespace(), spec.name());
-    for _ in 0..5 {
-        let current = store.get(&key).await?;
-        let (mut next, change_if_different, rev) = match &current {
-            None => {
-                let mut s = spec.clone();
-                s.scale = Some(s.scale.unwrap_or(1));
-                let mut stored = StoredService::new(s);
-                stored.created_at = Some(Timestamp::now());
-                (stored, Change::Created, 0)
-            }
-            Some(kv) => {
-                let existing =
-                    StoredService::parse(&key, &kv.value, spec.namespace(), spec.name()).ok();
-                if existing
-                    .as_ref()
-                    .is_some_and(|e| e.deletion_timestamp.is_some())
-                {
-                    return Err(Error::conflict(format!(
-                        "service {}/{} is being deleted; cast it again once the deletion \
-                         finishes (rune get services shows it until then)",
-                        spec.namespace(),
-                        spec.name()
-                    )));
-                }
-                let mut s = spec.clone();
-                if s.scale.is_none() {
-                    s.scale = Some(live_scale(store, &spec, existing.as_ref()).await?);
-                }
-                let mut stored = StoredService::new(s);
-                stored.created_at = existing.as_ref().and_then(|e| e.created_at);
-                if existing.as_ref() == Some(&stored) {
-                    return Ok(Change::Unchanged);
-                }
-                (stored, Change::Updated, kv.mod_revision)
-            }
-        };
-        if dry_run {
-            return Ok(change_if_different);
+    let current = store.get(&key).await?;
+    let (mut next, change_if_different) = match &current {
+        None => {
+            let mut s = spec.clone();
+            s.scale = Some(s.scale.unwrap_or(1));
+            let mut stored = StoredService::new(s);
+            stored.created_at = Some(Timestamp::now());
+            (stored, Change::Created)
         }
-        next.deletion_timestamp = None;
-        let guard = if rev == 0 {
-            cmp::absent(&key)
-        } else {
-            cmp::mod_rev(&key, rev)
-        };
-        let res = store
-            .txn(vec![guard], vec![op::put(&key, next.to_json())], vec![])
-            .await?;
-        if res.succeeded {
-            return Ok(change_if_different);
+        Some(kv) => {
+            let existing =
+                StoredService::parse(&key, &kv.value, spec.namespace(), spec.name()).ok();
+            if existing
+                .as_ref()
+                .is_some_and(|e| e.deletion_timestamp.is_some())
+            {
+                return Err(Error::conflict(format!(
+                    "service {}/{} is being deleted; cast it again once the deletion \
+                     finishes (rune get services shows it until then)",
+                    spec.namespace(),
+                    spec.name()
+                )));
+            }
+            let mut s = spec.clone();
+            if s.scale.is_none() {
+                s.scale = Some(live_scale(store, spec, existing.as_ref()).await?);
+            }
+            let mut stored = StoredService::new(s);
+            stored.created_at = existing.as_ref().and_then(|e| e.created_at);
+            if existing.as_ref() == Some(&stored) {
+                return Ok(Decision::Done(Change::Unchanged));
+            }
+            (stored, Change::Updated)
         }
+    };
+    if dry_run {
+        return Ok(Decision::Done(change_if_different));
     }
-    Err(Error::conflict(format!(
-        "service {}/{} kept changing under us; try again",
-        spec.namespace(),
-        spec.name()
-    )))
+    next.deletion_timestamp = None;
+    Ok(Decision::Write {
+        guard: Guard::on(&key, current.as_ref()),
+        ops: vec![op::put(&key, next.to_json())],
+        answer: change_if_different,
+    })
 }
 
 /// The scale to keep when a cast omits `scale:`: the stored spec's, or, when the

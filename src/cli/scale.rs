@@ -7,12 +7,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::wait::{self, WaitFor};
-use crate::controller::plan::{default_timeout, step_count};
 use crate::exit::{self, Error};
-use crate::model::{OperationKind, OperationRecord, ScaleMode, StoredService, duration};
-use crate::store::{Store, cmp, op};
-
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::model::operation::BASE_TIMEOUT;
+use crate::model::{OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration};
+use crate::store::cas::{Decision, Guard, Outcome};
+use crate::store::{Store, op};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
@@ -177,10 +176,52 @@ async fn submit(
     w: WaitArgs,
 ) -> exit::Result<()> {
     let ns = w.namespace.as_str();
-    let spec_key = store.keys().service(ns, name);
-    let op_key = store.keys().operation(ns, name);
-    let mut announced = false;
-    for _ in 0..5 {
+    let mut submission = Submission {
+        ns,
+        name,
+        target,
+        req,
+        args: &w,
+        announced: false,
+    };
+    // A conflict reads the spec again and applies on top: the latest intent wins,
+    // the other writer's operation is superseded.
+    let what = format!("service {ns}/{name}");
+    let written = store
+        .read_modify_write(&what, async || submission.decide(store).await)
+        .await?;
+    let Outcome::Written {
+        answer: record,
+        revision,
+    } = written
+    else {
+        unreachable!("every attempt decides to write");
+    };
+    if w.no_wait {
+        println!("{}", record.id);
+        return Ok(());
+    }
+    wait::wait(store, ns, name, &record, revision, WaitFor::default()).await
+}
+
+/// A request on its way into etcd: what each attempt decides from, and whether a
+/// note was printed already (an attempt after a conflict must not repeat it).
+struct Submission<'a> {
+    ns: &'a str,
+    name: &'a str,
+    target: Target,
+    req: Request,
+    args: &'a WaitArgs,
+    announced: bool,
+}
+
+impl Submission<'_> {
+    /// One attempt: read the service, check the request against it, and decide the
+    /// spec's new scale and the operation record, guarded on the spec as read.
+    async fn decide(&mut self, store: &Store) -> exit::Result<Decision<OperationRecord>> {
+        let (ns, name, req) = (self.ns, self.name, &self.req);
+        let spec_key = store.keys().service(ns, name);
+        let op_key = store.keys().operation(ns, name);
         let state = store.service_state(ns, name).await?;
         let Some(kv) = &state.spec else {
             return Err(super::get::not_found(ns, name));
@@ -200,7 +241,7 @@ async fn submit(
                 "precondition failed: service {ns}/{name} is at scale {from}, not {expect} (--current-replicas)"
             )));
         }
-        let to = match target {
+        let to = match self.target {
             Target::Exactly(n) => n,
             Target::Current if from > 0 => from,
             Target::Current => {
@@ -209,39 +250,43 @@ async fn submit(
                         "service {ns}/{name} is stopped and has never run at a non-zero scale; use rune scale {name} N"
                     ))
                 })?;
-                if !announced {
+                if !self.announced {
                     eprintln!(
                         "service {ns}/{name} is stopped; restarting it at its last scale, {last}"
                     );
-                    announced = true;
+                    self.announced = true;
                 }
                 last
             }
         };
-        let needed = match req.mode {
-            ScaleMode::Gradual => req.interval * step_count(from, to, req.step).saturating_sub(1),
-            ScaleMode::Immediate => Duration::ZERO,
+        let plan = ScalePlan {
+            mode: req.mode,
+            from,
+            to,
+            step: req.step,
+            interval: req.interval,
         };
-        let timeout = match w.timeout {
-            Some(t) if req.mode == ScaleMode::Gradual && t < needed => {
+        let needed = plan.length();
+        let timeout = match self.args.timeout {
+            Some(t) if t < needed => {
                 return Err(Error::usage(format!(
                     "--timeout {} is shorter than the plan needs: {} steps {} apart take {}",
                     duration::format(t),
-                    step_count(from, to, req.step),
+                    plan.steps(),
                     duration::format(req.interval),
                     duration::format(needed)
                 )));
             }
             Some(t) => t,
             None => {
-                let t = default_timeout(req.mode, from, to, req.step, req.interval);
-                if t > DEFAULT_TIMEOUT && !announced {
+                let t = plan.default_timeout();
+                if t > BASE_TIMEOUT && !self.announced {
                     eprintln!(
                         "note: this plan needs {} of intervals; --timeout defaults to {} (plan + 5m)",
                         duration::format(needed),
                         duration::format(t)
                     );
-                    announced = true;
+                    self.announced = true;
                 }
                 t
             }
@@ -258,34 +303,19 @@ async fn submit(
             timeout,
             requested_at: Timestamp::now(),
             requested_by: requested_by(),
-            reason: w.reason.clone().unwrap_or_default(),
+            reason: self.args.reason.clone().unwrap_or_default(),
         };
         let mut next = stored.clone();
         next.service.scale = Some(to);
-        let res = store
-            .txn(
-                vec![cmp::mod_rev(&spec_key, kv.mod_revision)],
-                vec![
-                    op::put(&spec_key, next.to_json()),
-                    op::put_json(&op_key, &record),
-                ],
-                vec![],
-            )
-            .await?;
-        if !res.succeeded {
-            // Someone wrote the spec in between: read again and apply on top (the
-            // latest intent wins; the other writer's operation is superseded).
-            continue;
-        }
-        if w.no_wait {
-            println!("{}", record.id);
-            return Ok(());
-        }
-        return wait::wait(store, ns, name, &record, res.revision, WaitFor::default()).await;
+        Ok(Decision::Write {
+            guard: Guard::on(&spec_key, Some(kv)),
+            ops: vec![
+                op::put(&spec_key, next.to_json()),
+                op::put_json(&op_key, &record),
+            ],
+            answer: record,
+        })
     }
-    Err(Error::conflict(format!(
-        "service {ns}/{name} kept changing under us; try again"
-    )))
 }
 
 /// `user@host`, for the operation record.

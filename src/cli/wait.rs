@@ -87,10 +87,8 @@ pub fn progress_line(status: &ServiceStatus, now: Timestamp) -> String {
             p.step, p.steps, p.step_target
         ));
     }
-    if let Some(ready_at) = p.step_ready_at
-        && p.step < p.steps
-        && !p.interval.is_zero()
-        && let Some(next) = ready_at.checked_add(p.interval).ok()
+    if let Some(next) = p.next_step_at()
+        && !p.hold().is_zero()
     {
         line.push_str(&format!(" · next step in {}", left(now, next)));
     }

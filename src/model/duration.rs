@@ -1,7 +1,9 @@
-//! Durations as humantime strings (`30s`, `1m`, `1h30m`), the format the contract fixes.
+//! Durations as humantime strings (`30s`, `1m`, `1h30m`), the format the contract fixes,
+//! and adding them to timestamps without panicking.
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serializer, de};
 
 /// Renders a duration the way a user would write it (`1m30s`, not `90s`).
@@ -13,6 +15,12 @@ pub fn format(d: Duration) -> String {
 pub fn parse(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 1m, 1h30m)"))
+}
+
+/// `ts + d`, or `ts` itself when that would pass the calendar's end (durations come
+/// from users, so they can be absurd; a deadline must not panic over one).
+pub fn add(ts: Timestamp, d: Duration) -> Timestamp {
+    ts.checked_add(d).unwrap_or(ts)
 }
 
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -14,16 +14,13 @@ pub mod status;
 pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase};
 pub use node::NodeRecord;
-pub use operation::{OperationKind, OperationRecord};
+pub use operation::{OperationKind, OperationPhase, OperationProgress, OperationRecord, ScalePlan};
 pub use refs::{InstanceRef, ServiceRef, Versioned};
 pub use spec::{
     Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,
     ScalingDefaults, ServiceSpec,
 };
-pub use status::{
-    Condition, ConditionKind, ConditionStatus, HistoryEntry, OperationPhase, OperationProgress,
-    ServiceStatus,
-};
+pub use status::{Condition, ConditionKind, ConditionStatus, HistoryEntry, ServiceStatus};
 
 #[cfg(test)]
 mod tests;

@@ -4,12 +4,10 @@
 //! desiredReplicas, readyReplicas, currentReplicas, lastScaleAt, lastScaleReason, so
 //! `grep -A5 status` shows them. serde keeps struct order.
 
-use std::fmt;
-
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::operation::OperationKind;
+use super::operation::{OperationKind, OperationPhase, OperationProgress};
 use super::spec::ScaleMode;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,76 +115,18 @@ impl ServiceStatus {
             }),
         }
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OperationPhase {
-    Pending,
-    Progressing,
-    Succeeded,
-    Failed,
-    RolledBack,
-    Superseded,
-}
-
-impl OperationPhase {
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, OperationPhase::Pending | OperationPhase::Progressing)
+    /// The operation in progress, if the current one has not ended yet.
+    pub fn running_operation(&self) -> Option<&OperationProgress> {
+        self.operation.as_ref().filter(|op| !op.phase.is_terminal())
     }
-}
 
-impl fmt::Display for OperationPhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+    /// Puts an operation that ended (or was superseded) at the top of the history,
+    /// keeping the last [`HISTORY_LIMIT`]; `error` says why it failed, if it did.
+    pub fn record_history(&mut self, op: &OperationProgress, error: &str) {
+        self.history.insert(0, op.history_entry(error));
+        self.history.truncate(HISTORY_LIMIT);
     }
-}
-
-/// Where an operation stands; kept in etcd so a new leader resumes mid-plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OperationProgress {
-    pub id: String,
-    pub kind: OperationKind,
-    pub phase: OperationPhase,
-    pub from: u32,
-    pub to: u32,
-    pub mode: ScaleMode,
-    /// Instances added or removed per step (gradual).
-    pub step_size: u32,
-    #[serde(with = "crate::model::duration")]
-    pub interval: std::time::Duration,
-    pub rollback_on_fail: bool,
-    #[serde(default)]
-    pub requested_by: String,
-    #[serde(default)]
-    pub reason: String,
-    /// 1-based step number; 0 before the first step.
-    pub step: u32,
-    pub steps: u32,
-    /// The replica count this step aims at.
-    pub step_target: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_started_at: Option<Timestamp>,
-    /// When the current step's instances were all ready (the interval counts from here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_ready_at: Option<Timestamp>,
-    pub started_at: Timestamp,
-    pub deadline: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Timestamp>,
-    #[serde(default)]
-    pub message: String,
-    /// The spec revision of the write that started the operation; a rollback is a
-    /// compare-and-swap on it.
-    #[serde(default)]
-    pub spec_revision: i64,
-    /// The id of the operation that replaced this one, when superseded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub superseded_by: Option<String>,
-    /// Instances that were ready when the operation started: if one turns unready
-    /// while it runs, the operation fails its health checks.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ready_at_start: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,23 +147,4 @@ pub struct HistoryEntry {
     pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
-}
-
-impl OperationProgress {
-    /// The history line for this operation (`error` says why it failed, if it did).
-    pub fn history_entry(&self, error: &str) -> HistoryEntry {
-        HistoryEntry {
-            id: self.id.clone(),
-            kind: self.kind,
-            from: self.from,
-            to: self.to,
-            mode: self.mode,
-            requested_by: self.requested_by.clone(),
-            reason: self.reason.clone(),
-            result: self.phase,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            error: error.to_string(),
-        }
-    }
 }

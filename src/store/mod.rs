@@ -1,6 +1,7 @@
 //! The etcd store: connection, the key layout, and every read and write rune makes.
 //! Nothing outside this module builds a key or talks to etcd directly.
 
+pub mod cas;
 mod keys;
 pub mod lease;
 mod metrics;

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use rune::exit::Exit;
+use rune::store::cas::{ATTEMPTS, Decision, Guard, Outcome};
+use rune::store::op;
 use rune::store::watch::{WatchEvent, watch_prefix_after};
 
 use crate::harness::World;
@@ -62,6 +65,58 @@ fn a_watch_resumes_after_its_revision_without_relisting() {
         assert!(
             matches!(ev, Some(WatchEvent::Put(kv)) if kv.key.ends_with("/y")),
             "only what came after"
+        );
+    });
+}
+
+#[test]
+fn read_modify_write_reads_again_after_a_conflict_and_gives_up_after_its_attempts() {
+    let w = World::new();
+    w.block_on_store(async |store| {
+        let key = format!("{}/services/default/a", w.prefix);
+
+        // Another writer gets in between read and commit twice: first creating the
+        // key (the guard said absent), then updating it (the guard named a revision).
+        let mut attempts = 0;
+        let outcome = store
+            .read_modify_write("service default/a", async || {
+                attempts += 1;
+                let current = store.get(&key).await?;
+                if attempts <= 2 {
+                    store.put(&key, format!("theirs {attempts}")).await?;
+                }
+                Ok(Decision::Write {
+                    guard: Guard::on(&key, current.as_ref()),
+                    ops: vec![op::put(&key, "ours")],
+                    answer: attempts,
+                })
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Written { answer: 3, .. }));
+        assert_eq!(store.get(&key).await.unwrap().unwrap().value, b"ours");
+
+        // A key that changes under every attempt: a conflict (exit 4), not a spin.
+        let mut attempts = 0;
+        let err = store
+            .read_modify_write("service default/a", async || {
+                attempts += 1;
+                let current = store.get(&key).await?;
+                store.put(&key, "theirs").await?;
+                Ok(Decision::Write {
+                    guard: Guard::on(&key, current.as_ref()),
+                    ops: vec![op::put(&key, "ours")],
+                    answer: (),
+                })
+            })
+            .await
+            .err()
+            .expect("gives up");
+        assert_eq!(err.exit, Exit::Conflict);
+        assert_eq!(attempts, ATTEMPTS);
+        assert_eq!(
+            err.message,
+            "service default/a kept changing under us; try again"
         );
     });
 }

@@ -1,0 +1,43 @@
+//! A service at the end of its life: its spec carries a deletion timestamp (`rune
+//! delete`) or its spec key vanished. Every instance is stopped; once none is left,
+//! the service's keys are purged. Kept apart from the other concerns because none
+//! of them runs for a service that is going away.
+
+use std::time::Duration;
+
+use super::census::Census;
+use super::{Observed, Plan, SpecState, conditions};
+use crate::model::{ConditionKind, ConditionStatus, DesiredState};
+
+/// Stops everything, then purges the service's keys.
+pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
+    let spec_exists = !matches!(observed.spec, SpecState::Missing);
+    if !spec_exists
+        && observed.instances.is_empty()
+        && observed.operation.is_none()
+        && !observed.has_status
+    {
+        // Already purged (an event about its last keys brought us here): writing
+        // a status now would bring a deleted service back as a stray key.
+        return;
+    }
+    for (record, revision) in &census.active {
+        let mut stopped = (*record).clone();
+        stopped.desired = DesiredState::Stopped;
+        plan.stop.push((stopped, *revision));
+    }
+    plan.status.desired_replicas = 0;
+    plan.status.set_condition(
+        ConditionKind::Terminating,
+        ConditionStatus::True,
+        "Deleting",
+        &format!("stopping {} instance(s)", census.remaining),
+        observed.now,
+    );
+    conditions::count_replicas(observed, census, &mut plan.status);
+    if census.remaining == 0 {
+        plan.purge = spec_exists || observed.operation.is_some() || observed.has_status;
+    } else {
+        plan.requeue(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,145 @@
+//! The reconciler's brain, as a pure function: from everything stored about one
+//! service (read at one revision) to the writes that move it one step closer to
+//! what was asked. No I/O, no clocks: `now` comes in, so every rule is unit-tested.
+//!
+//! [`plan`] is the table of contents; each concern has its own file, the way
+//! Nomad's reconciler is split:
+//! - `census`: sorts the instance records by what must happen to them and removes
+//!   the finished ones; every other concern counts from it.
+//! - `operation`: the scale state machine: take up an operation, step it, hold the
+//!   interval, succeed, roll back, pin or supersede. Its progress lives in
+//!   `status.operation`, so a new leader resumes where the old one was. The
+//!   arithmetic of a plan (steps, targets, timeouts) is `model::operation`'s,
+//!   shared with the CLI.
+//! - `health`: when the instances of a step count as failing their health checks.
+//! - `placement`: which nodes new instances go to, which instances a scale-down stops.
+//! - `conditions`: the replica counts, the conditions and the stable scale.
+//! - `deletion`: a service being deleted: stop everything, then purge its keys.
+
+mod census;
+mod conditions;
+mod deletion;
+mod health;
+mod operation;
+mod placement;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::model::{
+    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceStatus, SpecError,
+    StoredService,
+};
+use census::Census;
+
+/// The stored spec as the controller sees it.
+#[derive(Debug, Clone)]
+pub enum SpecState {
+    /// No spec key: the service was removed by other means; its instances go too.
+    Missing,
+    Invalid(SpecError),
+    Valid {
+        stored: Box<StoredService>,
+        revision: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub spec: SpecState,
+    pub operation: Option<(OperationRecord, i64)>,
+    pub status: ServiceStatus,
+    /// Whether a status key exists (`status` is the zero value when not).
+    pub has_status: bool,
+    pub instances: Vec<(InstanceRecord, i64)>,
+    pub statuses: HashMap<String, InstanceStatus>,
+    /// Nodes whose lease is alive.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// For nodes that are gone: how long they have been gone (as far as we know).
+    pub node_lost_for: HashMap<String, Duration>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanConfig {
+    /// How long a node may be gone before its instances are replaced elsewhere.
+    pub node_lost_grace: Duration,
+    pub new_id: fn(&str) -> String,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub create: Vec<InstanceRecord>,
+    /// Records to rewrite with `desired: Stopped` (CAS on their revision).
+    pub stop: Vec<(InstanceRecord, i64)>,
+    /// Records to delete: `(id, revision)`.
+    pub remove: Vec<(String, i64)>,
+    pub status: ServiceStatus,
+    /// Roll the spec back: the new stored spec and the revision to compare against.
+    pub rollback: Option<(StoredService, i64)>,
+    /// Every instance is gone and the service is being deleted: remove its keys.
+    pub purge: bool,
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// Asks to look again within `after` (the earliest of all such asks wins).
+    fn requeue(&mut self, after: Duration) {
+        let after = after.max(Duration::from_millis(50));
+        self.requeue_after = Some(
+            self.requeue_after
+                .map_or(after, |earlier| earlier.min(after)),
+        );
+    }
+}
+
+/// How long an instance that ended for good keeps its slot before it is replaced.
+pub const REPLACE_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a stopped record whose agent never reported on it is kept.
+pub const UNREPORTED_GRACE: Duration = Duration::from_secs(60);
+
+/// The time from `now` until `then`; zero when `then` has passed.
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    then.duration_since(now)
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// What to write for one service, given everything `observed` about it.
+pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
+    let mut plan = Plan {
+        status: observed.status.clone(),
+        ..Plan::default()
+    };
+    let census = Census::take(observed, cfg, &mut plan);
+    match &observed.spec {
+        SpecState::Invalid(error) => {
+            // Leave every instance exactly as it is; only report.
+            plan.stop.clear();
+            plan.remove.clear();
+            let why = error.to_string();
+            conditions::spec_invalid(observed, &why, &mut plan.status);
+            conditions::count_replicas(observed, &census, &mut plan.status);
+            operation::fail_at_deadline(observed, &why, &mut plan);
+        }
+        SpecState::Missing => deletion::terminate(observed, &census, &mut plan),
+        SpecState::Valid { stored, .. } if stored.deletion_timestamp.is_some() => {
+            deletion::terminate(observed, &census, &mut plan)
+        }
+        SpecState::Valid { stored, revision } => {
+            conditions::spec_valid(observed, *revision, &mut plan.status);
+            operation::take_up(observed, &census, stored, *revision, &mut plan.status);
+            let target = operation::advance(observed, &census, stored, *revision, &mut plan);
+            placement::converge(observed, cfg, &census, stored, *revision, target, &mut plan);
+            conditions::count_replicas(observed, &census, &mut plan.status);
+            conditions::settle(observed, &mut plan);
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+//! The operation state machine: take up the operation a CLI wrote (or the one a
+//! spec write implies), then on every reconcile look at its current step: fail it
+//! (deadline, health), wait for it, hold the interval, move on, or succeed. A
+//! failed operation rolls back, is pinned, or is reported superseded.
+//!
+//! Everything it knows lives in `status.operation`, written back with every plan,
+//! so a new leader resumes mid-plan. The arithmetic (how many steps, each step's
+//! target, the deadline) is `model::operation`'s, shared with the CLI; this file
+//! only decides when to move.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::census::Census;
+use super::{Observed, Plan, health, until};
+use crate::model::{
+    OperationKind, OperationPhase, OperationProgress, OperationRecord, ScalePlan, ServiceStatus,
+    StoredService, duration,
+};
+
+/// Starts the operation a CLI wrote, or the one a spec write implies (GitOps).
+pub(super) fn take_up(
+    observed: &Observed,
+    census: &Census,
+    stored: &StoredService,
+    revision: i64,
+    status: &mut ServiceStatus,
+) {
+    let ready = census.ready_ids(observed);
+    if let Some((record, record_revision)) = &observed.operation
+        && *record_revision > status.observed_operation
+        // Never run an old restart again (e.g. after the status was lost).
+        && !record.expired(observed.now)
+    {
+        status.observed_operation = *record_revision;
+        let progress = record.start(
+            *record_revision,
+            status.current_replicas,
+            &ready,
+            observed.now,
+        );
+        begin(status, progress, record.reason(), observed.now);
+    }
+    let scale = stored.service.desired_scale();
+    if scale != status.desired_replicas {
+        // A spec write changed `scale` without an operation record: run it with the
+        // spec's `scaling:` defaults, as if it had been asked for with those flags.
+        let implied = implied_by_spec(observed, stored, revision, status.desired_replicas);
+        let reason = if observed.status.observed_generation == 0 {
+            format!("spec change: service created with scale {scale}")
+        } else {
+            format!(
+                "spec change: scale {} -> {scale} (spec revision {revision})",
+                status.desired_replicas
+            )
+        };
+        let progress = implied.start(revision, status.current_replicas, &ready, observed.now);
+        begin(status, progress, reason, observed.now);
+    }
+}
+
+/// The operation record a spec write from `from` to the spec's scale stands for.
+fn implied_by_spec(
+    observed: &Observed,
+    stored: &StoredService,
+    revision: i64,
+    from: u32,
+) -> OperationRecord {
+    let defaults = stored.service.scaling_defaults();
+    let plan = ScalePlan {
+        mode: defaults.mode,
+        from,
+        to: stored.service.desired_scale(),
+        step: defaults.step,
+        interval: defaults.interval,
+    };
+    OperationRecord {
+        id: format!("spec-{revision}"),
+        kind: OperationKind::Scale,
+        from: plan.from,
+        to: plan.to,
+        mode: plan.mode,
+        step: plan.step,
+        interval: plan.interval,
+        rollback_on_fail: defaults.rollback_on_fail,
+        timeout: plan.default_timeout(),
+        requested_at: observed.now,
+        requested_by: "spec".into(),
+        reason: String::new(),
+    }
+}
+
+/// Makes `progress` the current operation, superseding a running one.
+fn begin(status: &mut ServiceStatus, progress: OperationProgress, reason: String, now: Timestamp) {
+    if let Some(mut old) = status.operation.take()
+        && !old.phase.is_terminal()
+    {
+        old.phase = OperationPhase::Superseded;
+        old.superseded_by = Some(progress.id.clone());
+        old.message = format!("superseded by {} ({})", progress.id, reason);
+        old.finished_at = Some(now);
+        status.record_history(&old, &old.message.clone());
+    }
+    status.desired_replicas = progress.to;
+    status.last_scale_at = Some(now);
+    status.last_scale_reason = reason;
+    status.operation = Some(progress);
+}
+
+/// Advances the running operation, if any; returns the instance count to converge to.
+pub(super) fn advance(
+    observed: &Observed,
+    census: &Census,
+    stored: &StoredService,
+    revision: i64,
+    plan: &mut Plan,
+) -> u32 {
+    let status = &mut plan.status;
+    let Some(mut progress) = status.running_operation().cloned() else {
+        return status.desired_replicas;
+    };
+    if progress.step == 0 {
+        progress.steps = progress.step_count();
+        progress.step = 1;
+        progress.step_target = progress.target_of(1);
+        progress.step_started_at = Some(observed.now);
+    }
+    let (target, look_again) = match look_at_step(observed, census, &mut progress) {
+        Ok(look_again) => {
+            if progress.phase == OperationPhase::Succeeded {
+                status.record_history(&progress, "");
+            }
+            let target = if progress.phase.is_terminal() {
+                status.desired_replicas
+            } else {
+                progress.step_target
+            };
+            (target, look_again)
+        }
+        Err(why) => {
+            let target = fail(
+                observed,
+                stored,
+                revision,
+                &mut progress,
+                status,
+                &mut plan.rollback,
+                why,
+            );
+            (target, None)
+        }
+    };
+    status.operation = Some(progress);
+    if let Some(after) = look_again {
+        plan.requeue(after);
+    }
+    target
+}
+
+/// One look at the current step: `Err` says why it failed; otherwise it waits for
+/// its instances, holds the interval, moves to the next step or succeeds, and
+/// says when to look again.
+fn look_at_step(
+    observed: &Observed,
+    census: &Census,
+    progress: &mut OperationProgress,
+) -> Result<Option<Duration>, String> {
+    let now = observed.now;
+    let ready = census.ready_count(observed);
+    if now >= progress.deadline {
+        return Err(format!(
+            "timed out at step {} of {}: {ready} of {} instances ready",
+            progress.step, progress.steps, progress.step_target
+        ));
+    }
+    if let Some(why) = health::failure(observed, census, progress) {
+        return Err(why);
+    }
+    let current = census.remaining as u32;
+    let complete = current == progress.step_target && ready == progress.step_target;
+    if !complete {
+        progress.message = progress_message(progress, current, ready);
+        return Ok(Some(until(now, progress.deadline)));
+    }
+    let ready_at = *progress.step_ready_at.get_or_insert(now);
+    if progress.step >= progress.steps {
+        progress.phase = OperationPhase::Succeeded;
+        progress.finished_at = Some(now);
+        progress.message = format!("{} ready", progress.to);
+        return Ok(None);
+    }
+    // None only when the hold runs past the calendar's end: then do not wait.
+    let next_at = progress.next_step_at().unwrap_or(ready_at);
+    if now < next_at {
+        let wait = until(now, next_at);
+        progress.message = format!(
+            "step {} of {} done ({ready} ready); next step in {}",
+            progress.step,
+            progress.steps,
+            duration::format(Duration::from_secs(wait.as_secs_f64().ceil() as u64))
+        );
+        return Ok(Some(wait));
+    }
+    progress.step += 1;
+    progress.step_target = progress.target_of(progress.step);
+    progress.step_started_at = Some(now);
+    progress.step_ready_at = None;
+    progress.message = progress_message(progress, current, ready);
+    Ok(Some(Duration::from_millis(50)))
+}
+
+fn progress_message(progress: &OperationProgress, current: u32, ready: u32) -> String {
+    let what = match (progress.kind, progress.step) {
+        (OperationKind::Restart, 1) => "stopping every instance".to_string(),
+        (OperationKind::Restart, _) => format!("starting {} instance(s)", progress.to),
+        _ => format!("scaling to {}", progress.step_target),
+    };
+    format!(
+        "step {} of {}: {what}: {current} current, {ready} ready",
+        progress.step, progress.steps
+    )
+}
+
+/// Ends an operation that failed health checks or its deadline: roll back, pin, or
+/// (when the spec changed since) report it superseded. Returns the count to converge to.
+fn fail(
+    observed: &Observed,
+    stored: &StoredService,
+    revision: i64,
+    progress: &mut OperationProgress,
+    status: &mut ServiceStatus,
+    rollback: &mut Option<(StoredService, i64)>,
+    why: String,
+) -> u32 {
+    progress.finished_at = Some(observed.now);
+    // Only back to a scale at which every instance was once ready: a new service
+    // that never got there is pinned (Failed), not rolled back to 0.
+    let stable = status.stable_replicas.unwrap_or(progress.to);
+    let can_roll_back =
+        progress.rollback_on_fail && progress.kind == OperationKind::Scale && stable != progress.to;
+    if can_roll_back && revision != progress.spec_revision {
+        progress.phase = OperationPhase::Superseded;
+        progress.message =
+            format!("{why}; not rolled back: the spec changed since (revision {revision})");
+        status.record_history(progress, &why);
+        return status.desired_replicas;
+    }
+    if can_roll_back {
+        let mut back = stored.clone();
+        back.service.scale = Some(stable);
+        *rollback = Some((back, progress.spec_revision));
+        progress.phase = OperationPhase::RolledBack;
+        progress.message = format!("rolled back to {stable}: {why}");
+        status.desired_replicas = stable;
+        status.last_scale_at = Some(observed.now);
+        status.last_scale_reason = progress.message.clone();
+        status.record_history(progress, &why);
+        return stable;
+    }
+    progress.phase = OperationPhase::Failed;
+    progress.message = format!("failed: {why}; keeping {} (no rollback)", progress.to);
+    status.last_scale_at = Some(observed.now);
+    status.last_scale_reason = progress.message.clone();
+    status.record_history(progress, &why);
+    status.desired_replicas
+}
+
+/// With an invalid spec the operation cannot go on, but its deadline still holds:
+/// once it passed, the operation fails (`why` is the spec's error); until then,
+/// look again at the deadline.
+pub(super) fn fail_at_deadline(observed: &Observed, why: &str, plan: &mut Plan) {
+    let status = &mut plan.status;
+    let Some(mut progress) = status.running_operation().cloned() else {
+        return;
+    };
+    if observed.now < progress.deadline {
+        plan.requeue(until(observed.now, progress.deadline));
+        return;
+    }
+    progress.phase = OperationPhase::Failed;
+    progress.finished_at = Some(observed.now);
+    progress.message = format!("failed: the spec became invalid and the deadline passed: {why}");
+    status.last_scale_at = Some(observed.now);
+    status.last_scale_reason = progress.message.clone();
+    status.record_history(&progress, why);
+    status.operation = Some(progress);
+}

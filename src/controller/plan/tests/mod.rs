@@ -1,0 +1,191 @@
+//! The planner's tests, one file per concern, all stepping one simulated world:
+//! `Sim` applies each plan's writes the way the reconcile would, and plays the
+//! agents, so a test reads as a story of reconciles.
+
+mod census;
+mod conditions;
+mod deletion;
+mod health;
+mod operation;
+mod placement;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::model::{
+    ConditionKind, DesiredState, ExitInfo, OperationKind, OperationPhase, Phase, ScaleMode,
+    parse_cast_file,
+};
+
+static IDS: AtomicU32 = AtomicU32::new(0);
+
+fn id(svc: &str) -> String {
+    format!("{svc}-{}", IDS.fetch_add(1, Ordering::SeqCst))
+}
+
+fn cfg() -> PlanConfig {
+    PlanConfig {
+        node_lost_grace: Duration::from_secs(30),
+        new_id: id,
+    }
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn node(name: &str) -> (String, NodeRecord) {
+    (
+        name.to_string(),
+        NodeRecord {
+            name: name.into(),
+            address: String::new(),
+            agent_version: String::new(),
+            started_at: t(0),
+            instances: 0,
+            capacity: 0,
+            lease_id: 1,
+        },
+    )
+}
+
+fn stored(scale: u32, extra: &str) -> StoredService {
+    let text = format!("service:\n  name: api\n  scale: {scale}\n  command: x\n{extra}");
+    StoredService::new(parse_cast_file("t", &text).unwrap().remove(0))
+}
+
+/// A world the tests step through: apply each plan's writes, report agents' state.
+struct Sim {
+    o: Observed,
+    rev: i64,
+}
+
+impl Sim {
+    fn new(scale: u32, nodes: &[&str]) -> Sim {
+        Sim {
+            o: Observed {
+                spec: SpecState::Valid {
+                    stored: Box::new(stored(scale, "")),
+                    revision: 10,
+                },
+                operation: None,
+                status: ServiceStatus::default(),
+                has_status: false,
+                instances: vec![],
+                statuses: HashMap::new(),
+                nodes: nodes.iter().map(|n| node(n)).collect(),
+                node_lost_for: HashMap::new(),
+                now: t(0),
+            },
+            rev: 10,
+        }
+    }
+
+    /// A service already at `scale`, every instance ready.
+    fn converged(scale: u32, nodes: &[&str]) -> Sim {
+        let mut s = Sim::new(scale, nodes);
+        s.step();
+        s.agents(true);
+        s.step();
+        s
+    }
+
+    fn step(&mut self) -> Plan {
+        let p = plan(&self.o, &cfg());
+        self.rev += 1;
+        for r in &p.create {
+            self.o.instances.push((r.clone(), self.rev));
+        }
+        for (r, _) in &p.stop {
+            let rev = self.rev;
+            if let Some(e) = self.o.instances.iter_mut().find(|(i, _)| i.id == r.id) {
+                *e = (r.clone(), rev);
+            }
+        }
+        for (id, _) in &p.remove {
+            self.o.instances.retain(|(i, _)| &i.id != id);
+            self.o.statuses.remove(id);
+        }
+        if let Some((s, _)) = &p.rollback {
+            self.o.spec = SpecState::Valid {
+                stored: Box::new(s.clone()),
+                revision: self.rev,
+            };
+        }
+        self.o.status = p.status.clone();
+        p
+    }
+
+    /// Every agent does its job: running instances become ready, stopped ones exit.
+    fn agents(&mut self, ready: bool) {
+        for (r, _) in &self.o.instances {
+            let phase = if r.desired == DesiredState::Stopped {
+                Phase::Exited
+            } else {
+                Phase::Running
+            };
+            let s = self
+                .o
+                .statuses
+                .entry(r.id.clone())
+                .or_insert_with(|| status(&r.id, phase, false));
+            s.phase = phase;
+            s.ready = ready && phase == Phase::Running;
+            if s.ready {
+                s.ready_at.get_or_insert(t(0));
+            }
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.o
+            .instances
+            .iter()
+            .filter(|(i, _)| i.desired == DesiredState::Running)
+            .count()
+    }
+
+    fn scale_op(&mut self, to: u32, mode: ScaleMode, step: u32, interval: u64, rollback: bool) {
+        let from = match &self.o.spec {
+            SpecState::Valid { stored, .. } => stored.service.desired_scale(),
+            _ => 0,
+        };
+        self.rev += 1;
+        let mut s = stored(to, "");
+        s.service.scale = Some(to);
+        self.o.spec = SpecState::Valid {
+            stored: Box::new(s),
+            revision: self.rev,
+        };
+        self.o.operation = Some((
+            OperationRecord {
+                id: format!("op-{}", self.rev),
+                kind: OperationKind::Scale,
+                from,
+                to,
+                mode,
+                step,
+                interval: Duration::from_secs(interval),
+                rollback_on_fail: rollback,
+                timeout: Duration::from_secs(300),
+                requested_at: self.o.now,
+                requested_by: "me@here".into(),
+                reason: String::new(),
+            },
+            self.rev,
+        ));
+    }
+
+    fn phase(&self) -> OperationPhase {
+        self.o.status.operation.as_ref().unwrap().phase
+    }
+}
+
+fn status(id: &str, phase: Phase, ready: bool) -> InstanceStatus {
+    InstanceStatus {
+        phase,
+        pid: Some(1),
+        ready,
+        ..InstanceStatus::pending(id, "n1")
+    }
+}

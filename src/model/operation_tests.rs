@@ -1,0 +1,182 @@
+//! The rules of an operation, one at a time: the CLI and the controller both rely
+//! on them, so they are pinned here rather than only through the planner.
+
+use super::*;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn gradual(from: u32, to: u32, step: u32, interval: u64) -> ScalePlan {
+    ScalePlan {
+        mode: ScaleMode::Gradual,
+        from,
+        to,
+        step,
+        interval: secs(interval),
+    }
+}
+
+/// The old free function's shape, so the moved test reads as it did.
+fn default_timeout(mode: ScaleMode, from: u32, to: u32, step: u32, interval: Duration) -> Duration {
+    ScalePlan {
+        mode,
+        from,
+        to,
+        step,
+        interval,
+    }
+    .default_timeout()
+}
+
+fn record(kind: OperationKind, plan: ScalePlan, timeout: Duration) -> OperationRecord {
+    OperationRecord {
+        id: "op".into(),
+        kind,
+        from: plan.from,
+        to: plan.to,
+        mode: plan.mode,
+        step: plan.step,
+        interval: plan.interval,
+        rollback_on_fail: true,
+        timeout,
+        requested_at: t(0),
+        requested_by: "me@here".into(),
+        reason: String::new(),
+    }
+}
+
+/// The progress of `record` at `step`, as the controller would store it.
+fn progress(record: &OperationRecord, step: u32) -> OperationProgress {
+    let mut progress = record.start(1, record.from, &[], t(0));
+    progress.step = step;
+    progress.steps = progress.step_count();
+    progress.step_target = progress.target_of(step);
+    progress
+}
+
+#[test]
+fn default_timeout_grows_for_long_gradual_plans() {
+    // The seed's example: 50 workers, step 5, 1m apart: 9m of intervals.
+    let d = default_timeout(ScaleMode::Gradual, 0, 50, 5, Duration::from_secs(60));
+    assert_eq!(d, Duration::from_secs(9 * 60 + 300));
+    assert_eq!(
+        default_timeout(ScaleMode::Immediate, 0, 50, 5, Duration::from_secs(60)),
+        Duration::from_secs(300)
+    );
+}
+
+#[test]
+fn a_gradual_plan_takes_one_step_per_step_size_and_holds_between_steps() {
+    let up = gradual(1, 6, 2, 30);
+    assert_eq!(up.steps(), 3, "1 -> 3 -> 5 -> 6");
+    assert_eq!(up.length(), secs(60), "two intervals between three steps");
+    let targets: Vec<u32> = (1..=3).map(|step| up.step_target(step)).collect();
+    assert_eq!(targets, [3, 5, 6], "the last step stops at the target");
+
+    let down = gradual(6, 1, 2, 30);
+    let targets: Vec<u32> = (1..=3).map(|step| down.step_target(step)).collect();
+    assert_eq!(targets, [4, 2, 1]);
+}
+
+#[test]
+fn a_plan_that_changes_nothing_or_goes_at_once_is_one_step() {
+    assert_eq!(gradual(4, 4, 1, 30).steps(), 1);
+    let at_once = ScalePlan {
+        mode: ScaleMode::Immediate,
+        ..gradual(1, 10, 1, 30)
+    };
+    assert_eq!(at_once.steps(), 1);
+    assert_eq!(at_once.length(), Duration::ZERO, "no interval is held");
+    assert_eq!(at_once.step_target(1), 10);
+}
+
+#[test]
+fn a_step_of_zero_counts_as_one() {
+    let plan = gradual(0, 3, 0, 10);
+    assert_eq!(plan.steps(), 3);
+    assert_eq!(plan.step_target(1), 1);
+}
+
+#[test]
+fn a_restart_stops_everything_then_starts_without_holding() {
+    let plan = ScalePlan {
+        mode: ScaleMode::Immediate,
+        ..gradual(3, 3, 1, 30)
+    };
+    let restart = progress(&record(OperationKind::Restart, plan, BASE_TIMEOUT), 1);
+    assert_eq!(restart.step_count(), 2);
+    assert_eq!((restart.target_of(1), restart.target_of(2)), (0, 3));
+    assert_eq!(restart.hold(), Duration::ZERO);
+    let scale = progress(&record(OperationKind::Scale, plan, BASE_TIMEOUT), 1);
+    assert_eq!(scale.hold(), secs(30));
+}
+
+#[test]
+fn the_next_step_starts_an_interval_after_the_step_was_ready() {
+    let rec = record(OperationKind::Scale, gradual(1, 6, 2, 30), BASE_TIMEOUT);
+    let mut at_step_1 = progress(&rec, 1);
+    assert_eq!(at_step_1.next_step_at(), None, "not ready yet");
+    at_step_1.step_ready_at = Some(t(10));
+    assert_eq!(at_step_1.next_step_at(), Some(t(40)));
+    let mut last = progress(&rec, 3);
+    last.step_ready_at = Some(t(10));
+    assert_eq!(last.next_step_at(), None, "no step after the last");
+}
+
+#[test]
+fn a_defaulted_timeout_is_sized_again_for_the_plan_that_runs() {
+    // The CLI saw 9 -> 10 (one step); a ramp was superseded, so it runs 0 -> 10.
+    let plan = gradual(9, 10, 1, 60);
+    let rec = record(OperationKind::Scale, plan, plan.default_timeout());
+    assert_eq!(rec.timeout_from(9), BASE_TIMEOUT);
+    assert_eq!(rec.timeout_from(0), secs(9 * 60 + 300));
+    // A timeout the requester chose is theirs.
+    let chosen = record(OperationKind::Scale, plan, secs(120));
+    assert_eq!(chosen.timeout_from(0), secs(120));
+}
+
+#[test]
+fn the_deadline_counts_from_the_request_unless_the_clock_looks_off() {
+    let rec = record(OperationKind::Scale, gradual(1, 2, 1, 30), secs(300));
+    assert_eq!(rec.deadline(1, t(20)), t(300), "picked up 20s late");
+    assert_eq!(rec.deadline(1, t(120)), t(420), "dated too far back");
+    assert_eq!(rec.deadline(1, t(-5)), t(295), "dated in the future");
+}
+
+#[test]
+fn a_record_whose_time_ran_out_is_expired() {
+    let rec = record(OperationKind::Restart, gradual(1, 1, 1, 0), secs(300));
+    assert!(!rec.expired(t(299)));
+    assert!(rec.expired(t(300)));
+}
+
+#[test]
+fn the_reason_says_what_was_asked_and_by_whom_unless_given() {
+    let mut rec = record(OperationKind::Scale, gradual(1, 4, 1, 0), BASE_TIMEOUT);
+    assert_eq!(rec.reason(), "scale to 4 requested by me@here");
+    rec.kind = OperationKind::Stop;
+    assert_eq!(rec.reason(), "stop requested by me@here");
+    rec.reason = "load test".into();
+    assert_eq!(rec.reason(), "load test");
+}
+
+#[test]
+fn an_operation_starts_from_what_runs_now_with_the_ready_ones_on_record() {
+    let rec = record(OperationKind::Scale, gradual(2, 6, 0, 30), secs(300));
+    let ready = vec!["a".to_string()];
+    let progress = rec.start(7, 3, &ready, t(10));
+    assert_eq!((progress.from, progress.to), (3, 6));
+    assert_eq!(progress.step_size, 1, "a step of 0 counts as 1");
+    assert_eq!(
+        (progress.step, progress.phase),
+        (0, OperationPhase::Progressing)
+    );
+    assert_eq!(progress.deadline, t(300), "counted from the request");
+    assert_eq!(progress.spec_revision, 7);
+    assert_eq!(progress.ready_at_start, ready);
+}
