@@ -167,16 +167,11 @@ impl Supervisor {
             let next = match effect {
                 Effect::Start => self.start(),
                 Effect::Stop { reason } => self.stop(reason).await,
-                Effect::Adopt { pid, start_time } => self.adopt(pid, start_time),
-                Effect::ReapLeftovers { pid } => self.reap(pid),
-                Effect::CountRestart => {
-                    self.shared.metrics.restarts.inc();
-                    vec![]
-                }
-                Effect::Persist(p) => self.persist(&p),
-                Effect::Publish(status) => self.publish(*status),
-                Effect::Forget => self.forget(),
                 Effect::Quit => return false,
+                other => {
+                    self.apply(other);
+                    continue;
+                }
             };
             for e in next.into_iter().rev() {
                 todo.push_front(e);
@@ -185,15 +180,32 @@ impl Supervisor {
         true
     }
 
+    /// An effect with no outcome for the core (`carry_out` takes the others).
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Adopt { pid, start_time } => self.adopt(pid, start_time),
+            Effect::ReapLeftovers { pid } => self.reap(pid),
+            Effect::CountRestart => {
+                self.shared.metrics.restarts.inc();
+            }
+            Effect::Persist(p) => self.persist(&p),
+            Effect::Publish(status) => self.publish(*status),
+            Effect::Forget => self.forget(),
+            Effect::Start | Effect::Stop { .. } | Effect::Quit => {
+                unreachable!("carried out by carry_out")
+            }
+        }
+    }
+
     /// Claims the persisted ports and checks whether the persisted process is still
     /// the same one; the core decides the rest.
     fn restore(&mut self, persisted: Option<Persisted>) -> Vec<Effect> {
-        let alive = persisted.as_ref().is_some_and(|p| {
+        let mut alive = false;
+        if let Some(p) = &persisted {
             self.shared.ports.claim(p.ports.iter().map(|(_, n)| *n));
-            p.pid
-                .zip(p.start_time)
-                .is_some_and(|(pid, start)| process::same_process(pid, start))
-        });
+            alive = (p.pid.zip(p.start_time))
+                .is_some_and(|(pid, start)| process::same_process(pid, start));
+        }
         self.core.restore(persisted, alive, now())
     }
 
@@ -268,7 +280,7 @@ impl Supervisor {
 
     /// Watches a process a previous agent started: not our child, so no waitpid;
     /// its exit is noticed by polling /proc until its identity is gone.
-    fn adopt(&mut self, pid: u32, start: u64) -> Vec<Effect> {
+    fn adopt(&mut self, pid: u32, start: u64) {
         info!(instance = %self.core.key(), pid, "adopted running process");
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
@@ -281,10 +293,9 @@ impl Supervisor {
             ));
         });
         self.proc = Some(self.supervise(pid, rx));
-        vec![]
     }
 
-    fn reap(&mut self, pid: u32) -> Vec<Effect> {
+    fn reap(&self, pid: u32) {
         warn!(instance = %self.core.key(), pid, "process ended while the agent was away");
         if process::start_time(pid).is_none() {
             // Its leader is gone; what is left of its group is ours to clean up. (A
@@ -294,7 +305,6 @@ impl Supervisor {
         if let Some(exit) = &self.core.status().last_exit {
             self.log_exit(exit);
         }
-        vec![]
     }
 
     /// Starts the probes for a running process.
@@ -356,7 +366,7 @@ impl Supervisor {
     }
 
     /// The instance is gone for good: local state, ports and status key.
-    fn forget(&mut self) -> Vec<Effect> {
+    fn forget(&self) {
         self.shared.data.remove(&self.file_name);
         let ports = self.core.ports().iter().map(|(_, p)| *p);
         self.shared.ports.release(ports);
@@ -364,24 +374,21 @@ impl Supervisor {
             .shared
             .reports
             .send(Report::Delete(self.status_key.clone()));
-        vec![]
     }
 
-    fn persist(&self, p: &Persisted) -> Vec<Effect> {
+    fn persist(&self, p: &Persisted) {
         if let Err(e) = self.shared.data.save(&self.file_name, p) {
             warn!(instance = %self.core.key(), error = %e, "cannot persist instance state");
         }
-        vec![]
     }
 
     /// Hands the status to the reporter when it changed.
-    fn publish(&mut self, status: InstanceStatus) -> Vec<Effect> {
+    fn publish(&mut self, status: InstanceStatus) {
         if self.sent.as_ref() != Some(&status) {
             let report = Report::Set(self.status_key.clone(), Box::new(status.clone()));
             let _ = self.shared.reports.send(report);
             self.sent = Some(status);
         }
-        vec![]
     }
 }
 

@@ -176,6 +176,14 @@ impl Sim {
         left
     }
 
+    /// `n` crashes (exit 1), each back-off waited out and the process started again.
+    fn crash_and_restart(&mut self, n: usize) {
+        for _ in 0..n {
+            self.exit(code(1));
+            self.restart();
+        }
+    }
+
     fn backoff_left(&self) -> Duration {
         match self.core.state() {
             State::BackingOff { due } => *due - self.now().at,
@@ -228,10 +236,7 @@ fn a_crash_loop_backs_off_with_growing_delays_and_counts_restarts() {
 #[test]
 fn a_healthy_stretch_forgives_earlier_crashes() {
     let mut s = Sim::running(json!({}));
-    for _ in 0..3 {
-        s.exit(code(1));
-        s.restart();
-    }
+    s.crash_and_restart(3);
     // Up a little less than the reset: the back-off keeps growing.
     s.wait(secs(59));
     s.exit(code(1));
@@ -302,10 +307,7 @@ fn an_ended_instance_starts_again_only_after_the_record_says_stopped_then_runnin
 #[test]
 fn a_stop_while_backing_off_reports_exited_without_stopping_anything() {
     let mut s = Sim::running(json!({}));
-    for _ in 0..3 {
-        s.exit(code(1));
-        s.restart();
-    }
+    s.crash_and_restart(3);
     s.exit(code(1));
     // (The unchanged Pending is not sent again: the loop publishes only changes.)
     assert_eq!(
