@@ -1,0 +1,400 @@
+//! One task per instance: starts (or adopts) its process, probes it, restarts it per
+//! policy with crash-loop back-off, stops it on request, and reports its status.
+//!
+//! This file is the IO half: the task's loop waits for what the current state can
+//! be woken by (the process's exit, a probe result, the ready or back-off deadline,
+//! a command), asks `decide.rs` what that means, and carries out the answer —
+//! spawning, signalling, probing, persisting, reporting. The decisions themselves
+//! (restart policy, back-off, readiness, stop requests) live in `decide.rs`, pure and
+//! unit-tested in `tests.rs`.
+
+mod decide;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::metrics::AgentMetrics;
+use super::ports::Ports;
+use super::process;
+use super::reporter::{Report, Reports};
+use super::state::{DataDir, Persisted};
+use crate::model::{ExitInfo, InstanceRecord, InstanceStatus};
+use crate::probe::{self, Which};
+pub use decide::{Backoff, Cmd, READY_WITHOUT_PROBE};
+use decide::{Core, Effect, Now, State, unknown_exit};
+
+/// What every supervisor shares.
+pub struct Shared {
+    pub node: String,
+    pub data: Arc<DataDir>,
+    pub ports: Ports,
+    pub metrics: Arc<AgentMetrics>,
+    pub reports: Reports,
+    pub backoff: Backoff,
+}
+
+pub struct Handle {
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// The IO side of a running process: its exit and its probes.
+struct Proc {
+    pid: u32,
+    exit: oneshot::Receiver<ExitInfo>,
+    probes: Vec<tokio::task::JoinHandle<()>>,
+    probe_rx: mpsc::Receiver<(Which, Result<(), String>)>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        for p in &self.probes {
+            p.abort();
+        }
+    }
+}
+
+pub fn spawn(
+    shared: Arc<Shared>,
+    key: String,
+    status_key: String,
+    record: InstanceRecord,
+    persisted: Option<Persisted>,
+) -> Handle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let file_name = key.replace('/', "_");
+    let sup = Supervisor {
+        log: super::logs::log_path(shared.data.root(), &file_name),
+        core: Core::new(key, &shared.node, record, shared.backoff),
+        shared,
+        file_name,
+        status_key,
+        sent: None,
+        proc: None,
+    };
+    let task = tokio::spawn(sup.run(rx, persisted));
+    Handle { tx, task }
+}
+
+/// The clocks, read once per event.
+fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        wall: Timestamp::now(),
+    }
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    core: Core,
+    file_name: String,
+    status_key: String,
+    log: PathBuf,
+    /// The status last handed to the reporter.
+    sent: Option<InstanceStatus>,
+    /// While a process runs.
+    proc: Option<Proc>,
+}
+
+/// What woke the loop.
+enum Ev {
+    /// The process ended (its status, if known), noticed at that instant.
+    Exit(Option<ExitInfo>, Instant),
+    Probe(Which, Result<(), String>),
+    Ready,
+    Due,
+    Cmd(Option<Cmd>),
+}
+
+impl Supervisor {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, persisted: Option<Persisted>) {
+        let restored = self.restore(persisted);
+        let mut going = self.carry_out(restored).await;
+        while going {
+            let decision = match self.next_event(&mut cmds).await {
+                Ev::Exit(exit, seen) => self.exited(exit, seen).await,
+                Ev::Probe(which, result) => self.core.on_probe(which, result, now()),
+                Ev::Ready => self.core.on_ready_deadline(now()),
+                Ev::Due => self.core.on_due(now()),
+                Ev::Cmd(cmd) => self.core.on_command(cmd.unwrap_or(Cmd::Remove), now()),
+            };
+            going = self.carry_out(decision).await;
+        }
+    }
+
+    /// Waits for what the current state can be woken by.
+    async fn next_event(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> Ev {
+        match self.core.state() {
+            State::Running(run) => {
+                let ready_at = run.ready_deadline;
+                let p = self.proc.as_mut().expect("a running state has its process");
+                tokio::select! {
+                    exit = &mut p.exit => Ev::Exit(exit.ok(), Instant::now()),
+                    Some((which, result)) = p.probe_rx.recv() => Ev::Probe(which, result),
+                    _ = sleep_until_opt(ready_at), if ready_at.is_some() => Ev::Ready,
+                    cmd = cmds.recv() => Ev::Cmd(cmd),
+                }
+            }
+            State::BackingOff { due } => {
+                let due = *due;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => Ev::Due,
+                    cmd = cmds.recv() => Ev::Cmd(cmd),
+                }
+            }
+            State::Ended | State::Stopped => Ev::Cmd(cmds.recv().await),
+            State::Launching | State::Stopping(_) => {
+                unreachable!("starts and stops are carried out before the loop waits")
+            }
+        }
+    }
+
+    /// Carries out a decision in order. A start's or a stop's outcome is the core's
+    /// next decision, carried out before anything that followed it. Returns false
+    /// once the task is over.
+    async fn carry_out(&mut self, decision: Vec<Effect>) -> bool {
+        let mut todo = VecDeque::from(decision);
+        while let Some(effect) = todo.pop_front() {
+            let next = match effect {
+                Effect::Start => self.start(),
+                Effect::Stop { reason } => self.stop(reason).await,
+                Effect::Quit => return false,
+                other => {
+                    self.apply(other);
+                    continue;
+                }
+            };
+            for e in next.into_iter().rev() {
+                todo.push_front(e);
+            }
+        }
+        true
+    }
+
+    /// An effect with no outcome for the core (`carry_out` takes the others).
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Adopt { pid, start_time } => self.adopt(pid, start_time),
+            Effect::ReapLeftovers { pid } => self.reap(pid),
+            Effect::CountRestart => {
+                self.shared.metrics.restarts.inc();
+            }
+            Effect::Persist(p) => self.persist(&p),
+            Effect::Publish(status) => self.publish(*status),
+            Effect::Forget => self.forget(),
+            Effect::Start | Effect::Stop { .. } | Effect::Quit => {
+                unreachable!("carried out by carry_out")
+            }
+        }
+    }
+
+    /// Claims the persisted ports and checks whether the persisted process is still
+    /// the same one; the core decides the rest.
+    fn restore(&mut self, persisted: Option<Persisted>) -> Vec<Effect> {
+        let mut alive = false;
+        if let Some(p) = &persisted {
+            self.shared.ports.claim(p.ports.iter().map(|(_, n)| *n));
+            alive = (p.pid.zip(p.start_time))
+                .is_some_and(|(pid, start)| process::same_process(pid, start));
+        }
+        self.core.restore(persisted, alive, now())
+    }
+
+    /// The process ended on its own: children it left behind go with it.
+    async fn exited(&mut self, exit: Option<ExitInfo>, seen: Instant) -> Vec<Effect> {
+        if let Some(p) = self.proc.take() {
+            let pid = p.pid;
+            drop(p);
+            process::kill_group(pid).await;
+        }
+        let exit = exit.unwrap_or_else(|| unknown_exit("exit status lost", Timestamp::now()));
+        self.log_exit(&exit);
+        self.core.on_exit(exit, seen, now())
+    }
+
+    fn log_exit(&self, exit: &ExitInfo) {
+        info!(instance = %self.core.key(), exit = %exit, "process ended");
+    }
+
+    fn start(&mut self) -> Vec<Effect> {
+        match self.launch() {
+            Ok(p) => {
+                let pid = p.pid;
+                self.proc = Some(p);
+                let decision = self.core.started(pid, process::start_time(pid), now());
+                let restarts = self.core.status().restarts;
+                info!(instance = %self.core.key(), pid, restarts, "started process");
+                decision
+            }
+            Err(e) => {
+                warn!(instance = %self.core.key(), error = %e, "cannot start instance");
+                let decision = self.core.start_failed(&e.to_string(), now());
+                if let Some(exit) = &self.core.status().last_exit {
+                    self.log_exit(exit);
+                }
+                decision
+            }
+        }
+    }
+
+    /// Allocates the ports (once per instance), spawns the process and starts waiting
+    /// for its exit and probing it.
+    fn launch(&mut self) -> std::io::Result<Proc> {
+        let spec = &self.core.record().spec;
+        if self.core.ports().is_empty() && !spec.ports.is_empty() {
+            let ports = self.shared.ports.allocate(&spec.ports)?;
+            self.core.set_ports(ports);
+        }
+        let record = self.core.record();
+        let env = process::build_env(record, &self.shared.node, self.core.ports());
+        let argv = process::build_argv(record, &env);
+        let mut child = process::spawn(&argv, &env, record.spec.working_dir.as_deref(), &self.log)?;
+        let pid = child.id().unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let info = match child.wait().await {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    ExitInfo {
+                        code: s.code(),
+                        signal: s.signal(),
+                        at: Timestamp::now(),
+                        reason: String::new(),
+                    }
+                }
+                Err(e) => unknown_exit(&format!("wait failed: {e}"), Timestamp::now()),
+            };
+            let _ = tx.send(info);
+        });
+        Ok(self.supervise(pid, rx))
+    }
+
+    /// Watches a process a previous agent started: not our child, so no waitpid;
+    /// its exit is noticed by polling /proc until its identity is gone.
+    fn adopt(&mut self, pid: u32, start: u64) {
+        info!(instance = %self.core.key(), pid, "adopted running process");
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            while process::same_process(pid, start) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = tx.send(unknown_exit(
+                "exit status unknown (adopted process)",
+                Timestamp::now(),
+            ));
+        });
+        self.proc = Some(self.supervise(pid, rx));
+    }
+
+    fn reap(&self, pid: u32) {
+        warn!(instance = %self.core.key(), pid, "process ended while the agent was away");
+        if process::start_time(pid).is_none() {
+            // Its leader is gone; what is left of its group is ours to clean up. (A
+            // live pid that is not ours would be an unrelated process: left alone.)
+            tokio::spawn(process::kill_group(pid));
+        }
+        if let Some(exit) = &self.core.status().last_exit {
+            self.log_exit(exit);
+        }
+    }
+
+    /// Starts the probes for a running process.
+    fn supervise(&self, pid: u32, exit: oneshot::Receiver<ExitInfo>) -> Proc {
+        let (tx, probe_rx) = mpsc::channel(16);
+        let (status, record) = (self.core.status(), self.core.record());
+        let target = probe::Target {
+            first_port: status.port,
+            ports: status.ports.clone(),
+            env: process::build_env(record, &self.shared.node, self.core.ports()),
+            working_dir: record.spec.working_dir.clone(),
+        };
+        let health = &record.spec.health;
+        let mut probes = Vec::new();
+        for (which, p) in [
+            (Which::Readiness, &health.readiness),
+            (Which::Liveness, &health.liveness),
+        ] {
+            if let Some(p) = p {
+                let observer: Arc<dyn probe::Observer> = self.shared.metrics.clone();
+                probes.push(probe::spawn_loop(
+                    which,
+                    p.clone(),
+                    target.clone(),
+                    tx.clone(),
+                    observer,
+                ));
+            }
+        }
+        Proc {
+            pid,
+            exit,
+            probes,
+            probe_rx,
+        }
+    }
+
+    /// SIGTERM to the group, grace period, SIGKILL; the core hears how it ended.
+    async fn stop(&mut self, reason: String) -> Vec<Effect> {
+        let mut exit = match self.proc.take() {
+            Some(mut p) => {
+                info!(instance = %self.core.key(), pid = p.pid, reason, "stopping process");
+                for probe in &p.probes {
+                    probe.abort();
+                }
+                let grace = self.core.record().spec.stop_grace_period;
+                process::stop_group(p.pid, grace).await;
+                tokio::time::timeout(Duration::from_secs(5), &mut p.exit)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_else(|| unknown_exit("", Timestamp::now()))
+            }
+            None => unknown_exit("", Timestamp::now()),
+        };
+        exit.reason = reason;
+        self.log_exit(&exit);
+        self.core.stopped(exit, now())
+    }
+
+    /// The instance is gone for good: local state, ports and status key.
+    fn forget(&self) {
+        self.shared.data.remove(&self.file_name);
+        let ports = self.core.ports().iter().map(|(_, p)| *p);
+        self.shared.ports.release(ports);
+        let _ = self
+            .shared
+            .reports
+            .send(Report::Delete(self.status_key.clone()));
+    }
+
+    fn persist(&self, p: &Persisted) {
+        if let Err(e) = self.shared.data.save(&self.file_name, p) {
+            warn!(instance = %self.core.key(), error = %e, "cannot persist instance state");
+        }
+    }
+
+    /// Hands the status to the reporter when it changed.
+    fn publish(&mut self, status: InstanceStatus) {
+        if self.sent.as_ref() != Some(&status) {
+            let report = Report::Set(self.status_key.clone(), Box::new(status.clone()));
+            let _ = self.shared.reports.send(report);
+            self.sent = Some(status);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
