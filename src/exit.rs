@@ -73,6 +73,12 @@ impl From<crate::store::StoreError> for Error {
     }
 }
 
+impl From<crate::store::cas::KeptChanging> for Error {
+    fn from(e: crate::store::cas::KeptChanging) -> Self {
+        Error::conflict(e.to_string())
+    }
+}
+
 impl From<crate::model::SpecError> for Error {
     fn from(e: crate::model::SpecError) -> Self {
         Error::usage(e.to_string())

@@ -3,7 +3,7 @@
 //! writes from what was read, and commit them only if the guard key's
 //! `mod_revision` is still the one read; otherwise someone wrote in between, so
 //! read again and decide again. A bounded number of times: a key that keeps
-//! changing fails loudly (exit 4) rather than spinning.
+//! changing fails loudly ([`KeptChanging`]) rather than spinning.
 //!
 //! The caller reads (it knows what it needs: one key, or a whole service at one
 //! revision) and names the guard; this module owns the commit and the retry, so
@@ -11,8 +11,7 @@
 
 use etcd_client::{Compare, TxnOp};
 
-use super::{Kv, Store, cmp};
-use crate::exit::{self, Error};
+use super::{Kv, Store, StoreError, cmp};
 
 /// How many times an update is read, decided and tried before giving up.
 pub const ATTEMPTS: usize = 5;
@@ -56,6 +55,14 @@ pub enum Decision<T> {
     Done(T),
 }
 
+/// Every attempt lost the race: the guarded key kept changing. The CLI reports it
+/// as a conflict (exit 4); this module knows nothing of exit codes.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} kept changing under us; try again")]
+pub struct KeptChanging {
+    pub what: String,
+}
+
 /// How an update ended.
 pub enum Outcome<T> {
     /// The writes committed at `revision`.
@@ -76,11 +83,15 @@ impl Store {
     /// Runs `attempt` (read, then decide) and commits its writes guarded by what it
     /// read; on a conflict runs it again, at most [`ATTEMPTS`] times. `what` names
     /// the thing updated in the error when every attempt lost the race.
-    pub async fn read_modify_write<T>(
+    /// The caller's error type carries store failures and [`KeptChanging`].
+    pub async fn read_modify_write<T, E>(
         &self,
         what: &str,
-        mut attempt: impl AsyncFnMut() -> exit::Result<Decision<T>>,
-    ) -> exit::Result<Outcome<T>> {
+        mut attempt: impl AsyncFnMut() -> Result<Decision<T>, E>,
+    ) -> Result<Outcome<T>, E>
+    where
+        E: From<StoreError> + From<KeptChanging>,
+    {
         for _ in 0..ATTEMPTS {
             let (guard, ops, answer) = match attempt().await? {
                 Decision::Done(answer) => return Ok(Outcome::Done(answer)),
@@ -94,8 +105,9 @@ impl Store {
                 });
             }
         }
-        Err(Error::conflict(format!(
-            "{what} kept changing under us; try again"
-        )))
+        Err(KeptChanging {
+            what: what.to_string(),
+        }
+        .into())
     }
 }

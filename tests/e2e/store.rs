@@ -79,7 +79,7 @@ fn read_modify_write_reads_again_after_a_conflict_and_gives_up_after_its_attempt
         // key (the guard said absent), then updating it (the guard named a revision).
         let mut attempts = 0;
         let outcome = store
-            .read_modify_write("service default/a", async || {
+            .read_modify_write::<_, rune::exit::Error>("service default/a", async || {
                 attempts += 1;
                 let current = store.get(&key).await?;
                 if attempts <= 2 {
@@ -99,7 +99,7 @@ fn read_modify_write_reads_again_after_a_conflict_and_gives_up_after_its_attempt
         // A key that changes under every attempt: a conflict (exit 4), not a spin.
         let mut attempts = 0;
         let err = store
-            .read_modify_write("service default/a", async || {
+            .read_modify_write::<_, rune::exit::Error>("service default/a", async || {
                 attempts += 1;
                 let current = store.get(&key).await?;
                 store.put(&key, "theirs").await?;
