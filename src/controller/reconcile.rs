@@ -133,6 +133,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         statuses,
         nodes,
         node_lost_for,
+        disruption: health.disrupted,
         now: Timestamp::now(),
     })
 }

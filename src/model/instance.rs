@@ -35,6 +35,11 @@ pub struct InstanceRecord {
     /// The operation that created it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<String>,
+    /// Given up because its node was lost past the grace period (and replaced
+    /// elsewhere). Its state is unknown: the record stays, `desired: Stopped`, until
+    /// the node's agent reports the process ended or the node is forgotten.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_lost: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +57,9 @@ pub enum Phase {
     Exited,
     /// Ended with a failure and will not be restarted by the agent (policy Never).
     Failed,
+    /// Its node is lost: nobody can say whether the process runs. Never reported
+    /// by an agent; shown for instances whose node is not registered.
+    Unknown,
 }
 
 impl Phase {
@@ -59,7 +67,7 @@ impl Phase {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            Phase::Pending | Phase::Starting | Phase::Running | Phase::Stopping
+            Phase::Pending | Phase::Starting | Phase::Running | Phase::Stopping | Phase::Unknown
         )
     }
 }

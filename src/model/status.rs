@@ -69,6 +69,10 @@ pub enum ConditionKind {
     ReplicaFailure,
     SpecInvalid,
     Terminating,
+    /// Some instances are on nodes that are lost: their state is unknown.
+    NodeLost,
+    /// Some stored records of the service do not parse (and what became of them).
+    RecordsInvalid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,13 @@
 //! The census: every instance record of the service, sorted by what the planner
 //! must do with it. It runs first because every other concern counts from it,
 //! and it removes the records that are finished (so nobody counts them): stopped
-//! ones whose process ended, ones on a node gone longer than the grace period,
-//! and ones that ended for good once they have held their slot for a while.
+//! ones whose process ended, and ones that ended for good once they have held
+//! their slot for a while. Records on a lost node are never removed here: only
+//! their agent can say the process ended (or an operator, with `rune node
+//! forget`). Past the grace period a running one is given up (`node_lost`) and
+//! replaced, unless too many nodes are lost at once.
+
+use std::time::Duration;
 
 use super::{Observed, Plan, PlanConfig, REPLACE_AFTER, UNREPORTED_GRACE, until};
 use crate::model::{DesiredState, InstanceRecord, InstanceStatus, Phase, duration};
@@ -16,6 +21,13 @@ pub(super) struct Census<'a> {
     pub remaining: usize,
     /// Ended for good (Exited/Failed), with why: for health gating.
     pub ended: Vec<(&'a InstanceRecord, String)>,
+    /// Asked to stop while their node is lost: nobody can confirm they stopped, so
+    /// they count in `remaining` and hold up what waits for them (a stop, a
+    /// restart) until the node's agent returns or the node is forgotten.
+    pub unconfirmed: Vec<&'a InstanceRecord>,
+    /// Given up with their lost node (`node_lost`): not counted, but a deletion
+    /// waits for them too.
+    pub lost: usize,
 }
 
 impl<'a> Census<'a> {
@@ -26,20 +38,31 @@ impl<'a> Census<'a> {
             active: vec![],
             remaining: 0,
             ended: vec![],
+            unconfirmed: vec![],
+            lost: 0,
         };
         for (record, revision) in &observed.instances {
             let reported = observed.statuses.get(&record.id);
             let node_alive = observed.nodes.contains_key(&record.node);
             if record.desired == DesiredState::Stopped {
+                if !node_alive {
+                    // Its agent is the only one who can stop it and say so.
+                    if record.node_lost {
+                        census.lost += 1;
+                    } else {
+                        census.unconfirmed.push(record);
+                        census.remaining += 1;
+                    }
+                    continue;
+                }
                 // Gone once its agent reports the process ended (the agent reports
-                // Exited for every stopped record, started or not), or its node is gone
-                // (a returning agent stops processes that have no record). A record the
+                // Exited for every stopped record, started or not). A record the
                 // agent never reported on is given up after UNREPORTED_GRACE.
                 let ended = match reported {
                     Some(status) => !status.phase.is_live(),
                     None => observed.now >= duration::add(record.created_at, UNREPORTED_GRACE),
                 };
-                if ended || !node_alive {
+                if ended {
                     plan.remove.push((record.id.clone(), *revision));
                 } else {
                     census.remaining += 1;
@@ -52,11 +75,22 @@ impl<'a> Census<'a> {
                     .get(&record.node)
                     .copied()
                     .unwrap_or_default();
-                if lost >= cfg.node_lost_grace {
-                    plan.remove.push((record.id.clone(), *revision));
+                if lost >= cfg.node_lost_grace && observed.disruption.is_none() {
+                    // Replaced elsewhere; the record stays (Unknown) so that the
+                    // returning agent stops the process, and nobody thinks it gone.
+                    let mut given_up = record.clone();
+                    given_up.desired = DesiredState::Stopped;
+                    given_up.node_lost = true;
+                    plan.stop.push((given_up, *revision));
+                    census.lost += 1;
                     continue;
                 }
-                plan.requeue(cfg.node_lost_grace - lost);
+                let wait = cfg.node_lost_grace.saturating_sub(lost);
+                plan.requeue(if observed.disruption.is_some() {
+                    Duration::from_secs(10)
+                } else {
+                    wait
+                });
             }
             if let Some(status) = reported
                 && matches!(status.phase, Phase::Exited | Phase::Failed)
@@ -117,6 +151,36 @@ impl<'a> Census<'a> {
             })
             .map(|(record, _)| record.id.clone())
             .collect()
+    }
+}
+
+impl Census<'_> {
+    /// Why an operation still waits on instances of lost nodes, naming the nodes
+    /// and the instances; `None` when it does not.
+    pub fn waiting_on_lost_nodes(&self) -> Option<String> {
+        if self.unconfirmed.is_empty() {
+            return None;
+        }
+        let mut by_node: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for record in &self.unconfirmed {
+            by_node
+                .entry(record.node.as_str())
+                .or_default()
+                .push(record.id.as_str());
+        }
+        let parts: Vec<String> = by_node
+            .iter()
+            .map(|(node, ids)| format!("node {node} ({})", ids.join(", ")))
+            .collect();
+        let nodes: Vec<&str> = by_node.keys().copied().collect();
+        Some(format!(
+            "{} instance(s) on lost {}: {}; their agent must confirm they stopped, or \
+             `rune node forget {}` declares them gone",
+            self.unconfirmed.len(),
+            if nodes.len() == 1 { "node" } else { "nodes" },
+            parts.join("; "),
+            nodes.join(" ")
+        ))
     }
 }
 

@@ -39,6 +39,58 @@ pub(super) fn count_replicas(observed: &Observed, census: &Census, status: &mut 
     status.ready_replicas = census.ready_count(observed);
 }
 
+/// The `NodeLost` condition: which instances sit on lost nodes, and whether
+/// replacements wait for the grace period, are paused by a disruption, or happened.
+pub(super) fn node_lost(observed: &Observed, census: &Census, status: &mut ServiceStatus) {
+    let unknown: Vec<&str> = census
+        .active
+        .iter()
+        .filter(|(record, _)| !observed.nodes.contains_key(&record.node))
+        .map(|(record, _)| record.id.as_str())
+        .collect();
+    if unknown.is_empty() && census.unconfirmed.is_empty() && census.lost == 0 {
+        if status.condition(ConditionKind::NodeLost).is_some() {
+            status.set_condition(
+                ConditionKind::NodeLost,
+                ConditionStatus::False,
+                "AllNodesReady",
+                "",
+                observed.now,
+            );
+        }
+        return;
+    }
+    let (reason, mut message) = match &observed.disruption {
+        Some(why) if !unknown.is_empty() => ("ReplacementsPaused", why.clone()),
+        _ if !unknown.is_empty() => (
+            "WaitingForGrace",
+            format!(
+                "{} instance(s) on lost nodes ({}): replaced if their node stays lost",
+                unknown.len(),
+                unknown.join(", ")
+            ),
+        ),
+        _ => (
+            "Replaced",
+            format!(
+                "{} instance(s) of lost nodes were replaced; their state stays unknown until \
+                 their agent returns",
+                census.lost
+            ),
+        ),
+    };
+    if let Some(why) = census.waiting_on_lost_nodes() {
+        message = format!("{message}; {why}");
+    }
+    status.set_condition(
+        ConditionKind::NodeLost,
+        ConditionStatus::True,
+        reason,
+        &message,
+        observed.now,
+    );
+}
+
 /// After a plan: the stable and last non-zero scales, the Available and Progressing
 /// conditions, and a requeue while the service still converges.
 pub(super) fn settle(observed: &Observed, plan: &mut Plan) {

@@ -31,11 +31,14 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
         ConditionKind::Terminating,
         ConditionStatus::True,
         "Deleting",
-        &format!("stopping {} instance(s)", census.remaining),
+        &match census.waiting_on_lost_nodes() {
+            Some(why) => format!("stopping {} instance(s): {why}", census.remaining),
+            None => format!("stopping {} instance(s)", census.remaining + census.lost),
+        },
         observed.now,
     );
     conditions::count_replicas(observed, census, &mut plan.status);
-    if census.remaining == 0 {
+    if census.remaining == 0 && census.lost == 0 {
         plan.purge = spec_exists || observed.operation.is_some() || observed.has_status;
     } else {
         plan.requeue(Duration::from_secs(2));

@@ -59,6 +59,9 @@ pub struct Observed {
     pub nodes: BTreeMap<String, NodeRecord>,
     /// For nodes that are gone: how long they have been gone (as far as we know).
     pub node_lost_for: HashMap<String, Duration>,
+    /// Set when too many nodes are lost at once to be machine failures (see
+    /// `controller::nodes`): nothing is replaced meanwhile. Says why.
+    pub disruption: Option<String>,
     pub now: Timestamp,
 }
 
@@ -135,6 +138,7 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             let target = operation::advance(observed, &census, stored, *revision, &mut plan);
             placement::converge(observed, cfg, &census, stored, *revision, target, &mut plan);
             conditions::count_replicas(observed, &census, &mut plan.status);
+            conditions::node_lost(observed, &census, &mut plan.status);
             conditions::settle(observed, &mut plan);
         }
     }

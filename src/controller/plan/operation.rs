@@ -169,8 +169,12 @@ fn look_at_step(
     let now = observed.now;
     let ready = census.ready_count(observed);
     if now >= progress.deadline {
+        let waiting = census
+            .waiting_on_lost_nodes()
+            .map(|why| format!("; waiting for {why}"))
+            .unwrap_or_default();
         return Err(format!(
-            "timed out at step {} of {}: {ready} of {} instances ready",
+            "timed out at step {} of {}: {ready} of {} instances ready{waiting}",
             progress.step, progress.steps, progress.step_target
         ));
     }

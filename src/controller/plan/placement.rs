@@ -1,7 +1,7 @@
 //! Placement: bring the number of active instances to what the operation's step
 //! (or the settled scale) asks for. New instances go to the nodes with the fewest
 //! of this service, then the fewest overall; a scale-down stops the not-ready
-//! first, then the newest. When nodes run out, the `ReplicaFailure` condition says
+//! first, then the newest, and instances of lost nodes last. When nodes run out, the `ReplicaFailure` condition says
 //! why, rather than the service silently staying short.
 
 use std::collections::HashMap;
@@ -49,6 +49,7 @@ pub(super) fn converge(
                 spec_revision: revision,
                 created_at: observed.now,
                 operation_id: operation_id.clone(),
+                node_lost: false,
             });
         }
         if placed.len() < want {
@@ -98,7 +99,10 @@ pub(super) fn victims<'a>(
             .statuses
             .get(&record.id)
             .is_some_and(|status| status.ready);
-        (ready, std::cmp::Reverse(record.created_at))
+        // Instances on a lost node go last: nobody could confirm they stopped, so
+        // choosing them would hold the scale-down up until the node returns.
+        let node_lost = !observed.nodes.contains_key(&record.node);
+        (node_lost, ready, std::cmp::Reverse(record.created_at))
     });
     all.truncate(n);
     all

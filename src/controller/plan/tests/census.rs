@@ -15,9 +15,65 @@ fn lost_nodes_are_replaced_only_after_the_grace_period() {
     s.o.node_lost_for
         .insert("n2".into(), Duration::from_secs(31));
     let p = s.step();
-    assert_eq!(p.remove.len(), 1);
+    assert!(p.remove.is_empty(), "nobody can say it is gone");
+    assert_eq!(p.stop.len(), 1);
+    assert!(p.stop[0].0.node_lost && p.stop[0].0.desired == DesiredState::Stopped);
     assert_eq!(p.create.len(), 1);
     assert_eq!(p.create[0].node, "n1");
+    assert_eq!(
+        s.o.status.current_replicas, 1,
+        "the given-up one is not counted"
+    );
+    let lost = s.o.status.condition(ConditionKind::NodeLost).unwrap();
+    assert_eq!(lost.reason, "Replaced");
+
+    // The node's agent comes back and reports the process it stopped: removed.
+    s.o.nodes.insert("n2".into(), node("n2").1);
+    s.o.node_lost_for.clear();
+    s.agents(true);
+    let p = s.step();
+    assert_eq!(p.remove.len(), 1);
+}
+
+#[test]
+fn too_many_nodes_lost_at_once_pauses_replacements() {
+    let mut s = Sim::converged(2, &["n1", "n2"]);
+    s.o.nodes.clear();
+    for n in ["n1", "n2"] {
+        s.o.node_lost_for.insert(n.into(), Duration::from_secs(600));
+    }
+    s.o.disruption = Some("2 of 2 nodes are lost at once".into());
+    let p = s.step();
+    assert!(p.stop.is_empty() && p.create.is_empty() && p.remove.is_empty());
+    assert_eq!(
+        s.o.status.current_replicas, 2,
+        "still counted: state unknown"
+    );
+    let lost = s.o.status.condition(ConditionKind::NodeLost).unwrap();
+    assert_eq!(lost.reason, "ReplacementsPaused");
+}
+
+#[test]
+fn a_stop_waits_for_instances_of_a_lost_node_and_fails_naming_them() {
+    let mut s = Sim::converged(2, &["n1", "n2"]);
+    s.o.nodes.clear();
+    s.scale_op(0, ScaleMode::Immediate, 1, 0, true);
+    let p = s.step();
+    assert_eq!(p.stop.len(), 2);
+    assert!(p.remove.is_empty(), "no agent confirmed anything");
+    s.step();
+    assert_eq!(s.phase(), OperationPhase::Progressing);
+    s.o.now = t(301);
+    s.step();
+    let op = s.o.status.operation.as_ref().unwrap();
+    assert!(op.phase.is_terminal(), "{:?}", op.phase);
+    assert!(
+        op.message.contains("on lost nodes")
+            && op.message.contains("node n1")
+            && op.message.contains("rune node forget n1 n2"),
+        "{}",
+        op.message
+    );
 }
 
 #[test]

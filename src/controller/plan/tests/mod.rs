@@ -75,6 +75,7 @@ impl Sim {
                 statuses: HashMap::new(),
                 nodes: nodes.iter().map(|n| node(n)).collect(),
                 node_lost_for: HashMap::new(),
+                disruption: None,
                 now: t(0),
             },
             rev: 10,
