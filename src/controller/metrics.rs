@@ -12,7 +12,14 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 pub struct ControllerMetrics {
+    /// Stored records that did not parse, counted once per stored version.
+    pub unparseable_records: Family<KindLabel, Counter>,
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_duration: Histogram,
     pub queue_depth: Gauge,
@@ -24,6 +31,7 @@ impl Default for ControllerMetrics {
     fn default() -> Self {
         ControllerMetrics {
             reconciles: Family::default(),
+            unparseable_records: Family::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             queue_depth: Gauge::default(),
             is_leader: Gauge::default(),
@@ -34,6 +42,11 @@ impl Default for ControllerMetrics {
 
 impl ControllerMetrics {
     pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "rune_controller_unparseable_records",
+            "stored records that do not parse, by kind (each version counted once)",
+            self.unparseable_records.clone(),
+        );
         r.register(
             "rune_controller_reconciles",
             "reconciles by result (ok, error, conflict)",
@@ -59,6 +72,12 @@ impl ControllerMetrics {
             "times this replica became leader",
             self.leader_transitions.clone(),
         );
+    }
+
+    pub fn unparseable(&self, kind: &'static str) {
+        self.unparseable_records
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     pub fn reconciled(&self, result: &'static str) {

@@ -165,6 +165,7 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             nodes: Mutex::new(NodeTracker::new(tokio::time::Instant::now())),
             disruption_threshold: args.node_disruption_threshold,
+            unparseable_seen: Mutex::new(Default::default()),
         });
         let lead = lead(
             ctx,

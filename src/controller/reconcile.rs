@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use etcd_client::{Compare, TxnOp};
 use jiff::Timestamp;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::election::Leadership;
 use super::metrics::ControllerMetrics;
 use super::nodes::NodeTracker;
-use super::plan::{self, Observed, Plan, PlanConfig, SpecState};
-use crate::model::{InstanceRecord, InstanceStatus, NodeRecord, ServiceRef, StoredService};
-use crate::store::{Store, StoreError, cmp, op};
+use super::plan::{self, Observed, Plan, PlanConfig, RecordKind, SpecState, Unparseable};
+use crate::model::{
+    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceRef, StoredService,
+};
+use crate::store::{Kv, Store, StoreError, cmp, op};
 
 /// What the worker does after a reconcile (kube-runtime's `Action`).
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub struct Context {
     pub nodes: Mutex<NodeTracker>,
     /// Share of nodes lost at once above which replacements pause.
     pub disruption_threshold: f64,
+    /// Unparseable records already logged and counted: `(key, mod revision)`.
+    pub unparseable_seen: Mutex<std::collections::HashSet<(String, i64)>>,
 }
 
 impl Context {
@@ -59,6 +63,50 @@ impl Context {
             .lock()
             .unwrap()
             .observe(self.store.keys(), ev, now);
+    }
+}
+
+/// Parses a stored record; one that does not parse is collected (the planner gives
+/// it its defined outcome), and logged and counted the first time it is seen.
+fn parsed<T: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    kind: RecordKind,
+    kv: &Kv,
+    unparseable: &mut Vec<Unparseable>,
+) -> Option<T> {
+    match serde_json::from_slice(&kv.value) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            let error = e.to_string();
+            ctx.first_sighting(&kv.key, kv.mod_revision, kind.as_str(), &error);
+            unparseable.push(Unparseable {
+                kind,
+                key: kv.key.clone(),
+                name: kv.key.rsplit('/').next().unwrap_or_default().to_string(),
+                revision: kv.mod_revision,
+                error,
+            });
+            None
+        }
+    }
+}
+
+impl Context {
+    /// Logs and counts a record that does not parse, once per stored version (it
+    /// is seen again on every reconcile of its service).
+    fn first_sighting(&self, key: &str, revision: i64, kind: &'static str, error: &str) {
+        let first = {
+            let mut seen = self.unparseable_seen.lock().unwrap();
+            if seen.len() >= 10_000 {
+                // Bounded memory; at worst a record is logged once more.
+                seen.clear();
+            }
+            seen.insert((key.to_string(), revision))
+        };
+        if first {
+            warn!(%key, revision, kind, %error, "stored record does not parse");
+            self.metrics.unparseable(kind);
+        }
     }
 }
 
@@ -84,31 +132,45 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
             Err(e) => SpecState::Invalid(e),
         },
     };
-    let operation = state
-        .operation
-        .as_ref()
-        .and_then(|kv| kv.json().ok().map(|o| (o, kv.mod_revision)));
+    let mut unparseable = Vec::new();
+    let operation = state.operation.as_ref().and_then(|kv| {
+        parsed::<OperationRecord>(ctx, RecordKind::Operation, kv, &mut unparseable)
+            .map(|o| (o, kv.mod_revision))
+    });
+    let operation_revision = state.operation.as_ref().map(|kv| kv.mod_revision);
     let has_status = state.status.is_some();
-    let status = state.status();
+    let status = state
+        .status
+        .as_ref()
+        .and_then(|kv| parsed(ctx, RecordKind::Status, kv, &mut unparseable))
+        .unwrap_or_default();
     let instances = state
         .instances
         .iter()
         .filter_map(|kv| {
-            kv.json::<InstanceRecord>()
-                .ok()
+            parsed::<InstanceRecord>(ctx, RecordKind::Instance, kv, &mut unparseable)
                 .map(|i| (i, kv.mod_revision))
         })
         .collect::<Vec<_>>();
     let statuses = state
         .instance_statuses
         .iter()
-        .filter_map(|kv| kv.json::<InstanceStatus>().ok())
+        .filter_map(|kv| {
+            parsed::<InstanceStatus>(ctx, RecordKind::InstanceStatus, kv, &mut unparseable)
+        })
         .map(|s| (s.id.clone(), s))
         .collect();
+    // A node record that does not parse counts as not registered; it concerns
+    // every service, so it is logged and counted, not put on this one's status.
     let nodes: BTreeMap<String, NodeRecord> = node_kvs
         .iter()
-        .filter_map(|kv| kv.json::<NodeRecord>().ok())
-        .map(|n| (n.name.clone(), n))
+        .filter_map(|kv| match kv.json::<NodeRecord>() {
+            Ok(n) => Some((n.name.clone(), n)),
+            Err(e) => {
+                ctx.first_sighting(&kv.key, kv.mod_revision, "node", &e);
+                None
+            }
+        })
         .collect();
     // The tracker's verdict, narrowed to the nodes this service's records name.
     let health = ctx
@@ -134,6 +196,8 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         nodes,
         node_lost_for,
         disruption: health.disrupted,
+        operation_revision,
+        unparseable,
         now: Timestamp::now(),
     })
 }
@@ -183,8 +247,8 @@ async fn apply(
             Some(r) => cmp::mod_rev(&spec_key, r),
             None => cmp::absent(&spec_key),
         };
-        let op_guard = match &o.operation {
-            Some((_, r)) => cmp::mod_rev(&op_key, *r),
+        let op_guard = match o.operation_revision {
+            Some(r) => cmp::mod_rev(&op_key, r),
             None => cmp::absent(&op_key),
         };
         last.push((vec![spec_guard], op::delete(&spec_key)));

@@ -315,3 +315,78 @@ fn a_leader_stopped_with_sigterm_hands_over_at_once() {
         || c2.logs().contains("became leader").then_some(()),
     );
 }
+
+/// A stored record that does not parse has its defined outcome, is reported in the
+/// RecordsInvalid condition and counted in /metrics: an instance record's process
+/// is stopped and the record removed; a garbage operation record is ignored and
+/// does not wedge a deletion.
+#[test]
+fn unparseable_records_are_reported_and_have_their_defined_outcome() {
+    let w = World::new();
+    let (c, _a) = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
+    let victim = instances(&w, "api")[0].clone();
+    let id = victim["instance"]["id"].as_str().unwrap().to_string();
+    let pid = victim["status"]["pid"].as_i64().unwrap() as i32;
+
+    // An instance record garbled in etcd: its process stops, the record goes, and
+    // the service is brought back to its scale with a new instance.
+    w.etcd
+        .put(&w.key(&format!("instances/default/api/{id}")), "garbage{");
+    eventually(
+        "garbled instance stopped and replaced",
+        Duration::from_secs(60),
+        || {
+            let ids: Vec<String> = instances(&w, "api")
+                .iter()
+                .filter_map(|i| i["instance"]["id"].as_str().map(String::from))
+                .collect();
+            (!process_alive(pid) && !ids.contains(&id) && counts(&w, "api") == (2, 2, 2))
+                .then_some(())
+        },
+    );
+    let s = service(&w, "api");
+    let invalid = s["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "RecordsInvalid")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        invalid.to_string().contains(&id) || invalid["status"] == "False",
+        "reported while it existed: {s}"
+    );
+    let metrics = c.http_get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains("rune_controller_unparseable_records_total{kind=\"instance\"} 1"),
+        "{metrics}"
+    );
+
+    // A garbage operation record: reported, ignored, and the service can still be
+    // deleted.
+    w.etcd.put(&w.key("operations/default/api"), "garbage");
+    eventually(
+        "garbage operation reported",
+        Duration::from_secs(30),
+        || {
+            let s = service(&w, "api");
+            s["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| {
+                    c["type"] == "RecordsInvalid"
+                        && c["status"] == "True"
+                        && c["message"].as_str().unwrap_or("").contains("ignored")
+                })
+                .then_some(())
+        },
+    );
+    assert_eq!(counts(&w, "api"), (2, 2, 2), "nothing else changed");
+    w.rune()
+        .args(["delete", "service", "api", "--wait", "--timeout", "60s"])
+        .timeout(Duration::from_secs(90))
+        .assert()
+        .success();
+    assert!(w.etcd.keys(&w.key("")).iter().all(|k| !k.contains("/api")));
+}

@@ -14,7 +14,7 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
     let spec_exists = !matches!(observed.spec, SpecState::Missing);
     if !spec_exists
         && observed.instances.is_empty()
-        && observed.operation.is_none()
+        && observed.operation_revision.is_none()
         && !observed.has_status
     {
         // Already purged (an event about its last keys brought us here): writing
@@ -39,7 +39,7 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
     );
     conditions::count_replicas(observed, census, &mut plan.status);
     if census.remaining == 0 && census.lost == 0 {
-        plan.purge = spec_exists || observed.operation.is_some() || observed.has_status;
+        plan.purge = spec_exists || observed.operation_revision.is_some() || observed.has_status;
     } else {
         plan.requeue(Duration::from_secs(2));
     }

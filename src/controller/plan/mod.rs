@@ -15,6 +15,7 @@
 //! - `placement`: which nodes new instances go to, which instances a scale-down stops.
 //! - `conditions`: the replica counts, the conditions and the stable scale.
 //! - `deletion`: a service being deleted: stop everything, then purge its keys.
+//! - `records`: stored records that do not parse, and their defined outcomes.
 
 mod census;
 mod conditions;
@@ -22,6 +23,7 @@ mod deletion;
 mod health;
 mod operation;
 mod placement;
+mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -33,6 +35,7 @@ use crate::model::{
     StoredService,
 };
 use census::Census;
+pub use records::{RecordKind, Unparseable};
 
 /// The stored spec as the controller sees it.
 #[derive(Debug, Clone)]
@@ -50,6 +53,9 @@ pub enum SpecState {
 pub struct Observed {
     pub spec: SpecState,
     pub operation: Option<(OperationRecord, i64)>,
+    /// The operation key's mod revision, also when its value does not parse (a
+    /// purge must not delete an operation written after the read).
+    pub operation_revision: Option<i64>,
     pub status: ServiceStatus,
     /// Whether a status key exists (`status` is the zero value when not).
     pub has_status: bool,
@@ -62,6 +68,8 @@ pub struct Observed {
     /// Set when too many nodes are lost at once to be machine failures (see
     /// `controller::nodes`): nothing is replaced meanwhile. Says why.
     pub disruption: Option<String>,
+    /// Stored records that do not parse; see `records` for what becomes of them.
+    pub unparseable: Vec<Unparseable>,
     pub now: Timestamp,
 }
 
@@ -142,6 +150,7 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             conditions::settle(observed, &mut plan);
         }
     }
+    records::report(observed, &mut plan);
     plan
 }
 

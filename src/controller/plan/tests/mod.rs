@@ -8,6 +8,7 @@ mod deletion;
 mod health;
 mod operation;
 mod placement;
+mod records;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -69,6 +70,7 @@ impl Sim {
                     revision: 10,
                 },
                 operation: None,
+                operation_revision: None,
                 status: ServiceStatus::default(),
                 has_status: false,
                 instances: vec![],
@@ -76,6 +78,7 @@ impl Sim {
                 nodes: nodes.iter().map(|n| node(n)).collect(),
                 node_lost_for: HashMap::new(),
                 disruption: None,
+                unparseable: vec![],
                 now: t(0),
             },
             rev: 10,
@@ -158,6 +161,7 @@ impl Sim {
             stored: Box::new(s),
             revision: self.rev,
         };
+        self.o.operation_revision = Some(self.rev);
         self.o.operation = Some((
             OperationRecord {
                 id: format!("op-{}", self.rev),
