@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::output::{Format, age, print_document, print_table, table};
 use crate::exit::{self, Error};
 use crate::model::{
-    ConditionKind, InstanceRecord, InstanceStatus, OperationKind, ServiceRef, ServiceSpec,
+    ConditionKind, InstanceRecord, InstanceStatus, OperationKind, Phase, ServiceRef, ServiceSpec,
     ServiceStatus, SpecError, StoredService,
 };
 use crate::store::{Kv, Read, Store, watch::WatchEvent};
@@ -417,9 +417,18 @@ async fn list_instances(
             format!("{}{ns}/", k.instance_statuses()),
         ),
     };
+    let nodes_prefix = k.nodes();
     let (r, _) = store
-        .snapshot(&[Read::Prefix(&ip), Read::Prefix(&sp)])
+        .snapshot(&[
+            Read::Prefix(&ip),
+            Read::Prefix(&sp),
+            Read::Prefix(&nodes_prefix),
+        ])
         .await?;
+    let registered: std::collections::HashSet<&str> = r[2]
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix(&nodes_prefix))
+        .collect();
     let statuses: BTreeMap<String, InstanceStatus> = r[1]
         .iter()
         .filter_map(|kv| kv.json::<InstanceStatus>().ok())
@@ -429,7 +438,17 @@ async fn list_instances(
         .iter()
         .filter_map(|kv| kv.json::<InstanceRecord>().ok())
         .map(|i| InstanceDocument {
-            status: statuses.get(&i.id).cloned(),
+            // A lost node's reports went with its lease: say what is known, that
+            // nothing is (never "gone": the process may well run).
+            status: if registered.contains(i.node.as_str()) {
+                statuses.get(&i.id).cloned()
+            } else {
+                Some(InstanceStatus {
+                    phase: Phase::Unknown,
+                    message: format!("node {} is lost: state unknown", i.node),
+                    ..InstanceStatus::pending(&i.id, &i.node)
+                })
+            },
             instance: i,
         })
         .collect();

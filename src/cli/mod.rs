@@ -7,6 +7,7 @@ pub mod config;
 pub mod delete;
 pub mod get;
 pub mod history;
+pub mod node;
 pub mod output;
 pub mod scale;
 pub mod wait;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Delete a service.
     #[command(subcommand)]
     Delete(delete::DeleteCommand),
+    /// Act on nodes: forget a lost one.
+    #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
+    Node(node::NodeCommand),
     /// Show and switch contexts (named etcd clusters) in the configuration file.
     #[command(subcommand, after_long_help = config::help())]
     Config(config::ConfigCommand),
@@ -150,6 +154,7 @@ async fn run(cli: Cli) -> exit::Result<()> {
         Command::Stop(a) => scale::stop(&store, a).await,
         Command::History(a) => history::run(&store, a).await,
         Command::Delete(cmd) => delete::run(&store, cmd).await,
+        Command::Node(cmd) => node::run(&store, cmd).await,
         Command::Config(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }

@@ -21,12 +21,14 @@ pub(super) struct Census<'a> {
     pub remaining: usize,
     /// Ended for good (Exited/Failed), with why: for health gating.
     pub ended: Vec<(&'a InstanceRecord, String)>,
-    /// Asked to stop while their node is lost: nobody can confirm they stopped, so
-    /// they count in `remaining` and hold up what waits for them (a stop, a
-    /// restart) until the node's agent returns or the node is forgotten.
+    /// Asked to stop while their node is lost: nobody can confirm they stopped.
+    /// Whatever promises that every process is gone (a stop, a restart's first
+    /// step, a deletion) waits for them until the node's agent returns or the
+    /// node is forgotten.
     pub unconfirmed: Vec<&'a InstanceRecord>,
-    /// Given up with their lost node (`node_lost`): not counted, but a deletion
-    /// waits for them too.
+    /// Those of `unconfirmed` given up with their node (`node_lost`) and replaced:
+    /// unlike the others they are not in `remaining`, so scaling goes on without
+    /// them.
     pub lost: usize,
 }
 
@@ -47,10 +49,10 @@ impl<'a> Census<'a> {
             if record.desired == DesiredState::Stopped {
                 if !node_alive {
                     // Its agent is the only one who can stop it and say so.
+                    census.unconfirmed.push(record);
                     if record.node_lost {
                         census.lost += 1;
                     } else {
-                        census.unconfirmed.push(record);
                         census.remaining += 1;
                     }
                     continue;
@@ -82,6 +84,7 @@ impl<'a> Census<'a> {
                     given_up.desired = DesiredState::Stopped;
                     given_up.node_lost = true;
                     plan.stop.push((given_up, *revision));
+                    census.unconfirmed.push(record);
                     census.lost += 1;
                     continue;
                 }
@@ -155,6 +158,17 @@ impl<'a> Census<'a> {
 }
 
 impl Census<'_> {
+    /// Records that still exist, for a step that promises none is left (target
+    /// 0): given-up ones count too, since nobody confirmed their process ended.
+    pub fn left_for_target(&self, target: u32) -> u32 {
+        let left = self.remaining as u32;
+        if target == 0 {
+            left + self.lost as u32
+        } else {
+            left
+        }
+    }
+
     /// Why an operation still waits on instances of lost nodes, naming the nodes
     /// and the instances; `None` when it does not.
     pub fn waiting_on_lost_nodes(&self) -> Option<String> {

@@ -32,13 +32,13 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
         ConditionStatus::True,
         "Deleting",
         &match census.waiting_on_lost_nodes() {
-            Some(why) => format!("stopping {} instance(s): {why}", census.remaining),
-            None => format!("stopping {} instance(s)", census.remaining + census.lost),
+            Some(why) => format!("stopping {} instance(s): {why}", census.left_for_target(0)),
+            None => format!("stopping {} instance(s)", census.left_for_target(0)),
         },
         observed.now,
     );
     conditions::count_replicas(observed, census, &mut plan.status);
-    if census.remaining == 0 && census.lost == 0 {
+    if census.left_for_target(0) == 0 {
         plan.purge = spec_exists || observed.operation_revision.is_some() || observed.has_status;
     } else {
         plan.requeue(Duration::from_secs(2));

@@ -181,7 +181,7 @@ fn look_at_step(
     if let Some(why) = health::failure(observed, census, progress) {
         return Err(why);
     }
-    let current = census.remaining as u32;
+    let current = census.left_for_target(progress.step_target);
     let complete = current == progress.step_target && ready == progress.step_target;
     if !complete {
         progress.message = progress_message(progress, current, ready);

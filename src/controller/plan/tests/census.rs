@@ -130,3 +130,28 @@ fn a_lost_node_during_a_step_is_looked_at_after_the_grace_not_the_deadline() {
         p.requeue_after
     );
 }
+
+#[test]
+fn a_stop_after_the_grace_still_waits_for_the_given_up_instances() {
+    let mut s = Sim::converged(2, &["n1", "n2"]);
+    s.o.nodes.remove("n2");
+    s.o.node_lost_for
+        .insert("n2".into(), Duration::from_secs(600));
+    s.step(); // the n2 instance is given up and replaced on n1
+    s.agents(true);
+    s.step();
+    assert_eq!(s.o.status.current_replicas, 2);
+    s.scale_op(0, ScaleMode::Immediate, 1, 0, true);
+    s.step();
+    s.agents(true);
+    s.step();
+    assert_eq!(
+        s.phase(),
+        OperationPhase::Progressing,
+        "n1's instances are gone, n2's is unconfirmed"
+    );
+    s.o.now = t(400);
+    s.step();
+    let op = s.o.status.operation.as_ref().unwrap();
+    assert!(op.message.contains("node n2"), "{}", op.message);
+}

@@ -1,0 +1,86 @@
+//! `rune node forget NODE`: the operator's word that a lost node will not come back
+//! (as `kubectl delete node`). Until then rune cannot know whether that node's
+//! instances still run, so it shows them `Unknown` and a stop or restart waits for
+//! them. Forgetting deletes the node's instance records (and their reports), which
+//! declares those instances gone: waiting operations go on, and the controller no
+//! longer counts them.
+//!
+//! Refused while the node is registered: a live agent speaks for its own node. If
+//! the agent does come back later, it stops every process that has no record.
+
+use crate::exit::{self, Error};
+use crate::model::InstanceRecord;
+use crate::store::{Store, cmp, op};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Declare a lost node gone for good: its instances are forgotten.
+    #[command(after_help = "Examples:
+  rune node forget worker-7
+
+Only for a node whose agent is gone (its registration expired). Its instances,
+shown as Unknown until then, are declared gone: a stop or restart that waits for
+them goes on, and nothing counts them any more. If that agent returns after all,
+it stops the processes that no longer have a record.")]
+    Forget {
+        /// The node's name.
+        node: String,
+    },
+}
+
+/// At most this many deletes per transaction (etcd's default limit is 128 ops).
+const CHUNK: usize = 50;
+
+pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
+    let NodeCommand::Forget { node } = cmd;
+    let keys = store.keys();
+    let node_key = keys.node(&node);
+    if let Some(kv) = store.get(&node_key).await? {
+        return Err(Error::conflict(format!(
+            "node {node} is registered (its agent renews lease {:x}): stop that agent first; \
+             only a lost node can be forgotten",
+            kv.lease
+        )));
+    }
+    let (records, _) = store.list(&keys.instances()).await?;
+    let mine: Vec<(InstanceRecord, i64)> = records
+        .iter()
+        .filter_map(|kv| Some((kv.json::<InstanceRecord>().ok()?, kv.mod_revision)))
+        .filter(|(record, _)| record.node == node)
+        .collect();
+    if mine.is_empty() {
+        println!("node {node} holds no instances; nothing to forget");
+        return Ok(());
+    }
+    for chunk in mine.chunks(CHUNK) {
+        // Only while the node stays unregistered, and only records as read.
+        let mut guards = vec![cmp::absent(&node_key)];
+        let mut ops = Vec::new();
+        for (record, revision) in chunk {
+            let key = keys.instance(&record.namespace, &record.service, &record.id);
+            guards.push(cmp::mod_rev(&key, *revision));
+            ops.push(op::delete(&key));
+            ops.push(op::delete(&keys.instance_status(
+                &record.namespace,
+                &record.service,
+                &record.id,
+            )));
+        }
+        if !store.txn(guards, ops, vec![]).await?.succeeded {
+            return Err(Error::conflict(format!(
+                "node {node} registered again or its instances changed meanwhile; \
+                 run the command again"
+            )));
+        }
+    }
+    let ids: Vec<String> = mine
+        .iter()
+        .map(|(r, _)| format!("{}/{}/{}", r.namespace, r.service, r.id))
+        .collect();
+    println!(
+        "node {node} forgotten: {} instance(s) declared gone: {}",
+        ids.len(),
+        ids.join(", ")
+    );
+    Ok(())
+}
