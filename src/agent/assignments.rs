@@ -228,6 +228,7 @@ impl Assignments {
             .as_mut()
             .and_then(|p| p.remove(&i.to_string()));
         if persisted.is_none() && self.held(create_revision, &record) {
+            info!(instance = %i, "assigned before this agent took the node name over: waiting until its previous holder must have fenced itself");
             return;
         }
         self.spawn(i, record, persisted);
@@ -242,6 +243,10 @@ impl Assignments {
     /// Starts held records whose hold is over; returns when to look again.
     pub fn release_held(&mut self) -> Option<Instant> {
         let hold = self.hold?;
+        if self.persisted.is_some() {
+            // Not listed yet: the records the hold is about have not arrived.
+            return None;
+        }
         if self.fenced.is_some() {
             return Some(Instant::now() + Duration::from_secs(1));
         }

@@ -240,7 +240,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
                 let _ = count_tx.send(agent.len() as u32);
             }
             changed = registered.changed() => {
-                if changed.is_err() { break; }
+                if changed.is_err() {
+                    // The registration task ended: it says why below.
+                    let taken = (&mut keeper).await;
+                    return Err(lost_node_name(taken, &ready_tx, &mut agent).await);
+                }
             }
             _ = renewed.changed() => {}
             _ = sleep_until_opt(fence_at) => {
@@ -257,14 +261,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             _ = sleep_until_opt(hold_ends) => {}
             _ = tick.tick() => {}
             taken = &mut keeper => {
-                let why = match taken {
-                    Ok(e) => e.to_string(),
-                    Err(e) => format!("registration task failed: {e}"),
-                };
-                error!(reason = %why, "node name lost to another agent; stopping every instance and exiting");
-                let _ = ready_tx.send(Readiness::NotReady(why.clone()));
-                agent.shutdown(true).await;
-                return Err(AgentError::Taken(why));
+                return Err(lost_node_name(taken, &ready_tx, &mut agent).await);
             }
             _ = &mut shutdown => break,
         }
@@ -316,6 +313,22 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         }
     }
     Ok(())
+}
+
+/// Another agent holds our node name now: stop every instance and give up.
+async fn lost_node_name(
+    taken: Result<RegisterError, tokio::task::JoinError>,
+    ready: &watch::Sender<Readiness>,
+    agent: &mut Assignments,
+) -> AgentError {
+    let why = match taken {
+        Ok(e) => e.to_string(),
+        Err(e) => format!("registration task failed: {e}"),
+    };
+    error!(reason = %why, "node name lost to another agent; stopping every instance and exiting");
+    let _ = ready.send(Readiness::NotReady(why.clone()));
+    agent.shutdown(true).await;
+    AgentError::Taken(why)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

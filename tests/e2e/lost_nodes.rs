@@ -118,3 +118,95 @@ fn a_restart_does_not_start_new_instances_beside_unconfirmed_ones() {
     assert_eq!(started_by_restart, 0, "{op}");
     assert!(on_n1.iter().all(|p| process_alive(*p)));
 }
+
+/// `RUNE_INSTANCE` of every live process carrying `marker`, with its pids.
+fn running_instances(marker: &str) -> std::collections::BTreeMap<String, Vec<i32>> {
+    let mut by_id: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+    for pid in crate::support::procs::pids_with_cmdline(marker) {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some(id) = var.strip_prefix(b"RUNE_INSTANCE=") {
+                by_id
+                    .entry(String::from_utf8_lossy(id).into_owned())
+                    .or_default()
+                    .push(pid);
+            }
+        }
+    }
+    by_id
+}
+
+/// Two agents with one node name: the first is paused past its lease, the second
+/// takes the name over. The newcomer starts the node's instances only once the
+/// paused one must have fenced itself; the paused one, resumed, finds its name
+/// taken, stops its instances and exits 4. No instance ever runs twice.
+#[test]
+fn a_node_name_taken_over_never_runs_an_instance_twice() {
+    let w = World::new();
+    // The documented rule: the node-lost grace outlasts the self-fence window, so
+    // the controller does not replace what the paused agent may still run.
+    let mut flags: Vec<&str> = FAST_CONTROLLER.to_vec();
+    let grace = flags
+        .iter()
+        .position(|f| *f == "--node-lost-grace")
+        .unwrap();
+    flags[grace + 1] = "20s";
+    let _c = w.controller("c1", &flags);
+    let fast = ["--lease-ttl", "2s", "--self-fence-after", "6s"];
+    let mut a = w.agent("n1", &fast);
+    eventually("a registered", Duration::from_secs(30), || {
+        w.etcd.get(&w.key("nodes/n1")).map(|_| ())
+    });
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
+    let marker = marker(&w, "api");
+    let first = running_instances(&marker);
+    assert_eq!(first.len(), 2);
+
+    // Watch for duplicates for the rest of the test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, marker) = (stop.clone(), marker.clone());
+        std::thread::spawn(move || {
+            let mut twice = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (id, pids) in running_instances(&marker) {
+                    if pids.len() > 1 {
+                        twice.push((id, pids));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            twice
+        })
+    };
+
+    a.signal("STOP");
+    eventually("a's lease expires", Duration::from_secs(30), || {
+        w.etcd.get(&w.key("nodes/n1")).is_none().then_some(())
+    });
+    let b = w.agent_with_data("n1", "b", &fast);
+    eventually("b registered", Duration::from_secs(30), || {
+        b.logs().contains("registered node").then_some(())
+    });
+    a.signal("CONT");
+    let status = a.wait_exit(Duration::from_secs(60)).expect("a exits");
+    assert_eq!(status.code(), Some(4), "{}", a.logs());
+    assert!(
+        a.logs().contains("node name lost to another agent"),
+        "{}",
+        a.logs()
+    );
+
+    // b starts them after the hold (fence window + stop grace) and runs each once.
+    eventually("b runs both", Duration::from_secs(60), || {
+        let now = running_instances(&marker);
+        (now.len() == 2 && now.keys().eq(first.keys()) && now.values().all(|p| p.len() == 1))
+            .then_some(())
+    });
+    assert!(b.logs().contains("handover hold over"), "{}", b.logs());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let twice = watcher.join().unwrap();
+    assert!(twice.is_empty(), "instances ran twice: {twice:?}");
+}
