@@ -142,10 +142,14 @@ impl Assignments {
         };
         for (key, p) in orphans {
             warn!(instance = %key, "record gone while the agent was away; stopping");
-            let instance = InstanceRef::parse(&key);
-            if let Some(i) = &instance {
-                let _ = self.shared.reports.send(Report::Delete(self.status_key(i)));
-            }
+            let Some(instance) = InstanceRef::parse(&key) else {
+                warn!(instance = %key, "a data-dir entry names no instance; left alone");
+                continue;
+            };
+            let _ = self
+                .shared
+                .reports
+                .send(Report::Delete(self.status_key(&instance)));
             let shared = self.shared.clone();
             // Off the main loop: a grace period must not hold up other records.
             tokio::spawn(async move {
@@ -154,8 +158,7 @@ impl Assignments {
                 {
                     process::stop_group(pid, Duration::from_secs(10)).await;
                 }
-                let file = instance.map_or_else(|| key.replace('/', "_"), |i| i.file_name());
-                shared.data.remove(&file);
+                shared.data.remove(&instance.file_name());
                 shared.ports.release(p.ports.iter().map(|(_, n)| *n));
             });
         }
@@ -195,7 +198,7 @@ impl Assignments {
         let status_key = self.status_key(&i);
         let h = supervisor::spawn(
             self.shared.clone(),
-            i.to_string(),
+            i.clone(),
             status_key,
             record,
             persisted,

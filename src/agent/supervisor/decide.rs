@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::agent::state::Persisted;
+use crate::model::InstanceRef;
 use crate::model::{
     DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Probe, RestartPolicy,
 };
@@ -156,7 +157,7 @@ fn restarts(policy: RestartPolicy, failed: bool) -> bool {
 
 /// One instance's supervision state and the status it reports.
 pub struct Core {
-    key: String,
+    instance: InstanceRef,
     record: InstanceRecord,
     status: InstanceStatus,
     state: State,
@@ -171,9 +172,14 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(key: String, node: &str, record: InstanceRecord, backoff: Backoff) -> Core {
+    pub fn new(
+        instance: InstanceRef,
+        node: &str,
+        record: InstanceRecord,
+        backoff: Backoff,
+    ) -> Core {
         Core {
-            key,
+            instance,
             status: InstanceStatus::pending(&record.id, node),
             record,
             state: State::Launching,
@@ -185,8 +191,8 @@ impl Core {
         }
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
+    pub fn key(&self) -> &InstanceRef {
+        &self.instance
     }
 
     pub fn record(&self) -> &InstanceRecord {
@@ -590,7 +596,7 @@ impl Core {
     fn persist(&self) -> Effect {
         let s = &self.status;
         Effect::Persist(Box::new(Persisted {
-            key: self.key.clone(),
+            key: self.instance.to_string(),
             pid: s.pid,
             start_time: self.start_time,
             ports: self.ports.clone(),

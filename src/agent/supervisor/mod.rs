@@ -27,7 +27,7 @@ use super::ports::Ports;
 use super::process;
 use super::reporter::{Report, Reports};
 use super::state::{DataDir, Persisted};
-use crate::model::{ExitInfo, InstanceRecord, InstanceStatus};
+use crate::model::{ExitInfo, InstanceRecord, InstanceRef, InstanceStatus};
 use crate::probe::{self, Which};
 pub use decide::{Backoff, Cmd, READY_WITHOUT_PROBE};
 use decide::{Core, Effect, Now, State, unknown_exit};
@@ -65,16 +65,16 @@ impl Drop for Proc {
 
 pub fn spawn(
     shared: Arc<Shared>,
-    key: String,
+    instance: InstanceRef,
     status_key: String,
     record: InstanceRecord,
     persisted: Option<Persisted>,
 ) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let file_name = key.replace('/', "_");
+    let file_name = instance.file_name();
     let sup = Supervisor {
         log: super::logs::log_path(shared.data.root(), &file_name),
-        core: Core::new(key, &shared.node, record, shared.backoff),
+        core: Core::new(instance, &shared.node, record, shared.backoff),
         shared,
         file_name,
         status_key,

@@ -89,7 +89,12 @@ impl Sim {
     fn blank(spec: Value, desired: &str) -> Sim {
         let r = record(&spec, desired);
         Sim {
-            core: Core::new("default/api/i1".into(), "n1", r, BACKOFF),
+            core: Core::new(
+                crate::model::ServiceRef::new("default", "api").instance("i1"),
+                "n1",
+                r,
+                BACKOFF,
+            ),
             spec,
             t0: Instant::now(),
             clock: Duration::ZERO,
