@@ -292,6 +292,27 @@ impl Assignments {
         }
     }
 
+    /// Supervisors end only when told to (and are taken out of the map then); one
+    /// that ended on its own panicked. Its instance is supervised again, adopting
+    /// the process from the data dir, so it is neither orphaned nor started twice.
+    pub fn revive_crashed(&mut self) {
+        let crashed: Vec<InstanceRef> = self
+            .supervisors
+            .iter()
+            .filter(|(_, h)| h.task.is_finished())
+            .map(|(i, _)| i.clone())
+            .collect();
+        for i in crashed {
+            let Some(record) = self.records.get(&i).and_then(|kv| self.parse(kv)) else {
+                continue;
+            };
+            tracing::error!(instance = %i, "the instance's supervisor failed; supervising it again");
+            self.supervisors.remove(&i);
+            let persisted = self.shared.data.load(&i.file_name());
+            self.spawn(i, record, persisted);
+        }
+    }
+
     /// Self-fences: stops every instance and starts nothing until [`Self::unfence`].
     pub fn fence(&mut self) {
         if self.fenced.is_some() {

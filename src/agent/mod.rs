@@ -191,7 +191,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         // it: what we do not know locally waits until that holder has fenced.
         agent.set_hold(Hold {
             revision,
-            until: Instant::now() + args.self_fence_after,
+            until: Instant::now()
+                .checked_add(args.self_fence_after)
+                .unwrap_or_else(Instant::now),
         });
     }
     let lease_id = reg.lease.id;
@@ -222,8 +224,12 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let fence_after = args.self_fence_after;
     loop {
-        let fence_at =
-            (!agent.is_fenced() && !fence_after.is_zero()).then(|| *renewed.borrow() + fence_after);
+        // (An absurd window overflows to "never", not a panic.)
+        let fence_at = if !agent.is_fenced() && !fence_after.is_zero() {
+            renewed.borrow().checked_add(fence_after)
+        } else {
+            None
+        };
         let hold_ends = agent.release_held();
         tokio::select! {
             ev = informer.recv() => {
@@ -259,7 +265,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
                 let _ = count_tx.send(0);
             }
             _ = sleep_until_opt(hold_ends) => {}
-            _ = tick.tick() => {}
+            _ = tick.tick() => agent.revive_crashed(),
             taken = &mut keeper => {
                 return Err(lost_node_name(taken, &ready_tx, &mut agent).await);
             }

@@ -178,7 +178,11 @@ pub async fn stop_group(pgid: u32, grace: Duration) {
     // A stopped process cannot act on SIGTERM.
     signal_group(pgid, Signal::SIGCONT);
     let started = tokio::time::Instant::now();
-    let deadline = started + grace;
+    // The grace period is bounded (limits::MAX_STOP_GRACE), but a stored record
+    // is not re-validated here: never panic on it.
+    let deadline = started
+        .checked_add(grace)
+        .unwrap_or(started + crate::model::limits::MAX_STOP_GRACE);
     let mut pause = Duration::from_millis(5);
     let mut polls = 0u32;
     while tokio::time::Instant::now() < deadline {

@@ -99,6 +99,12 @@ impl DataDir {
         let _ = std::fs::remove_file(self.instance_path(file_name));
     }
 
+    /// One persisted instance, if its state file exists and parses.
+    pub fn load(&self, file_name: &str) -> Option<Persisted> {
+        let bytes = std::fs::read(self.instance_path(file_name)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Every persisted instance, by its key (`ns/svc/id`).
     pub fn load_all(&self) -> BTreeMap<String, Persisted> {
         let mut out = BTreeMap::new();

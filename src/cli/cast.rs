@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 
 use crate::exit::{self, Error};
-use crate::model::{ServiceSpec, StoredService, parse_cast_file};
+use crate::model::document::check_stored_size;
+use crate::model::{ServiceSpec, StoredService, limits, parse_cast_file};
 use crate::store::cas::{Decision, Guard};
 use crate::store::{Store, op};
 
@@ -38,16 +39,21 @@ pub async fn run(store: &Store, args: CastArgs) -> exit::Result<()> {
     let mut specs = Vec::new();
     for path in &args.files {
         let (name, text) = if path.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            let text = read_bounded(std::io::stdin())
                 .map_err(|e| Error::usage(format!("reading standard input: {e}")))?;
-            ("<stdin>".to_string(), s)
+            ("<stdin>".to_string(), text)
         } else {
-            let text = std::fs::read_to_string(path)
+            let text = std::fs::File::open(path)
+                .and_then(read_bounded)
                 .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
             (path.display().to_string(), text)
         };
-        specs.extend(parse_cast_file(&name, &text)?);
+        for spec in parse_cast_file(&name, &text)? {
+            let what = format!("{name}: service {}/{}", spec.namespace(), spec.name());
+            let stored = StoredService::new(spec.clone()).to_json();
+            check_stored_size(&what, stored.len())?;
+            specs.push(spec);
+        }
     }
     let suffix = if args.dry_run { " (dry run)" } else { "" };
     for spec in specs {
@@ -124,6 +130,20 @@ async fn decide(
         ops: vec![op::put(&key, next.to_json())],
         answer: change_if_different,
     })
+}
+
+/// Reads at most one byte more than a cast file may hold, so an oversized file is
+/// refused by its size (naming the limit) without reading all of it into memory.
+fn read_bounded(r: impl std::io::Read) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut r.take(limits::MAX_FILE_BYTES as u64 + 1), &mut bytes)?;
+    if bytes.len() > limits::MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "over the limit of {} per file",
+            limits::size(limits::MAX_FILE_BYTES)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::other(format!("not UTF-8: {e}")))
 }
 
 /// The scale to keep when a cast omits `scale:`: the stored spec's, or, when the

@@ -208,9 +208,18 @@ impl Worker {
         };
         self.ctx.metrics.queue_depth.set(self.queue.len() as i64);
         let started = Instant::now();
+        // On a task of its own, so that a panic is a result like any other.
+        let mut task = tokio::spawn({
+            let (ctx, key) = (self.ctx.clone(), key.clone());
+            async move { reconcile::reconcile(&ctx, &key).await }
+        });
         let result = tokio::select! {
-            r = reconcile::reconcile(&self.ctx, &key) => r,
-            _ = term.cancelled() => { self.queue.done(&key); return false; }
+            r = &mut task => r.unwrap_or_else(|e| Err(ReconcileError::Panicked(e.to_string()))),
+            _ = term.cancelled() => {
+                task.abort();
+                self.queue.done(&key);
+                return false;
+            }
         };
         self.ctx
             .metrics
@@ -243,6 +252,7 @@ impl Worker {
             Err(e) => {
                 let (outcome, conflict) = match &e {
                     ReconcileError::Conflict(_) => ("conflict", true),
+                    ReconcileError::Panicked(_) => ("panic", false),
                     _ => ("error", false),
                 };
                 m.reconciled(outcome);

@@ -81,7 +81,11 @@ impl WorkQueue {
     /// Adds `key` after `delay` (a requeue, a step interval, a deadline). A key
     /// already due sooner keeps its earlier time.
     pub fn add_after(&self, key: Key, delay: Duration) {
-        let at = Instant::now() + delay;
+        let now = Instant::now();
+        // Never panic on a huge delay: a day is as good as forever for a requeue.
+        let at = now
+            .checked_add(delay)
+            .unwrap_or(now + Duration::from_secs(86_400));
         {
             let mut s = self.state.lock().unwrap();
             let due = s.delayed.entry(key).or_insert(at);

@@ -38,6 +38,10 @@ pub enum ReconcileError {
     /// Our leader key is gone: stop acting.
     #[error("no longer the leader")]
     Deposed,
+    /// The reconcile panicked (a bug): reported and retried with back-off, so the
+    /// key is never left stuck "active" in the queue.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 /// Shared by all workers of one leadership term.

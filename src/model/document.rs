@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use super::spec::ServiceSpec;
 
 /// An input that could not be turned into specs, with where it went wrong.
@@ -128,6 +129,16 @@ struct FileDocument {
 /// Parses a cast file: `service:`, `services: [...]`, several YAML documents, or the
 /// same as JSON. `source` names the file in errors.
 pub fn parse_cast_file(source: &str, text: &str) -> Result<Vec<ServiceSpec>, SpecError> {
+    if text.len() > limits::MAX_FILE_BYTES {
+        return Err(SpecError::new(
+            source,
+            format!(
+                "the file is {}, over the limit of {} per file",
+                limits::size(text.len()),
+                limits::size(limits::MAX_FILE_BYTES)
+            ),
+        ));
+    }
     let docs: Vec<FileDocument> = if looks_like_json(text) {
         vec![parse_one(source, text)?]
     } else {
@@ -150,9 +161,33 @@ pub fn parse_cast_file(source: &str, text: &str) -> Result<Vec<ServiceSpec>, Spe
         }
     }
     if specs.is_empty() {
-        return Err(SpecError::new(source, "no services in this file"));
+        // Point at the top of the file, so editors and CI annotations can jump there.
+        return Err(SpecError {
+            line: Some(1),
+            column: Some(1),
+            ..SpecError::new(
+                source,
+                "no services in this file (expected `service:` or `services:`)",
+            )
+        });
     }
     Ok(specs)
+}
+
+/// A stored spec over [`limits::MAX_SPEC_BYTES`] is refused: `rune cast` before it
+/// writes, the controller (as `SpecInvalid`) when a GitOps writer stored it.
+pub fn check_stored_size(what: &str, bytes: usize) -> Result<(), SpecError> {
+    if bytes > limits::MAX_SPEC_BYTES {
+        return Err(SpecError::new(
+            what,
+            format!(
+                "the stored spec is {}, over the limit of {} per service",
+                limits::size(bytes),
+                limits::size(limits::MAX_SPEC_BYTES)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The value stored under `services/<ns>/<name>`: the same `service:` document a user
@@ -180,6 +215,7 @@ impl StoredService {
 
     /// Parses a stored spec (YAML or JSON), checking it belongs under `key`'s name.
     pub fn parse(key: &str, bytes: &[u8], namespace: &str, name: &str) -> Result<Self, SpecError> {
+        check_stored_size(key, bytes.len())?;
         let text = std::str::from_utf8(bytes)
             .map_err(|e| SpecError::new(key, format!("not UTF-8: {e}")))?;
         let stored: StoredService = parse_one(key, text)?;

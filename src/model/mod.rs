@@ -4,6 +4,7 @@
 pub mod document;
 pub mod duration;
 pub mod instance;
+pub mod limits;
 pub mod names;
 pub mod node;
 pub mod operation;

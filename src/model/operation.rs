@@ -16,9 +16,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::duration;
 use super::spec::ScaleMode;
 use super::status::HistoryEntry;
+use super::{duration, limits};
 
 /// The least time any operation gets; a gradual plan that takes longer gets its
 /// own length on top (the contract's timeout default).
@@ -55,13 +55,23 @@ pub struct OperationRecord {
     pub id: String,
     pub kind: OperationKind,
     pub from: u32,
+    /// Bounded like every user value (see `limits`): a record written by hand with
+    /// absurd values does not parse, and is reported and ignored.
+    #[serde(deserialize_with = "limits::replicas")]
     pub to: u32,
     pub mode: ScaleMode,
+    #[serde(deserialize_with = "limits::step")]
     pub step: u32,
-    #[serde(with = "duration")]
+    #[serde(
+        serialize_with = "duration::serialize",
+        deserialize_with = "limits::interval"
+    )]
     pub interval: Duration,
     pub rollback_on_fail: bool,
-    #[serde(with = "duration")]
+    #[serde(
+        serialize_with = "duration::serialize",
+        deserialize_with = "limits::timeout"
+    )]
     pub timeout: Duration,
     pub requested_at: Timestamp,
     pub requested_by: String,
@@ -96,14 +106,14 @@ impl ScalePlan {
 
     /// The time the plan spends holding intervals: one between each two steps.
     pub fn length(&self) -> Duration {
-        self.interval * self.steps().saturating_sub(1)
+        self.interval.saturating_mul(self.steps().saturating_sub(1))
     }
 
     /// The contract's timeout default: 5m, or the plan's length plus 5m when longer.
     pub fn default_timeout(&self) -> Duration {
         let length = self.length();
         if length > BASE_TIMEOUT {
-            length + BASE_TIMEOUT
+            length.saturating_add(BASE_TIMEOUT)
         } else {
             BASE_TIMEOUT
         }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::duration;
 use super::names::Label;
+use super::{duration, limits};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
@@ -44,7 +44,11 @@ pub struct ServiceSpec {
     pub health: Health,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
-    #[serde(default = "default_grace", with = "duration")]
+    #[serde(
+        default = "default_grace",
+        serialize_with = "duration::serialize",
+        deserialize_with = "limits::stop_grace"
+    )]
     pub stop_grace_period: Duration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingDefaults>,
@@ -128,8 +132,8 @@ impl ServiceSpec {
         self.name.as_str()
     }
 
-    /// The scale a stored spec asks for (a stored spec always has one after `cast`; a
-    /// GitOps write without one means 1, as for a new service).
+    /// The scale a spec names, or 1 when it names none (what a new service starts
+    /// at; the controller keeps an existing service's scale instead).
     pub fn desired_scale(&self) -> u32 {
         self.scale.unwrap_or(1)
     }
@@ -154,9 +158,9 @@ fn replicas<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
             self.visit_u64(v as u64)
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            u32::try_from(v)
+            limits::within("scale", v, 0, limits::MAX_SCALE as u64)
                 .map(Some)
-                .map_err(|_| E::custom(format!("scale {v} is too large")))
+                .map_err(E::custom)
         }
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -323,6 +327,22 @@ impl Serialize for Probe {
 impl Probe {
     fn validate(&self) -> Result<(), String> {
         let k = self.kind;
+        let seconds = limits::MAX_PROBE_SECONDS as u64;
+        let thresholds = limits::MAX_PROBE_THRESHOLD as u64;
+        for (what, n, min, max) in [
+            (
+                "initialDelaySeconds",
+                self.initial_delay_seconds,
+                0,
+                seconds,
+            ),
+            ("intervalSeconds", self.interval_seconds, 1, seconds),
+            ("timeoutSeconds", self.timeout_seconds, 1, seconds),
+            ("failureThreshold", self.failure_threshold, 1, thresholds),
+            ("successThreshold", self.success_threshold, 1, thresholds),
+        ] {
+            limits::within(what, n as u64, min, max)?;
+        }
         match k {
             ProbeKind::Exec => {
                 if self.command.as_ref().is_none_or(|c| c.is_empty()) {
@@ -444,9 +464,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub struct ScalingDefaults {
     #[serde(default)]
     pub mode: ScaleMode,
-    #[serde(default = "default_step", deserialize_with = "positive")]
+    #[serde(default = "default_step", deserialize_with = "limits::step")]
     pub step: u32,
-    #[serde(default = "default_interval", with = "duration")]
+    #[serde(
+        default = "default_interval",
+        serialize_with = "duration::serialize",
+        deserialize_with = "limits::interval"
+    )]
     pub interval: Duration,
     #[serde(default = "yes")]
     pub rollback_on_fail: bool,
@@ -471,12 +495,4 @@ fn default_interval() -> Duration {
 }
 fn yes() -> bool {
     true
-}
-
-fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = u32::deserialize(d)?;
-    if v == 0 {
-        return Err(de::Error::custom("step must be at least 1"));
-    }
-    Ok(v)
 }

@@ -132,7 +132,59 @@ fn json_errors_are_located() {
 #[test]
 fn empty_and_wrong_shape_files() {
     assert!(error_of("foo: 1\n").message.contains("unknown field"));
-    assert!(error_of("").message.contains("no services"));
+    let empty = error_of("");
+    assert!(empty.message.contains("no services"), "{empty}");
+    assert_eq!(
+        empty.line,
+        Some(1),
+        "an empty file's error names a line: {empty}"
+    );
+    assert_eq!(error_of("# only a comment\n").line, Some(1));
+}
+
+#[test]
+fn absurd_values_are_rejected_naming_the_bound_and_located() {
+    let cases = [
+        (
+            "  stopGracePeriod: 300000000000y\n",
+            4,
+            "stopGracePeriod",
+            "limit of 1h",
+        ),
+        (
+            "  scaling: {interval: 100000000000y}\n",
+            4,
+            "interval",
+            "limit of 1day",
+        ),
+        (
+            "  scaling: {step: 4294967297}\n",
+            4,
+            "step",
+            "from 1 to 10000",
+        ),
+        (
+            "  scaling: {step: 4294967296}\n",
+            4,
+            "step",
+            "from 1 to 10000",
+        ),
+        ("  scale: 10001\n", 4, "scale", "from 0 to 10000"),
+        (
+            "  ports: [{name: http}]\n  health:\n    readiness: {type: tcp, intervalSeconds: 99999}\n",
+            6,
+            "intervalSeconds",
+            "from 1 to 3600",
+        ),
+    ];
+    for (extra, line, what, bound) in cases {
+        let e = error_of(&format!("service:\n  name: a\n  command: x\n{extra}"));
+        assert!(
+            e.message.contains(what) && e.message.contains(bound),
+            "{extra}: {e}"
+        );
+        assert_eq!(e.line, Some(line), "{extra}: {e}");
+    }
 }
 
 #[test]

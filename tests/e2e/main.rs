@@ -8,6 +8,7 @@ mod harness;
 mod system;
 
 mod agent;
+mod bad_input;
 mod cli;
 mod config;
 mod controller;

@@ -42,11 +42,11 @@ pub(super) fn take_up(
         );
         begin(status, progress, record.reason(), observed.now);
     }
-    let scale = stored.service.desired_scale();
+    let scale = spec_scale(observed, stored, status);
     if scale != status.desired_replicas {
         // A spec write changed `scale` without an operation record: run it with the
         // spec's `scaling:` defaults, as if it had been asked for with those flags.
-        let implied = implied_by_spec(observed, stored, revision, status.desired_replicas);
+        let implied = implied_by_spec(observed, stored, revision, status.desired_replicas, scale);
         let reason = if observed.status.observed_generation == 0 {
             format!("spec change: service created with scale {scale}")
         } else {
@@ -60,18 +60,31 @@ pub(super) fn take_up(
     }
 }
 
-/// The operation record a spec write from `from` to the spec's scale stands for.
+/// The scale a stored spec asks for. A spec stored without `scale` (or with
+/// `scale: null`) keeps the current desired scale, as a cast without `scale` does;
+/// a new service starts at 1. GitOps tools that leave replica counts to operators
+/// write specs without it.
+fn spec_scale(observed: &Observed, stored: &StoredService, status: &ServiceStatus) -> u32 {
+    match stored.service.scale {
+        Some(scale) => scale,
+        None if observed.status.observed_generation == 0 => 1,
+        None => status.desired_replicas,
+    }
+}
+
+/// The operation record a spec write from `from` to `to` stands for.
 fn implied_by_spec(
     observed: &Observed,
     stored: &StoredService,
     revision: i64,
     from: u32,
+    to: u32,
 ) -> OperationRecord {
     let defaults = stored.service.scaling_defaults();
     let plan = ScalePlan {
         mode: defaults.mode,
         from,
-        to: stored.service.desired_scale(),
+        to,
         step: defaults.step,
         interval: defaults.interval,
     };

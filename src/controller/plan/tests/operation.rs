@@ -164,3 +164,26 @@ fn an_expired_operation_record_is_not_run_again() {
         "no stop-the-world restart from an old record"
     );
 }
+
+#[test]
+fn a_stored_spec_without_scale_keeps_the_current_scale() {
+    let mut s = Sim::converged(5, &["n1"]);
+    let mut unscaled = stored(5, "");
+    unscaled.service.scale = None;
+    s.o.spec = SpecState::Valid {
+        stored: Box::new(unscaled.clone()),
+        revision: 99,
+    };
+    let p = s.step();
+    assert!(p.stop.is_empty() && p.create.is_empty(), "{p:?}");
+    assert_eq!(s.o.status.desired_replicas, 5);
+
+    // A new service without a scale starts at 1.
+    let mut fresh = Sim::new(1, &["n1"]);
+    fresh.o.spec = SpecState::Valid {
+        stored: Box::new(unscaled),
+        revision: 10,
+    };
+    let p = fresh.step();
+    assert_eq!(p.create.len(), 1);
+}

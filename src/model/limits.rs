@@ -1,0 +1,114 @@
+//! Every bound on a number a user (or a GitOps writer) gives rune, in one place, so
+//! that the docs, the CLI's errors and the controller's `SpecInvalid` say the same.
+//! Values that parse but are absurd (`stopGracePeriod: 300000000000y`, a step of
+//! 4294967297) are rejected where they are read, naming the bound; nothing past a
+//! bound ever reaches arithmetic on clocks.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+use super::duration;
+
+/// Instances of one service.
+pub const MAX_SCALE: u32 = 10_000;
+/// `scaling.interval` and `rune scale --interval`: the hold between gradual steps.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// `rune scale/restart/stop --timeout`: how long an operation may take.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest `--timeout`: anything less ends before a controller can act.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// `stopGracePeriod`: SIGTERM to SIGKILL.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+/// Probe `initialDelaySeconds`, `intervalSeconds`, `timeoutSeconds`.
+pub const MAX_PROBE_SECONDS: u32 = 3600;
+/// Probe `failureThreshold`, `successThreshold`.
+pub const MAX_PROBE_THRESHOLD: u32 = 1000;
+/// One stored spec (and one file given to `rune cast`): far below etcd's 1.5 MiB
+/// request limit, so a spec always fits with an operation record in one write.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+/// One file given to `rune cast` (it may hold many services).
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Sizes as people read them: `256 KiB`, `4 MiB`.
+pub fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1024 * 1024 && b % (1024 * 1024) == 0 => format!("{} MiB", b / (1024 * 1024)),
+        b if b >= 1024 * 1024 => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+        b if b >= 1024 => format!("{} KiB", b.div_ceil(1024)),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// `d`, unless it is longer than `max`.
+pub fn at_most(what: &str, d: Duration, max: Duration) -> Result<Duration, String> {
+    if d > max {
+        return Err(format!(
+            "{what} {} is over the limit of {}",
+            duration::format(d),
+            duration::format(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// `n`, unless it is outside `min..=max`.
+pub fn within(what: &str, n: u64, min: u64, max: u64) -> Result<u32, String> {
+    if n < min || n > max {
+        return Err(format!("{what} must be from {min} to {max}, got {n}"));
+    }
+    Ok(n as u32)
+}
+
+fn bounded<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &str,
+    max: Duration,
+) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let parsed = duration::parse(&text).map_err(de::Error::custom)?;
+    at_most(what, parsed, max).map_err(de::Error::custom)
+}
+
+/// `stopGracePeriod`, bounded.
+pub fn stop_grace<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, "stopGracePeriod", MAX_STOP_GRACE)
+}
+
+/// A gradual interval, bounded.
+pub fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, "interval", MAX_INTERVAL)
+}
+
+/// An operation's timeout, bounded.
+pub fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, "timeout", MAX_TIMEOUT)
+}
+
+/// A step of a gradual change: 1 to [`MAX_SCALE`].
+pub fn step<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u64::deserialize(d)?;
+    within("step", n, 1, MAX_SCALE as u64).map_err(de::Error::custom)
+}
+
+/// A replica count: 0 to [`MAX_SCALE`].
+pub fn replicas<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u64::deserialize(d)?;
+    within("scale", n, 0, MAX_SCALE as u64).map_err(de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_name_themselves() {
+        let e = at_most("stopGracePeriod", Duration::from_secs(7200), MAX_STOP_GRACE).unwrap_err();
+        assert_eq!(e, "stopGracePeriod 2h is over the limit of 1h");
+        assert_eq!(
+            within("step", 4_294_967_297, 1, 10_000).unwrap_err(),
+            "step must be from 1 to 10000, got 4294967297"
+        );
+        assert_eq!(within("step", 5, 1, 10).unwrap(), 5);
+    }
+}

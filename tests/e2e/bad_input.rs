@@ -1,0 +1,137 @@
+//! Bad input never breaks a service, through the real binaries: values past their
+//! bounds are refused by the CLI (exit 2, naming the bound) and become SpecInvalid
+//! when written straight into etcd, with the running instances left alone; a spec
+//! stored without `scale` keeps the current scale; oversized files are refused by
+//! their size; a garbage operation record does not wedge anything.
+
+use std::time::Duration;
+
+use crate::harness::World;
+use crate::support::wait::eventually;
+use crate::system::*;
+
+fn spec_invalid_message(w: &World, name: &str) -> Option<String> {
+    service(w, name)["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "SpecInvalid" && c["status"] == "True")
+        .and_then(|c| c["message"].as_str().map(String::from))
+}
+
+#[test]
+fn absurd_values_are_refused_by_the_cli_and_reported_from_etcd() {
+    let w = World::new();
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
+    let before = pids(&w, "api");
+
+    for (extra, bound) in [
+        ("  stopGracePeriod: 300000000000y\n", "limit of 1h"),
+        ("  scaling: {interval: 100000000000y}\n", "limit of 1day"),
+        ("  scaling: {step: 4294967296}\n", "from 1 to 10000"),
+        ("  scale: 1000000\n", "from 0 to 10000"),
+    ] {
+        let file = w.file(
+            "absurd.yaml",
+            &format!("service:\n  name: api\n  command: x\n{extra}"),
+        );
+        w.rune()
+            .arg("cast")
+            .arg(&file)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(bound))
+            .stderr(predicates::str::contains("absurd.yaml:4:"));
+    }
+
+    // Straight into etcd: a condition naming the bound, instances untouched.
+    w.etcd.put(
+        &w.key("services/default/api"),
+        r#"{"service": {"name": "api", "scale": 2, "command": "x", "stopGracePeriod": "300000000000y"}}"#,
+    );
+    let message = eventually("SpecInvalid", Duration::from_secs(30), || {
+        spec_invalid_message(&w, "api")
+    });
+    assert!(message.contains("limit of 1h"), "{message}");
+    assert_eq!(pids(&w, "api"), before);
+    assert_eq!(live_processes(&w, "api").len(), 2);
+}
+
+#[test]
+fn a_spec_stored_without_scale_keeps_the_current_scale() {
+    let w = World::new();
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 3, ""), "api", 3);
+    let before = pids(&w, "api");
+    let marker = marker(&w, "api");
+    for scale in ["", r#""scale": null, "#] {
+        w.etcd.put(
+            &w.key("services/default/api"),
+            &format!(
+                r#"{{"service": {{"name": "api", {scale}"command": ["python3", "-c", "import time; time.sleep(100000)", "{marker}"], "stopGracePeriod": "5s", "env": {{"V": "{}"}}}}}}"#,
+                scale.len()
+            ),
+        );
+        eventually("the new spec is observed", Duration::from_secs(30), || {
+            let s = service(&w, "api");
+            (s["status"]["observedGeneration"].as_i64()? > 0
+                && s["spec"]["env"]["V"].as_str() == Some(scale.len().to_string().as_str()))
+            .then_some(())
+        });
+        assert_eq!(counts(&w, "api"), (3, 3, 3));
+        assert_eq!(pids(&w, "api"), before);
+    }
+}
+
+#[test]
+fn oversized_specs_and_files_are_refused_naming_the_limit() {
+    let w = World::new();
+    // One service whose stored form is over 256 KiB.
+    let big = "x".repeat(300 * 1024);
+    let file = w.file(
+        "big.yaml",
+        &format!("service:\n  name: big\n  command: x\n  env: {{BIG: {big}}}\n"),
+    );
+    w.rune()
+        .arg("cast")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("over the limit of 256 KiB"));
+    // A 10 MB file is refused by its size, without a round trip to etcd.
+    let huge = w.file("huge.yaml", &"# padding\n".repeat(1024 * 1024));
+    w.rune()
+        .arg("cast")
+        .arg(&huge)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("over the limit of 4 MiB"));
+    assert!(w.etcd.keys(&w.key("services/")).is_empty());
+
+    // Written straight into etcd: SpecInvalid, naming the limit.
+    let _system = one_node(&w);
+    let value =
+        format!(r#"{{"service": {{"name": "big", "command": "x", "env": {{"BIG": "{big}"}}}}}}"#);
+    let key = w.key("services/default/big");
+    w.block_on_store(async |store| store.put(&key, value).await.unwrap());
+    let message = eventually("SpecInvalid", Duration::from_secs(30), || {
+        spec_invalid_message(&w, "big")
+    });
+    assert!(message.contains("256 KiB"), "{message}");
+}
+
+#[test]
+fn a_garbage_operation_record_neither_wedges_scale_nor_cast() {
+    let w = World::new();
+    let _system = one_node(&w);
+    let file = sleeper(&w, "api", 1, "");
+    deploy(&w, &file, "api", 1);
+    w.etcd.put(&w.key("operations/default/api"), "garbage");
+    w.rune()
+        .args(["scale", "api", "2", "--timeout", "60s"])
+        .timeout(Duration::from_secs(90))
+        .assert()
+        .success();
+    assert_eq!(counts(&w, "api"), (2, 2, 2));
+    cast(&w, &file);
+}
