@@ -215,6 +215,11 @@ pub async fn load_services(
     let mut views = Vec::new();
     for kv in &r[0] {
         let Some(svc) = k.service_of(&kv.key) else {
+            eprintln!(
+                "warning: {}: not a service key (expected {}<namespace>/<name>); ignored",
+                kv.key,
+                k.services()
+            );
             continue;
         };
         let status = statuses

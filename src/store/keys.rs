@@ -88,20 +88,22 @@ impl Keys {
     }
 
     /// The service any per-service key (services, operations, status, instances,
-    /// instance-status) belongs to.
+    /// instance-status) belongs to; `None` for a key that does not fit the layout
+    /// exactly (a segment too many or too few), so that it is reported as such
+    /// rather than taken for another service's key.
     pub fn service_of(&self, key: &str) -> Option<ServiceRef> {
         let rest = key.strip_prefix(&self.root)?;
         let (collection, rest) = rest.split_once('/')?;
-        if !matches!(
-            collection,
-            "services" | "operations" | "status" | "instances" | "instance-status"
-        ) {
+        let segments = match collection {
+            "services" | "operations" | "status" => 2,
+            "instances" | "instance-status" => 3,
+            _ => return None,
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.len() != segments || parts.iter().any(|p| p.is_empty()) {
             return None;
         }
-        let mut parts = rest.split('/');
-        let ns = parts.next().filter(|s| !s.is_empty())?;
-        let name = parts.next().filter(|s| !s.is_empty())?;
-        Some(ServiceRef::new(ns, name))
+        Some(ServiceRef::new(parts[0], parts[1]))
     }
 }
 
@@ -138,6 +140,13 @@ mod tests {
             );
         }
         assert_eq!(k.service_of(&k.node("n1")), None);
+        assert_eq!(
+            k.service_of("/t/services/ns/a/x"),
+            None,
+            "a segment too many"
+        );
+        assert_eq!(k.service_of("/t/services/ns"), None, "one too few");
+        assert_eq!(k.service_of("/t/instances/ns/a/i/x"), None);
         assert_eq!(k.service_of("/other/services/ns/a"), None);
         assert_eq!(
             k.segments("instances", &k.instance("ns", "a", "i")),

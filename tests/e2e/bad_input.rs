@@ -135,3 +135,20 @@ fn a_garbage_operation_record_neither_wedges_scale_nor_cast() {
     assert_eq!(counts(&w, "api"), (2, 2, 2));
     cast(&w, &file);
 }
+
+#[test]
+fn a_key_that_does_not_fit_the_layout_is_reported_not_shown_as_a_service() {
+    let w = World::new();
+    cast(&w, &sleeper(&w, "keep", 1, ""));
+    let odd = w.key("services/default/keep/x");
+    w.etcd
+        .put(&odd, r#"{"service": {"name": "keep", "command": "x"}}"#);
+    let out = w.rune().args(["get", "services"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("keep").count(), 1, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&odd) && stderr.contains("not a service key"),
+        "{stderr}"
+    );
+}
