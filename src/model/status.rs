@@ -43,9 +43,18 @@ pub struct ServiceStatus {
     /// The last operations, newest first (at most [`HISTORY_LIMIT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// Instances that ended for good (and were replaced) in a row, with no instance
+    /// becoming ready in between: drives the replacement back-off
+    /// (CrashLoopBackOff, as Kubernetes names it).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub consecutive_failures: u32,
 }
 
 pub const HISTORY_LIMIT: usize = 20;
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
@@ -73,6 +82,8 @@ pub enum ConditionKind {
     NodeLost,
     /// Some stored records of the service do not parse (and what became of them).
     RecordsInvalid,
+    /// Instances keep ending for good; their replacements are backed off.
+    InstancesFailing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

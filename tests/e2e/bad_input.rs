@@ -152,3 +152,27 @@ fn a_key_that_does_not_fit_the_layout_is_reported_not_shown_as_a_service() {
         "{stderr}"
     );
 }
+
+#[test]
+fn instances_that_keep_failing_are_replaced_with_a_growing_back_off() {
+    let w = World::new();
+    let _system = one_node(&w);
+    let file = w.file(
+        "fails.yaml",
+        "service:\n  name: fails\n  command: \"exit 1\"\n  restartPolicy: Never\n",
+    );
+    cast(&w, &file);
+    let failing = eventually("InstancesFailing", Duration::from_secs(60), || {
+        service(&w, "fails")["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "InstancesFailing" && c["status"] == "True")
+            .cloned()
+    });
+    assert_eq!(failing["reason"], "CrashLoopBackOff", "{failing}");
+    assert!(
+        failing["message"].as_str().unwrap().contains("exit code 1"),
+        "says why: {failing}"
+    );
+    assert!(service(&w, "fails")["status"]["consecutiveFailures"].as_u64() >= Some(1));
+}

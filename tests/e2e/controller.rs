@@ -116,11 +116,29 @@ fn instances_of_a_dead_node_are_replaced_elsewhere_and_cleaned_up_when_it_return
         .unwrap() as i32;
 
     a2.kill9();
+    // Replaced on n1 after the grace period; the given-up one stays listed as
+    // Unknown (nobody can say it stopped) until its node returns.
+    let running_on = |w: &World| {
+        let mut nodes: Vec<String> = instances(w, "api")
+            .iter()
+            .filter(|i| i["instance"]["desired"] == "Running")
+            .filter_map(|i| i["instance"]["node"].as_str().map(String::from))
+            .collect();
+        nodes.sort();
+        nodes
+    };
     eventually(
         "replaced on n1 after the grace period",
         Duration::from_secs(60),
-        || (nodes_of(&w, "api") == ["n1", "n1"] && counts(&w, "api") == (2, 2, 2)).then_some(()),
+        || (running_on(&w) == ["n1", "n1"] && counts(&w, "api") == (2, 2, 2)).then_some(()),
     );
+    let given_up: Vec<_> = instances(&w, "api")
+        .into_iter()
+        .filter(|i| i["instance"]["node"] == "n2")
+        .collect();
+    assert_eq!(given_up.len(), 1, "{given_up:?}");
+    assert_eq!(given_up[0]["status"]["phase"], "Unknown");
+    assert_eq!(given_up[0]["instance"]["nodeLost"], true);
     assert!(
         process_alive(orphan),
         "the agent's death does not kill its instances"
@@ -130,7 +148,7 @@ fn instances_of_a_dead_node_are_replaced_elsewhere_and_cleaned_up_when_it_return
     eventually(
         "the returning node stops what it should no longer run",
         Duration::from_secs(60),
-        || (!process_alive(orphan)).then_some(()),
+        || (!process_alive(orphan) && nodes_of(&w, "api") == ["n1", "n1"]).then_some(()),
     );
     assert_eq!(live_processes(&w, "api").len(), 2);
 }

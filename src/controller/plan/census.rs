@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::{Observed, Plan, PlanConfig, REPLACE_AFTER, UNREPORTED_GRACE, until};
+use super::{Observed, Plan, PlanConfig, UNREPORTED_GRACE, replace_after, until};
 use crate::model::{DesiredState, InstanceRecord, InstanceStatus, Phase, duration};
 
 /// Instances sorted by what the controller must do with them.
@@ -106,16 +106,17 @@ impl<'a> Census<'a> {
                 let why = format!("instance {} {why}: {}", record.id, how_it_ended(status));
                 census.ended.push((record, why));
                 // An instance its agent will not restart (policy Never/OnFailure) is
-                // replaced, but not before REPLACE_AFTER: a command that fails at once
-                // must not turn into a tight create/delete loop.
+                // replaced, after a back-off that grows with each one in a row.
                 let ended_at = status
                     .last_exit
                     .as_ref()
                     .map(|exit| exit.at)
                     .unwrap_or(observed.now);
-                let replace_at = duration::add(ended_at, REPLACE_AFTER);
+                let failures = plan.status.consecutive_failures;
+                let replace_at = duration::add(ended_at, replace_after(failures));
                 if observed.now >= replace_at {
                     plan.remove.push((record.id.clone(), *revision));
+                    plan.status.consecutive_failures = failures.saturating_add(1);
                     continue;
                 }
                 plan.requeue(until(observed.now, replace_at));

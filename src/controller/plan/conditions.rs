@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::census::Census;
-use super::{Observed, Plan};
-use crate::model::{ConditionKind, ConditionStatus, ServiceStatus};
+use super::{MAX_REPLACE_AFTER, Observed, Plan, replace_after};
+use crate::model::{ConditionKind, ConditionStatus, ServiceStatus, duration};
 
 /// A valid spec: the status reflects its revision, and the service has been seen.
 pub(super) fn spec_valid(observed: &Observed, revision: i64, status: &mut ServiceStatus) {
@@ -91,6 +91,42 @@ pub(super) fn node_lost(observed: &Observed, census: &Census, status: &mut Servi
     );
 }
 
+/// The `InstancesFailing` condition: instances keep ending for good and their
+/// replacements are backed off (CrashLoopBackOff).
+pub(super) fn failing(observed: &Observed, census: &Census, status: &mut ServiceStatus) {
+    let failures = status.consecutive_failures;
+    if failures == 0 {
+        if status.is_true(ConditionKind::InstancesFailing) {
+            status.set_condition(
+                ConditionKind::InstancesFailing,
+                ConditionStatus::False,
+                "Recovered",
+                "",
+                observed.now,
+            );
+        }
+        return;
+    }
+    let last = census
+        .ended
+        .last()
+        .map(|(_, why)| format!(" (now: {why})"))
+        .unwrap_or_default();
+    let message = format!(
+        "{failures} instance(s) in a row ended for good{last}; each replacement waits longer \
+         (now {}, up to {})",
+        duration::format(replace_after(failures)),
+        duration::format(MAX_REPLACE_AFTER)
+    );
+    status.set_condition(
+        ConditionKind::InstancesFailing,
+        ConditionStatus::True,
+        "CrashLoopBackOff",
+        &message,
+        observed.now,
+    );
+}
+
 /// After a plan: the stable and last non-zero scales, the Available and Progressing
 /// conditions, and a requeue while the service still converges.
 pub(super) fn settle(observed: &Observed, plan: &mut Plan) {
@@ -102,6 +138,10 @@ pub(super) fn settle(observed: &Observed, plan: &mut Plan) {
         && plan.create.is_empty();
     if converged && !running {
         status.stable_replicas = Some(status.desired_replicas);
+    }
+    if converged {
+        // Every instance is ready: whatever failed before is forgiven.
+        status.consecutive_failures = 0;
     }
     if status.desired_replicas > 0 {
         status.last_nonzero_replicas = Some(status.desired_replicas);

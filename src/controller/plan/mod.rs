@@ -106,8 +106,18 @@ impl Plan {
     }
 }
 
-/// How long an instance that ended for good keeps its slot before it is replaced.
-pub const REPLACE_AFTER: Duration = Duration::from_secs(5);
+/// How long an instance that ended for good keeps its slot before it is replaced,
+/// after `failures` such instances in a row: 10 s doubling to 5 min (Kubernetes'
+/// CrashLoopBackOff), so a command that fails at once never turns into a tight
+/// create/delete loop, nor a log file every few seconds.
+pub fn replace_after(failures: u32) -> Duration {
+    Duration::from_secs(10)
+        .saturating_mul(2u32.saturating_pow(failures.min(5)))
+        .min(MAX_REPLACE_AFTER)
+}
+
+/// The longest replacement back-off.
+pub const MAX_REPLACE_AFTER: Duration = Duration::from_secs(300);
 
 /// How long a stopped record whose agent never reported on it is kept.
 pub const UNREPORTED_GRACE: Duration = Duration::from_secs(60);
@@ -148,6 +158,7 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             conditions::count_replicas(observed, &census, &mut plan.status);
             conditions::node_lost(observed, &census, &mut plan.status);
             conditions::settle(observed, &mut plan);
+            conditions::failing(observed, &census, &mut plan.status);
         }
     }
     records::report(observed, &mut plan);

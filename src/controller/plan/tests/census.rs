@@ -94,8 +94,8 @@ fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop
         p.create.is_empty() && p.remove.is_empty(),
         "keeps its slot for a while"
     );
-    assert!(p.requeue_after.unwrap() <= REPLACE_AFTER);
-    s.o.now = t(REPLACE_AFTER.as_secs() as i64);
+    assert!(p.requeue_after.unwrap() <= replace_after(0));
+    s.o.now = t(replace_after(0).as_secs() as i64);
     let p = s.step();
     assert_eq!((p.remove.len(), p.create.len()), (1, 1));
 }
@@ -154,4 +154,64 @@ fn a_stop_after_the_grace_still_waits_for_the_given_up_instances() {
     s.step();
     let op = s.o.status.operation.as_ref().unwrap();
     assert!(op.message.contains("node n2"), "{}", op.message);
+}
+
+#[test]
+fn replacements_of_instances_that_keep_failing_back_off_and_say_so() {
+    let mut s = Sim::converged(1, &["n1"]);
+    let mut waited = Vec::new();
+    for round in 0..4 {
+        let id =
+            s.o.instances
+                .iter()
+                .find(|(i, _)| i.desired == DesiredState::Running)
+                .unwrap()
+                .0
+                .id
+                .clone();
+        let st =
+            s.o.statuses
+                .entry(id.clone())
+                .or_insert_with(|| status(&id, Phase::Failed, false));
+        st.phase = Phase::Failed;
+        st.ready = false;
+        st.ready_at = None;
+        st.last_exit = Some(ExitInfo {
+            code: Some(1),
+            signal: None,
+            at: s.o.now,
+            reason: String::new(),
+        });
+        let ended_at = s.o.now;
+        // Not replaced a second before its back-off is over; replaced at it.
+        let mut wait = 0;
+        loop {
+            let p = s.step();
+            if !p.remove.is_empty() {
+                assert_eq!(p.create.len(), 1, "round {round}");
+                break;
+            }
+            wait += 1;
+            s.o.now = t(ended_at.as_second() - 1_800_000_000 + wait);
+        }
+        waited.push(wait);
+        assert_eq!(s.o.status.consecutive_failures, round + 1);
+    }
+    assert_eq!(waited, [10, 20, 40, 80], "doubling from 10s");
+    let failing =
+        s.o.status
+            .condition(ConditionKind::InstancesFailing)
+            .unwrap();
+    assert_eq!(failing.reason, "CrashLoopBackOff");
+    assert!(
+        failing.message.contains("4 instance(s) in a row"),
+        "{}",
+        failing.message
+    );
+
+    // An instance that comes up ready forgives it all.
+    s.agents(true);
+    s.step();
+    assert_eq!(s.o.status.consecutive_failures, 0);
+    assert!(!s.o.status.is_true(ConditionKind::InstancesFailing));
 }
