@@ -48,6 +48,10 @@ pub struct ServiceStatus {
     /// (CrashLoopBackOff, as Kubernetes names it).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub consecutive_failures: u32,
+    /// How the last of those ended (`instance x exited before it was ready: exit
+    /// code 1`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure: String,
 }
 
 pub const HISTORY_LIMIT: usize = 20;

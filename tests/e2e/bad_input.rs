@@ -11,11 +11,9 @@ use crate::support::wait::eventually;
 use crate::system::*;
 
 fn spec_invalid_message(w: &World, name: &str) -> Option<String> {
-    service(w, name)["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "SpecInvalid" && c["status"] == "True")
-        .and_then(|c| c["message"].as_str().map(String::from))
+    condition(w, name, "SpecInvalid")?["message"]
+        .as_str()
+        .map(String::from)
 }
 
 #[test]
@@ -163,11 +161,7 @@ fn instances_that_keep_failing_are_replaced_with_a_growing_back_off() {
     );
     cast(&w, &file);
     let failing = eventually("InstancesFailing", Duration::from_secs(60), || {
-        service(&w, "fails")["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "InstancesFailing" && c["status"] == "True")
-            .cloned()
+        condition(&w, "fails", "InstancesFailing")
     });
     assert_eq!(failing["reason"], "CrashLoopBackOff", "{failing}");
     assert!(

@@ -165,12 +165,7 @@ fn an_invalid_spec_is_a_condition_and_instances_stay() {
         "service:\n  name: api\n  scale: 0\n  command: x\n  bogus: true\n",
     );
     let cond = eventually("SpecInvalid", Duration::from_secs(30), || {
-        let s = service(&w, "api");
-        s["status"]["conditions"].as_array().and_then(|c| {
-            c.iter()
-                .find(|c| c["type"] == "SpecInvalid" && c["status"] == "True")
-                .cloned()
-        })
+        condition(&w, "api", "SpecInvalid")
     });
     assert!(
         cond["message"].as_str().unwrap().contains(":5:"),
@@ -388,15 +383,10 @@ fn unparseable_records_are_reported_and_have_their_defined_outcome() {
         "garbage operation reported",
         Duration::from_secs(30),
         || {
-            let s = service(&w, "api");
-            s["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| {
-                    c["type"] == "RecordsInvalid"
-                        && c["status"] == "True"
-                        && c["message"].as_str().unwrap_or("").contains("ignored")
-                })
+            let invalid = condition(&w, "api", "RecordsInvalid")?;
+            invalid["message"]
+                .as_str()?
+                .contains("ignored")
                 .then_some(())
         },
     );

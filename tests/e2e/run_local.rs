@@ -56,14 +56,7 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
-    let rune = |args: &[&str]| {
-        Command::new(assert_cmd::cargo::cargo_bin("rune"))
-            .args(args)
-            .env("RUNE_ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
-            .env("RUNE_CONFIG", "/nonexistent")
-            .output()
-            .unwrap()
-    };
+    let rune = |args: &[&str]| rune_at(port, args);
     let instances = rune(&["get", "instances", "-o", "json"]);
     let docs: Vec<serde_json::Value> = serde_json::from_slice(&instances.stdout).unwrap();
     let pids: Vec<i32> = docs
@@ -122,14 +115,7 @@ fn make_run_stops_everything_when_its_stdout_pipe_is_gone() {
         lines.any(|l| l.is_ok_and(|l| l.contains("rune ready"))),
         "make run never came up"
     );
-    let rune = |args: &[&str]| {
-        Command::new(assert_cmd::cargo::cargo_bin("rune"))
-            .args(args)
-            .env("RUNE_ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
-            .env("RUNE_CONFIG", "/nonexistent")
-            .output()
-            .unwrap()
-    };
+    let rune = |args: &[&str]| rune_at(port, args);
     let instances: Vec<serde_json::Value> =
         eventually("instances running", Duration::from_secs(60), || {
             let out = rune(&["get", "instances", "-o", "json"]);
@@ -160,6 +146,16 @@ fn make_run_stops_everything_when_its_stdout_pipe_is_gone() {
         "still running after make run stopped: {left:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `rune ARGS` against the etcd that `make run` started on `port`.
+fn rune_at(port: u16, args: &[&str]) -> std::process::Output {
+    Command::new(assert_cmd::cargo::cargo_bin("rune"))
+        .args(args)
+        .env("RUNE_ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
+        .env("RUNE_CONFIG", "/nonexistent")
+        .output()
+        .unwrap()
 }
 
 /// Waits for "rune ready", failing at once (with the output) if the script exits.

@@ -51,6 +51,15 @@ pub fn agent(w: &World, node: &str) -> Daemon {
     a
 }
 
+/// The service's condition `kind` while its status is True (`rune get service`).
+pub fn condition(w: &World, name: &str, kind: &str) -> Option<Value> {
+    service(w, name)["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+        .cloned()
+}
+
 /// `rune get service NAME -o json`.
 pub fn service(w: &World, name: &str) -> Value {
     let out = w

@@ -104,7 +104,7 @@ impl<'a> Census<'a> {
                     "exited"
                 };
                 let why = format!("instance {} {why}: {}", record.id, how_it_ended(status));
-                census.ended.push((record, why));
+                census.ended.push((record, why.clone()));
                 // An instance its agent will not restart (policy Never/OnFailure) is
                 // replaced, after a back-off that grows with each one in a row.
                 let ended_at = status
@@ -117,6 +117,7 @@ impl<'a> Census<'a> {
                 if observed.now >= replace_at {
                     plan.remove.push((record.id.clone(), *revision));
                     plan.status.consecutive_failures = failures.saturating_add(1);
+                    plan.status.last_failure = why;
                     continue;
                 }
                 plan.requeue(until(observed.now, replace_at));

@@ -93,7 +93,7 @@ pub(super) fn node_lost(observed: &Observed, census: &Census, status: &mut Servi
 
 /// The `InstancesFailing` condition: instances keep ending for good and their
 /// replacements are backed off (CrashLoopBackOff).
-pub(super) fn failing(observed: &Observed, census: &Census, status: &mut ServiceStatus) {
+pub(super) fn failing(observed: &Observed, status: &mut ServiceStatus) {
     let failures = status.consecutive_failures;
     if failures == 0 {
         if status.is_true(ConditionKind::InstancesFailing) {
@@ -107,14 +107,10 @@ pub(super) fn failing(observed: &Observed, census: &Census, status: &mut Service
         }
         return;
     }
-    let last = census
-        .ended
-        .last()
-        .map(|(_, why)| format!(" (now: {why})"))
-        .unwrap_or_default();
     let message = format!(
-        "{failures} instance(s) in a row ended for good{last}; each replacement waits longer \
-         (now {}, up to {})",
+        "{failures} instance(s) in a row ended for good (the last: {}); each replacement \
+         waits longer (now {}, up to {})",
+        status.last_failure,
         duration::format(replace_after(failures)),
         duration::format(MAX_REPLACE_AFTER)
     );
@@ -142,6 +138,7 @@ pub(super) fn settle(observed: &Observed, plan: &mut Plan) {
     if converged {
         // Every instance is ready: whatever failed before is forgiven.
         status.consecutive_failures = 0;
+        status.last_failure.clear();
     }
     if status.desired_replicas > 0 {
         status.last_nonzero_replicas = Some(status.desired_replicas);

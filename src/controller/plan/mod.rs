@@ -158,7 +158,7 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             conditions::count_replicas(observed, &census, &mut plan.status);
             conditions::node_lost(observed, &census, &mut plan.status);
             conditions::settle(observed, &mut plan);
-            conditions::failing(observed, &census, &mut plan.status);
+            conditions::failing(observed, &mut plan.status);
         }
     }
     records::report(observed, &mut plan);
