@@ -35,8 +35,9 @@ pub struct Assignments {
     /// What the data dir knew at start; whatever has no record in the first full
     /// listing is stopped then.
     persisted: Option<BTreeMap<String, Persisted>>,
-    /// Set while fenced: supervisors being stopped, awaited before anything starts.
-    fenced: Option<Vec<JoinHandle<()>>>,
+    /// Set while fenced: the instances stopped, whose supervisors are awaited before
+    /// anything starts, and whose logs the fence holds (their records remain).
+    fenced: Option<Vec<(InstanceRef, JoinHandle<()>)>>,
     /// Handover hold: records created before `revision` that the data dir does not
     /// know start at `until` (plus their own stop grace period).
     hold: Option<Hold>,
@@ -151,6 +152,8 @@ impl Assignments {
                 .reports
                 .send(Report::Delete(self.status_key(&instance)));
             let shared = self.shared.clone();
+            // Its process may still write to the log until it is stopped.
+            shared.logs.hold(&instance);
             // Off the main loop: a grace period must not hold up other records.
             tokio::spawn(async move {
                 if let (Some(pid), Some(start)) = (p.pid, p.start_time)
@@ -159,6 +162,7 @@ impl Assignments {
                     process::stop_group(pid, Duration::from_secs(10)).await;
                 }
                 shared.data.remove(&instance.file_name());
+                shared.logs.release(&instance);
                 shared.ports.release(p.ports.iter().map(|(_, n)| *n));
             });
         }
@@ -319,9 +323,11 @@ impl Assignments {
             return;
         }
         let mut stopping = Vec::new();
-        for (_, h) in self.supervisors.drain() {
+        for (i, h) in self.supervisors.drain() {
+            // The instance ends, its record does not: its log stays live.
+            self.shared.logs.hold(&i);
             let _ = h.tx.send(Cmd::Remove);
-            stopping.push(h.task);
+            stopping.push((i, h.task));
         }
         self.fenced = Some(stopping);
     }
@@ -330,15 +336,19 @@ impl Assignments {
     pub fn fence_settled(&self) -> bool {
         self.fenced
             .as_ref()
-            .is_none_or(|tasks| tasks.iter().all(|t| t.is_finished()))
+            .is_none_or(|tasks| tasks.iter().all(|(_, t)| t.is_finished()))
     }
 
     /// Ends the fence with a fresh listing of the records (what the informer saw
     /// while etcd was out of reach may be stale: a record may have been moved).
     pub fn unfence(&mut self, kvs: Vec<Kv>) {
-        self.fenced = None;
+        let fenced = self.fenced.take().unwrap_or_default();
         self.records.clear();
         self.reset(kvs);
+        // Instances started again hold their logs by now; the others ended.
+        for (i, _) in fenced {
+            self.shared.logs.release(&i);
+        }
     }
 
     /// Hands every supervisor its last command (the agent is exiting).
@@ -349,7 +359,7 @@ impl Assignments {
             tasks.push(h.task);
         }
         if let Some(fencing) = self.fenced.take() {
-            tasks.extend(fencing);
+            tasks.extend(fencing.into_iter().map(|(_, t)| t));
         }
         for t in tasks {
             let _ = t.await;

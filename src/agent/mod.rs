@@ -3,9 +3,10 @@
 //!
 //! Layout: this file holds the flags and the main loop (the informer on `instances/`
 //! driving one supervisor task per instance); `registration.rs` the node key and its
-//! lease; `supervisor.rs` the per-instance task; `process.rs` spawning, signals and
-//! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs.rs`,
-//! `reporter.rs` (status writes) and `metrics.rs`.
+//! lease; `supervisor/` the per-instance task; `process.rs` spawning, signals and
+//! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
+//! (rotation, and retention of ended instances' logs), `reporter.rs` (status
+//! writes) and `metrics.rs`.
 
 mod assignments;
 pub mod logs;
@@ -17,6 +18,7 @@ pub mod reporter;
 pub mod state;
 pub mod supervisor;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,10 +31,12 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::logging::{self, LogFormat};
+use crate::model::InstanceRef;
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
 use crate::store::{EtcdArgs, Keys, Store, StoreError};
 use assignments::{Assignments, Hold};
+use logs::{Logs, Retention};
 use metrics::AgentMetrics;
 use registration::RegisterError;
 use state::DataDir;
@@ -70,6 +74,17 @@ pub struct Args {
     /// see docs/guarantees.md).
     #[arg(long, env = "RUNE_SELF_FENCE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub self_fence_after: Duration,
+    /// Logs of ended instances (record removed: replaced, scaled down, restarted,
+    /// deleted) kept per service for post-mortems, the most recently ended.
+    #[arg(long, env = "RUNE_ENDED_LOGS_KEEP", default_value_t = 5)]
+    pub ended_logs_keep: usize,
+    /// An ended instance's log is deleted this long after the instance ended.
+    #[arg(long, env = "RUNE_ENDED_LOGS_MAX_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ended_logs_max_age: Duration,
+    /// The logs of ended instances together stay within this (KiB, MiB, GiB or
+    /// bytes); the oldest are deleted first.
+    #[arg(long, env = "RUNE_ENDED_LOGS_MAX_BYTES", default_value = "100MiB", value_parser = logs::parse_bytes)]
+    pub ended_logs_max_bytes: u64,
     /// On SIGTERM/SIGINT stop every instance first (default: leave them running for
     /// the next agent to adopt).
     #[arg(long, env = "RUNE_STOP_INSTANCES_ON_EXIT")]
@@ -147,9 +162,16 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     // during an etcd outage keeps what it knows running (and restarting) meanwhile.
     let agent_metrics = Arc::new(AgentMetrics::default());
     let (reports, reports_rx) = mpsc::unbounded_channel();
+    let persisted = data.load_all();
+    let known: HashSet<InstanceRef> = persisted
+        .keys()
+        .filter_map(|k| InstanceRef::parse(k))
+        .collect();
+    let logs = Logs::new(&data.root().join("logs"));
     let shared = Arc::new(Shared {
         node: node.clone(),
         data: data.clone(),
+        logs: logs.clone(),
         ports: ports::Ports::default(),
         metrics: agent_metrics.clone(),
         reports,
@@ -159,13 +181,14 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             reset: args.restart_backoff_reset,
         },
     });
-    let mut agent = Assignments::new(
-        Keys::new(&args.etcd.prefix),
-        shared.clone(),
-        data.load_all(),
-    );
+    let mut agent = Assignments::new(Keys::new(&args.etcd.prefix), shared.clone(), persisted);
     agent.adopt_local();
-    tokio::spawn(rotate_logs(data.root().join("logs")));
+    let retention = Retention {
+        per_service: args.ended_logs_keep,
+        max_age: args.ended_logs_max_age,
+        max_bytes: args.ended_logs_max_bytes,
+    };
+    tokio::spawn(logs.keep(retention, known));
 
     let store = connect(&args.etcd).await;
     let mut registry = Registry::default();
@@ -341,23 +364,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Caps every instance log (see logs.rs for why rotation is copy-then-truncate).
-async fn rotate_logs(dir: PathBuf) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "log")
-                && let Err(err) = logs::rotate_if_needed(&p, logs::LOG_CAP)
-            {
-                warn!(path = %p.display(), error = %err, "log rotation failed");
-            }
-        }
     }
 }

@@ -70,6 +70,17 @@ impl InstanceRef {
             self.service.namespace, self.service.name, self.id
         )
     }
+
+    /// Parses [`Self::file_name`]'s form back: an agent rebuilds what it knows of
+    /// instances' logs from the file names alone.
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let mut parts = name.split('_');
+        let (ns, svc, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || [ns, svc, id].iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        Some(ServiceRef::new(ns, svc).instance(id))
+    }
 }
 
 impl fmt::Display for InstanceRef {
@@ -112,6 +123,10 @@ mod tests {
         assert_eq!(i.to_string(), "default/api/api-0a1b");
         assert_eq!(InstanceRef::parse("default/api/api-0a1b"), Some(i.clone()));
         assert_eq!(i.file_name(), "default_api_api-0a1b");
+        assert_eq!(InstanceRef::from_file_name(&i.file_name()), Some(i.clone()));
+        for bad in ["default_api", "default_api_", "a_b_c_d", "_api_x", "x"] {
+            assert_eq!(InstanceRef::from_file_name(bad), None, "{bad}");
+        }
         for bad in ["default/api", "default/api/", "x"] {
             assert_eq!(InstanceRef::parse(bad), None, "{bad}");
         }

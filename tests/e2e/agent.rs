@@ -1,6 +1,7 @@
 //! `rune-agent` against a real etcd with real processes: instance records in, processes
 //! and statuses out; probes, crash-loop back-off, stopping whole process groups,
-//! adoption after SIGKILL, etcd outages, and a node name held by another agent.
+//! adoption after SIGKILL, etcd outages, a node name held by another agent, and how
+//! long the logs of ended instances are kept.
 
 use std::time::{Duration, Instant};
 
@@ -553,5 +554,102 @@ fn agent_restarted_during_an_etcd_outage_keeps_supervising() {
     assert!(
         reported == new_pid || pids_with_cmdline(&marker).contains(&reported),
         "{s}"
+    );
+}
+
+/// The instance log files of service `svc` in the agent's data dir, sorted.
+fn log_files(w: &World, svc: &str) -> Vec<String> {
+    let prefix = format!("default_{svc}_");
+    let mut names: Vec<String> = std::fs::read_dir(w.dir.join("agent-n1/logs"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// How many instances of `svc` the agent has started (each once: policy Never).
+fn started(a: &Daemon, svc: &str) -> usize {
+    let instance = format!("default/{svc}/");
+    a.logs()
+        .lines()
+        .filter(|l| l.contains("started process") && l.contains(&instance))
+        .count()
+}
+
+#[test]
+fn agent_keeps_the_last_ended_logs_per_service_and_deletes_them_past_their_age() {
+    const KEEP: usize = 2;
+    let (w, _reaper) = world();
+    let _c = crate::system::controller(&w, "c1");
+    let flags = [
+        crate::system::FAST_AGENT,
+        &["--ended-logs-keep", "2", "--ended-logs-max-age", "25s"],
+    ]
+    .concat();
+    let mut a = w.agent(NODE, &flags);
+    agent_ready(&a);
+    // A live instance beside the churn: its log is never the retention's business.
+    let steady = crate::system::sleeper(&w, "steady", 1, "");
+    crate::system::deploy(&w, &steady, "steady", 1);
+    let steady_log = log_files(&w, "steady");
+    assert_eq!(steady_log.len(), 1, "{steady_log:?}");
+
+    // Fails at once and is not restarted: the controller replaces it with a new
+    // instance (a new id, a new log) every few seconds.
+    let crash = w.file(
+        "crash.yaml",
+        "service:\n  name: crash\n  scale: 1\n  command: \"echo crash output; exit 1\"\n  restartPolicy: Never\n",
+    );
+    crate::system::cast(&w, &crash);
+    let mut most = 0;
+    eventually(
+        "crash replaced again and again",
+        Duration::from_secs(120),
+        || {
+            most = most.max(log_files(&w, "crash").len());
+            (started(&a, "crash") >= KEEP + 4).then_some(())
+        },
+    );
+    // At any moment: KEEP ended, the live one, and one just ended that the sweep
+    // it set off has not deleted yet. (One replacement every ~5 s: without the
+    // count, KEEP + 4 logs would be there before the first is 25 s old.)
+    eprintln!("at most {most} logs of crash at once");
+    assert!(most <= KEEP + 2, "{most} logs of crash at once");
+
+    w.rune()
+        .args(["delete", "service", "crash", "--wait", "--timeout", "60s"])
+        .assert()
+        .success();
+    let kept = eventually("at most KEEP logs once crash is gone", LONG, || {
+        let files = log_files(&w, "crash");
+        (files.len() <= KEEP).then_some(files)
+    });
+    // For post-mortems, until the age limit.
+    assert!(
+        !kept.is_empty(),
+        "the last ended instances' logs are kept a while"
+    );
+    let last = std::fs::read_to_string(w.dir.join("agent-n1/logs").join(&kept[0])).unwrap();
+    assert!(last.contains("crash output"), "{last}");
+
+    // A restarted agent knows them as ended from the files alone, and deletes them
+    // once they are older than the age limit.
+    a.kill9();
+    let a = w.agent(NODE, &flags);
+    agent_ready(&a);
+    eventually(
+        "crash's logs deleted past the age limit",
+        Duration::from_secs(60),
+        || log_files(&w, "crash").is_empty().then_some(()),
+    );
+    assert_eq!(
+        log_files(&w, "steady"),
+        steady_log,
+        "a live log was deleted"
     );
 }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::logs::Logs;
 use super::metrics::AgentMetrics;
 use super::ports::Ports;
 use super::process;
@@ -36,6 +37,7 @@ use decide::{Core, Effect, Now, State, unknown_exit};
 pub struct Shared {
     pub node: String,
     pub data: Arc<DataDir>,
+    pub logs: Arc<Logs>,
     pub ports: Ports,
     pub metrics: Arc<AgentMetrics>,
     pub reports: Reports,
@@ -72,8 +74,11 @@ pub fn spawn(
 ) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let file_name = instance.file_name();
+    // Held from here, before the task runs: a sweep must not pick the log of an
+    // instance that is about to write to it.
+    shared.logs.hold(&instance);
     let sup = Supervisor {
-        log: super::logs::log_path(shared.data.root(), &file_name),
+        log: shared.logs.path(&instance),
         core: Core::new(instance, &shared.node, record, shared.backoff),
         shared,
         file_name,
@@ -117,6 +122,7 @@ enum Ev {
 
 impl Supervisor {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, persisted: Option<Persisted>) {
+        self.shared.logs.writable(self.core.key()).await;
         let restored = self.restore(persisted);
         let mut going = self.carry_out(restored).await;
         while going {
@@ -365,9 +371,11 @@ impl Supervisor {
         self.core.stopped(exit, now())
     }
 
-    /// The instance is gone for good: local state, ports and status key.
+    /// The instance is gone for good: local state, ports and status key; its log is
+    /// kept a while for post-mortems (see `logs/retention.rs`).
     fn forget(&self) {
         self.shared.data.remove(&self.file_name);
+        self.shared.logs.release(self.core.key());
         let ports = self.core.ports().iter().map(|(_, p)| *p);
         self.shared.ports.release(ports);
         let _ = self
