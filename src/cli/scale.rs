@@ -8,16 +8,18 @@ use jiff::Timestamp;
 
 use super::wait::{self, WaitFor};
 use crate::exit::{self, Error};
-use crate::model::operation::BASE_TIMEOUT;
+use crate::model::operation::{self, BASE_TIMEOUT};
 use crate::model::{OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration};
 use crate::store::cas::{Decision, Guard, Outcome};
 use crate::store::{Store, op};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
-    /// How long the whole operation may take; stored in the operation record, so the
-    /// controller enforces it too (default 5m; longer for long gradual plans).
-    #[arg(long, value_parser = duration::parse)]
+    /// How long the whole operation may take, at least 1s; stored in the operation
+    /// record, so the controller enforces it too (default 5m; longer for long
+    /// gradual plans). When no controller picked the operation up by then, the CLI
+    /// stops waiting (exit 3).
+    #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Return as soon as the request is stored; print the operation id.
     #[arg(long)]
@@ -99,6 +101,12 @@ pub struct StopArgs {
     pub name: String,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// `--timeout`: a duration of at least [`MIN_TIMEOUT`] (below it, clap's usage
+/// error names the minimum: exit 2).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    operation::check_timeout(duration::parse(text)?)
 }
 
 struct Request {
@@ -291,6 +299,17 @@ impl Submission<'_> {
                 t
             }
         };
+        // The record we overwrite, if no controller took it up yet, lives on in
+        // ours: the controller records it as superseded, so it shows in history.
+        let observed_operation = state.status().observed_operation;
+        let supersedes = state
+            .operation
+            .as_ref()
+            .and_then(|kv| {
+                let previous = kv.json::<OperationRecord>().ok()?;
+                Some(previous.carried_over(kv.mod_revision, observed_operation))
+            })
+            .unwrap_or_default();
         let record = OperationRecord {
             id: uuid::Uuid::now_v7().to_string(),
             kind: req.kind,
@@ -304,6 +323,7 @@ impl Submission<'_> {
             requested_at: Timestamp::now(),
             requested_by: requested_by(),
             reason: self.args.reason.clone().unwrap_or_default(),
+            supersedes,
         };
         let mut next = stored.clone();
         next.service.scale = Some(to);

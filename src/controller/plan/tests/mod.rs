@@ -172,6 +172,7 @@ impl Sim {
                 requested_at: self.o.now,
                 requested_by: "me@here".into(),
                 reason: String::new(),
+                supersedes: vec![],
             },
             self.rev,
         ));
