@@ -36,16 +36,7 @@ fn a_failing_step_rolls_back_to_the_last_stable_scale() {
     // One new instance crashes before it is ready.
     let new = p.create[0].id.clone();
     s.agents(true);
-    let st = s.o.statuses.get_mut(&new).unwrap();
-    st.ready = false;
-    st.ready_at = None;
-    st.restarts = 1;
-    st.last_exit = Some(ExitInfo {
-        code: Some(3),
-        signal: None,
-        at: t(1),
-        reason: String::new(),
-    });
+    crash_before_ready(&mut s, &new, 3);
     let p = s.step();
     let (back, cas) = p.rollback.clone().expect("rolls back");
     assert_eq!(back.service.scale, Some(2));
@@ -245,14 +236,15 @@ fn operations_overwritten_before_a_controller_saw_them_are_recorded_as_supersede
     assert_eq!(ids[..2], [second.as_str(), first.id.as_str()]);
 }
 
-/// Fails the step of the running operation: one of its new instances crashes
-/// before it is ready.
-fn crash_one_new_instance(s: &mut Sim, created: &[InstanceRecord]) {
-    s.agents(false);
-    let st = s.o.statuses.get_mut(&created[0].id).unwrap();
+/// Instance `id` (reported on already) exits with `code` before it is ready: its
+/// agent restarts it, and the running operation fails its health checks.
+fn crash_before_ready(s: &mut Sim, id: &str, code: i32) {
+    let st = s.o.statuses.get_mut(id).unwrap();
+    st.ready = false;
+    st.ready_at = None;
     st.restarts = 1;
     st.last_exit = Some(ExitInfo {
-        code: Some(1),
+        code: Some(code),
         signal: None,
         at: s.o.now,
         reason: String::new(),
@@ -267,7 +259,8 @@ fn with_no_stable_scale_a_failure_rolls_back_to_the_scale_desired_before() {
     s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
     let p = s.step();
     assert_eq!(p.create.len(), 4);
-    crash_one_new_instance(&mut s, &p.create);
+    s.agents(false);
+    crash_before_ready(&mut s, &p.create[0].id, 1);
     let p = s.step();
     let (back, _) = p.rollback.expect("rolls back");
     assert_eq!(back.service.scale, Some(2));
@@ -285,7 +278,8 @@ fn a_scale_that_supersedes_the_casts_unsettled_operation_carries_it_on() {
     assert_eq!(s.o.status.history[0].result, OperationPhase::Superseded);
     // The cast's instances were still coming up, not unready before the scale:
     // when one of them crashes, the scale fails at once (not at its deadline).
-    crash_one_new_instance(&mut s, &cast);
+    s.agents(false);
+    crash_before_ready(&mut s, &cast[0].id, 1);
     let p = s.step();
     assert!(
         s.o.status.last_scale_reason.contains(&cast[0].id),
