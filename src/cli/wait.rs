@@ -29,7 +29,7 @@ pub struct WaitFor {
 impl Default for WaitFor {
     fn default() -> Self {
         WaitFor {
-            unclaimed: Duration::from_secs(1),
+            unclaimed: Duration::from_millis(500),
             verdict: Duration::from_secs(3),
             etcd_outage: Duration::from_secs(30),
         }
