@@ -114,7 +114,7 @@ rune is running. In another terminal (the binaries are in target/$profile):
   rune get instances                     # pids, ports, phases
   rune scale web 5                       # immediate, waits until ready
   rune scale workers 8 --mode=gradual --step=2 --interval=5s
-  rune cast manifests/flaky.yaml && rune scale flaky 4   # fails on purpose: rolled back
+  rune cast manifests/flaky.yaml && rune scale flaky 4   # fails on purpose: rolled back to 2
   rune restart web
   rune history web
 

@@ -71,11 +71,6 @@ pub async fn run(store: &Store, a: HistoryArgs) -> exit::Result<()> {
                         duration::format(std::time::Duration::from_secs(secs))
                     })
                     .unwrap_or_else(|| "-".into());
-                let note = match (e.reason.is_empty(), e.error.is_empty()) {
-                    (_, false) => e.error.clone(),
-                    (false, true) => e.reason.clone(),
-                    _ => String::new(),
-                };
                 t.add_row(vec![
                     short_id(&e.id),
                     e.kind.to_string(),
@@ -86,7 +81,7 @@ pub async fn run(store: &Store, a: HistoryArgs) -> exit::Result<()> {
                     e.result.to_string(),
                     format!("{} ago", age(Some(e.started_at))),
                     took,
-                    note,
+                    e.remarks(),
                 ]);
             }
             print_table(&t);

@@ -8,16 +8,20 @@ use jiff::Timestamp;
 
 use super::wait::{self, WaitFor};
 use crate::exit::{self, Error};
-use crate::model::operation::BASE_TIMEOUT;
-use crate::model::{OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration};
+use crate::model::operation::{self, BASE_TIMEOUT};
+use crate::model::{
+    OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration, limits,
+};
 use crate::store::cas::{Decision, Guard, Outcome};
 use crate::store::{Store, op};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
-    /// How long the whole operation may take; stored in the operation record, so the
-    /// controller enforces it too (default 5m; longer for long gradual plans).
-    #[arg(long, value_parser = duration::parse)]
+    /// How long the whole operation may take, at least 1s; stored in the operation
+    /// record, so the controller enforces it too (default 5m; longer for long
+    /// gradual plans). When no controller picked the operation up by then, the CLI
+    /// stops waiting (exit 3).
+    #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Return as soon as the request is stored; print the operation id.
     #[arg(long)]
@@ -51,11 +55,11 @@ pub struct ScaleArgs {
     /// immediate: go to N at once; gradual: --step instances every --interval.
     #[arg(long, value_enum, default_value = "immediate")]
     pub mode: ModeArg,
-    /// Instances added or removed per step (gradual).
+    /// Instances added or removed per step (gradual), 1 to 10000.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub step: i64,
-    /// Time between steps (gradual).
-    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    /// Time between steps (gradual), at most 24h.
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Revert to the previous scale on health failure.
     #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -101,6 +105,17 @@ pub struct StopArgs {
     pub wait: WaitArgs,
 }
 
+/// `--timeout`: a duration from [`MIN_TIMEOUT`] to 7 days (outside them, clap's
+/// usage error names the bound: exit 2).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    operation::check_timeout(duration::parse(text)?)
+}
+
+/// `--interval`: at most [`limits::MAX_INTERVAL`].
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    limits::at_most("the interval", duration::parse(text)?, limits::MAX_INTERVAL)
+}
+
 struct Request {
     kind: OperationKind,
     mode: ScaleMode,
@@ -111,26 +126,21 @@ struct Request {
 }
 
 pub async fn scale(store: &Store, a: ScaleArgs) -> exit::Result<()> {
-    if a.replicas < 0 {
-        return Err(Error::usage(format!(
-            "replicas must be 0 or more, got {}",
-            a.replicas
-        )));
-    }
-    if a.step < 1 {
-        return Err(Error::usage(format!(
-            "--step must be at least 1, got {}",
-            a.step
-        )));
-    }
-    let to = u32::try_from(a.replicas).map_err(|_| Error::usage("replicas: too large"))?;
+    // Read into the stored type only through the bounds: nothing truncates.
+    let bounded = |what: &str, n: i64, min: u64| {
+        let n = u64::try_from(n)
+            .map_err(|_| Error::usage(format!("{what} must be {min} or more, got {n}")))?;
+        limits::within(what, n, min, limits::MAX_SCALE as u64).map_err(Error::usage)
+    };
+    let to = bounded("replicas", a.replicas, 0)?;
+    let step = bounded("--step", a.step, 1)?;
     let req = Request {
         kind: OperationKind::Scale,
         mode: match a.mode {
             ModeArg::Immediate => ScaleMode::Immediate,
             ModeArg::Gradual => ScaleMode::Gradual,
         },
-        step: a.step as u32,
+        step,
         interval: a.interval,
         rollback_on_fail: a.rollback_on_fail,
         precondition: a.current_replicas,
@@ -291,6 +301,17 @@ impl Submission<'_> {
                 t
             }
         };
+        // The record we overwrite, if no controller took it up yet, lives on in
+        // ours: the controller records it as superseded, so it shows in history.
+        let observed_operation = state.status().observed_operation;
+        let supersedes = state
+            .operation
+            .as_ref()
+            .and_then(|kv| {
+                let previous = kv.json::<OperationRecord>().ok()?;
+                Some(previous.carried_over(kv.mod_revision, observed_operation))
+            })
+            .unwrap_or_default();
         let record = OperationRecord {
             id: uuid::Uuid::now_v7().to_string(),
             kind: req.kind,
@@ -304,6 +325,7 @@ impl Submission<'_> {
             requested_at: Timestamp::now(),
             requested_by: requested_by(),
             reason: self.args.reason.clone().unwrap_or_default(),
+            supersedes,
         };
         let mut next = stored.clone();
         next.service.scale = Some(to);

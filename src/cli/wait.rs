@@ -9,31 +9,38 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 
 use crate::exit::{self, Error, Exit};
-use crate::model::{OperationKind, OperationPhase, OperationRecord, ServiceStatus};
+use crate::model::{OperationKind, OperationPhase, OperationRecord, ServiceStatus, duration};
 use crate::store::Store;
 use crate::store::watch::{WatchEvent, watch_prefix};
 
-/// Tunables for how long the CLI waits beyond the operation's own timeout.
+/// How long the CLI waits past a deadline for the controller's verdict.
 #[derive(Debug, Clone)]
 pub struct WaitFor {
-    /// Extra time after the operation's deadline for the controller's verdict.
-    pub grace: Duration,
+    /// Past the request's own deadline while no controller picked the operation
+    /// up: just long enough for a pickup at the last moment to show.
+    pub unclaimed: Duration,
+    /// Past the controller's deadline once one picked the operation up: its
+    /// reconcile at the deadline writes the verdict.
+    pub verdict: Duration,
     /// How long without etcd before giving up with exit 5.
     pub etcd_outage: Duration,
 }
 
 impl Default for WaitFor {
     fn default() -> Self {
-        // RUNE_WAIT_GRACE (seconds) exists for tests; 15s is right for people.
-        let grace = std::env::var("RUNE_WAIT_GRACE")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(15);
         WaitFor {
-            grace: Duration::from_secs(grace),
+            unclaimed: Duration::from_millis(500),
+            verdict: Duration::from_secs(3),
             etcd_outage: Duration::from_secs(30),
         }
     }
+}
+
+/// The monotonic instant `grace` after the wall-clock `deadline`, seen from
+/// `now` (wall clock) and `now_instant` (monotonic, the same moment).
+fn past(deadline: Timestamp, grace: Duration, now: Timestamp, now_instant: Instant) -> Instant {
+    let left: Duration = deadline.duration_since(now).try_into().unwrap_or_default();
+    now_instant + left + grace
 }
 
 /// What a status says about our operation.
@@ -69,15 +76,12 @@ pub fn verdict(status: &ServiceStatus, op: &OperationRecord) -> Verdict {
 
 fn left(now: Timestamp, until: Timestamp) -> String {
     let secs = until.duration_since(now).as_secs().max(0) as u64;
-    crate::model::duration::format(Duration::from_secs(secs))
+    duration::format(Duration::from_secs(secs))
 }
 
 /// One line of progress: counts, step i of n, time left in the interval, timeout.
 pub fn progress_line(status: &ServiceStatus, now: Timestamp) -> String {
-    let mut line = format!(
-        "{}/{} ready, {} current",
-        status.ready_replicas, status.desired_replicas, status.current_replicas
-    );
+    let mut line = status.counts();
     let Some(p) = &status.operation else {
         return line;
     };
@@ -159,8 +163,10 @@ pub async fn wait(
     let mut statuses = watch_prefix(store.clone(), status_key.clone());
     let mut ops = watch_prefix(store.clone(), op_key.clone());
     let started = Instant::now();
-    // Until the controller says when the operation's deadline is, count from now.
-    let mut give_up_at = started + op.timeout + cfg.grace;
+    // Until a controller says when the operation's deadline is, it is the
+    // request's own: the time a controller had to pick it up.
+    let requested_deadline = duration::add(op.requested_at, op.timeout);
+    let mut give_up_at = past(requested_deadline, cfg.unclaimed, Timestamp::now(), started);
     let mut display = Display::new();
     let mut outage: Option<Instant> = None;
     let mut picked_up = false;
@@ -201,9 +207,13 @@ pub async fn wait(
         tokio::select! {
             _ = timer => {
                 let why = if picked_up {
-                    format!("no outcome by the operation's deadline (+{}s)", cfg.grace.as_secs())
+                    format!("no outcome by the operation's deadline (+{}s)", cfg.verdict.as_secs())
                 } else {
-                    "no controller picked the operation up: is rune-controller running?".to_string()
+                    format!(
+                        "no controller picked the operation up within its timeout ({}): is rune-controller running? \
+                         It stays requested: a controller that starts later runs it then (rune history {name} -n {ns} shows it)",
+                        duration::format(op.timeout)
+                    )
                 };
                 break Err(Error::new(Exit::StoppedWaiting, format!("stopped waiting for {what}: {why}")));
             }
@@ -269,9 +279,9 @@ pub async fn wait(
                 if v == Verdict::Progress {
                     picked_up = true;
                     if let Some(p) = &status.operation {
-                        // The controller's deadline bounds the wait, not our guess.
-                        let left: Duration = p.deadline.duration_since(Timestamp::now()).try_into().unwrap_or_default();
-                        give_up_at = Instant::now() + left + cfg.grace;
+                        // The controller's deadline bounds the wait now (a late
+                        // pickup counts its own).
+                        give_up_at = past(p.deadline, cfg.verdict, Timestamp::now(), Instant::now());
                     }
                     display.show(&format!("{what}: {}", progress_line(&status, Timestamp::now())));
                     shown = Some(status);
@@ -287,4 +297,53 @@ pub async fn wait(
     let line = outcome?;
     println!("{line}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ScaleMode;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    #[test]
+    fn the_wait_ends_a_grace_after_the_deadline_even_one_already_past() {
+        let now = Instant::now();
+        let grace = Duration::from_secs(1);
+        assert_eq!(past(t(3), grace, t(0), now), now + Duration::from_secs(4));
+        assert_eq!(past(t(-5), grace, t(0), now), now + grace, "already past");
+    }
+
+    #[test]
+    fn a_stop_shows_what_is_left_never_ready_of_zero() {
+        let stop = OperationRecord {
+            id: "op".into(),
+            kind: OperationKind::Stop,
+            from: 8,
+            to: 0,
+            mode: ScaleMode::Immediate,
+            step: 1,
+            interval: Duration::ZERO,
+            rollback_on_fail: false,
+            timeout: Duration::from_secs(300),
+            requested_at: t(0),
+            requested_by: "me@here".into(),
+            reason: String::new(),
+            supersedes: vec![],
+        };
+        let mut progress = stop.start(1, 8, &[], t(0));
+        (progress.step, progress.steps, progress.step_target) = (1, 1, 0);
+        let status = ServiceStatus {
+            ready_replicas: 8,
+            current_replicas: 8,
+            operation: Some(progress),
+            ..ServiceStatus::default()
+        };
+        assert_eq!(
+            progress_line(&status, t(0)),
+            "8 running, stopping · timeout in 5m"
+        );
+    }
 }

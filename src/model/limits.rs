@@ -16,7 +16,8 @@ pub const MAX_SCALE: u32 = 10_000;
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// `rune scale/restart/stop --timeout`: how long an operation may take.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The shortest `--timeout`: anything less ends before a controller can act.
+/// The shortest timeout an operation may have: below it, even a controller that
+/// picks the operation up at once could not report before the time runs out.
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// `stopGracePeriod`: SIGTERM to SIGKILL.
 pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);

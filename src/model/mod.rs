@@ -15,7 +15,9 @@ pub mod status;
 pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase};
 pub use node::NodeRecord;
-pub use operation::{OperationKind, OperationPhase, OperationProgress, OperationRecord, ScalePlan};
+pub use operation::{
+    OperationKind, OperationPhase, OperationProgress, OperationRecord, OperationSummary, ScalePlan,
+};
 pub use refs::{InstanceRef, ServiceRef, Versioned};
 pub use spec::{
     Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,

@@ -24,9 +24,28 @@ use super::{duration, limits};
 /// own length on top (the contract's timeout default).
 pub const BASE_TIMEOUT: Duration = Duration::from_secs(300);
 
+pub use limits::MIN_TIMEOUT;
+
+/// How many overwritten operations a record carries in `supersedes`: enough for
+/// a few quick retries without a controller, bounded so the record stays small.
+pub const SUPERSEDES_LIMIT: usize = 5;
+
 /// How far back a request may be dated and still have its deadline counted from
 /// then: older (or future) dates say the requester's clock is off.
 const REQUEST_CLOCK_SLACK: Duration = Duration::from_secs(60);
+
+/// Checks a timeout someone asked for against [`MIN_TIMEOUT`] and
+/// [`limits::MAX_TIMEOUT`]; the error names the bound.
+pub fn check_timeout(timeout: Duration) -> Result<Duration, String> {
+    if timeout < MIN_TIMEOUT {
+        return Err(format!(
+            "the timeout must be at least {}, got {}",
+            duration::format(MIN_TIMEOUT),
+            duration::format(timeout)
+        ));
+    }
+    limits::at_most("the timeout", timeout, limits::MAX_TIMEOUT)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +96,48 @@ pub struct OperationRecord {
     pub requested_by: String,
     #[serde(default)]
     pub reason: String,
+    /// Operations this record overwrote before any controller took them up (newest
+    /// first, at most [`SUPERSEDES_LIMIT`]): the controller records them as
+    /// superseded, so every operation the CLI accepted shows in the history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<OperationSummary>,
+}
+
+/// What the history needs of an operation that never ran: it was overwritten
+/// before a controller took it up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationSummary {
+    pub id: String,
+    pub kind: OperationKind,
+    pub from: u32,
+    pub to: u32,
+    pub mode: ScaleMode,
+    pub requested_at: Timestamp,
+    pub requested_by: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl OperationSummary {
+    /// The history line of this operation, replaced by `by` (requested at
+    /// `replaced_at`) before it started.
+    pub fn superseded_entry(&self, by: &str, replaced_at: Timestamp) -> HistoryEntry {
+        HistoryEntry {
+            id: self.id.clone(),
+            kind: self.kind,
+            from: self.from,
+            to: self.to,
+            mode: self.mode,
+            requested_by: self.requested_by.clone(),
+            reason: self.reason.clone(),
+            result: OperationPhase::Superseded,
+            started_at: self.requested_at,
+            finished_at: Some(replaced_at.max(self.requested_at)),
+            error: format!("superseded by {by} before a controller took it up"),
+            note: String::new(),
+        }
+    }
 }
 
 /// The shape of a change of scale: from `from` to `to` instances, either at once
@@ -151,20 +212,43 @@ impl OperationRecord {
         }
     }
 
-    /// Whether the record's whole time ran out: it is then history, not a request
-    /// (e.g. after the status was lost), and must never run (again).
+    /// Whether the record's whole time ran out by `now`.
     pub fn expired(&self, now: Timestamp) -> bool {
         duration::add(self.requested_at, self.timeout) <= now
+    }
+
+    /// Whether the record tells of the past rather than asks for something: its
+    /// time ran out *and* it already created instances (`created_instances`: some
+    /// instance record carries its id). That happens when the status that said it
+    /// was taken up was lost; such a record must never run again. A record whose
+    /// time ran out before anything ran it (no controller was up) is still a
+    /// request: it runs late.
+    pub fn is_history(&self, now: Timestamp, created_instances: bool) -> bool {
+        self.expired(now) && created_instances
+    }
+
+    /// "started late: requested at X, picked up at Y" when a controller takes the
+    /// record up `now`, after its time ran out; `None` when it is in time.
+    pub fn late_start(&self, now: Timestamp) -> Option<String> {
+        self.expired(now).then(|| {
+            format!(
+                "started late: requested at {}, picked up at {}",
+                to_seconds(self.requested_at),
+                to_seconds(now)
+            )
+        })
     }
 
     /// When the operation must be done, when a controller takes it up `now` with
     /// `current` instances.
     pub fn deadline(&self, current: u32, now: Timestamp) -> Timestamp {
         // Counted from the request (the outcome must not depend on how soon a
-        // controller picked it up), unless the requester's clock looks off.
+        // controller picked it up), unless the requester's clock looks off, or the
+        // time ran out before any controller saw it: then it runs late, with its
+        // whole timeout from now.
         let requested_lately = self.requested_at <= now
             && duration::add(self.requested_at, REQUEST_CLOCK_SLACK) >= now;
-        let since = if requested_lately {
+        let since = if requested_lately && !self.expired(now) {
             self.requested_at
         } else {
             now
@@ -174,11 +258,12 @@ impl OperationRecord {
 
     /// The timeout for the plan that runs from `current` instances. A defaulted
     /// timeout covers the plan the CLI saw; the plan from what runs now may be
-    /// longer (e.g. after a superseded ramp), so it is sized again.
+    /// longer (e.g. after a superseded ramp), so it is sized again. A timeout under
+    /// [`MIN_TIMEOUT`] (a record some other writer made) gets the minimum.
     pub fn timeout_from(&self, current: u32) -> Duration {
         let asked = self.plan();
         if self.timeout != asked.default_timeout() {
-            return self.timeout;
+            return self.timeout.max(MIN_TIMEOUT);
         }
         let from_now = ScalePlan {
             from: current,
@@ -190,7 +275,8 @@ impl OperationRecord {
     /// The progress of this operation when a controller takes it up `now`, with
     /// `current` instances of which the `ready` ones are ready, for the spec write
     /// at `spec_revision`. It runs from what is there, not from the `from` the
-    /// requester saw; `step` stays 0 until the controller enters the first step.
+    /// requester saw (that stays on record as the scale a rollback may return to);
+    /// `step` stays 0 until the controller enters the first step.
     pub fn start(
         &self,
         spec_revision: i64,
@@ -222,6 +308,38 @@ impl OperationRecord {
             spec_revision,
             superseded_by: None,
             ready_at_start: ready.to_vec(),
+            previous_scale: Some(self.from),
+            remaining: current,
+            note: self.late_start(now).unwrap_or_default(),
+            carries_on_from: vec![],
+        }
+    }
+
+    /// What a record written over this one (stored at `revision`) carries of it:
+    /// while no controller took it up (the status's `observed_operation` is older),
+    /// its own summary, then what it carried itself, at most
+    /// [`SUPERSEDES_LIMIT`]; nothing once a controller did (it records the outcome
+    /// itself).
+    pub fn carried_over(&self, revision: i64, observed_operation: i64) -> Vec<OperationSummary> {
+        if revision <= observed_operation {
+            return vec![];
+        }
+        std::iter::once(self.summary())
+            .chain(self.supersedes.iter().cloned())
+            .take(SUPERSEDES_LIMIT)
+            .collect()
+    }
+
+    fn summary(&self) -> OperationSummary {
+        OperationSummary {
+            id: self.id.clone(),
+            kind: self.kind,
+            from: self.from,
+            to: self.to,
+            mode: self.mode,
+            requested_at: self.requested_at,
+            requested_by: self.requested_by.clone(),
+            reason: self.reason.clone(),
         }
     }
 
@@ -308,6 +426,22 @@ pub struct OperationProgress {
     /// while it runs, the operation fails its health checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ready_at_start: Vec<String>,
+    /// The scale desired before this operation (the `from` its requester saw):
+    /// where a rollback goes when no stable scale was recorded yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_scale: Option<u32>,
+    /// Instance records still there, stopping ones included: what a step that
+    /// stops instances waits for, and what a waiting CLI shows of a stop.
+    #[serde(default)]
+    pub remaining: u32,
+    /// A remark for the history, e.g. that it started late.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// Operations this one superseded while they ran (newest first, at most
+    /// [`SUPERSEDES_LIMIT`]): the instances they started were still coming up, not
+    /// unready before this one, so its health checks judge them as its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carries_on_from: Vec<String>,
 }
 
 impl OperationProgress {
@@ -337,6 +471,50 @@ impl OperationProgress {
             OperationKind::Restart if step <= 1 => 0,
             OperationKind::Restart => self.to,
             _ => self.plan().step_target(step),
+        }
+    }
+
+    /// Takes over from `superseded`, which was still running: the instances it (and
+    /// what it carried on from) started count as this operation's own.
+    pub fn carry_on_from(&mut self, superseded: &OperationProgress) {
+        self.carries_on_from = std::iter::once(superseded.id.clone())
+            .chain(superseded.carries_on_from.iter().cloned())
+            .take(SUPERSEDES_LIMIT)
+            .collect();
+    }
+
+    /// Whether this operation (or one it carries on from) started the instance
+    /// whose record names `operation_id`.
+    pub fn started(&self, operation_id: Option<&str>) -> bool {
+        operation_id.is_some_and(|id| id == self.id || self.carries_on_from.iter().any(|c| c == id))
+    }
+
+    /// Where a failed operation rolls back to, or `None` when it is pinned: only a
+    /// scale with `rollbackOnFail` rolls back, to the last `stable` scale (every
+    /// instance ready), else to the scale desired before it. A service whose
+    /// previous scale was 0 (a new one) is pinned rather than rolled back to 0.
+    pub fn rollback_target(&self, stable: Option<u32>) -> Option<u32> {
+        if !self.rollback_on_fail || self.kind != OperationKind::Scale {
+            return None;
+        }
+        let back = stable.or(self.previous_scale.filter(|scale| *scale > 0))?;
+        (back != self.to).then_some(back)
+    }
+
+    /// Whether the current step stops every instance (a stop, a restart's first
+    /// step, a scale to 0): its progress is what is left, not what is ready.
+    pub fn stops_everything(&self) -> bool {
+        self.step >= 1 && self.step_target == 0
+    }
+
+    /// The counts of a step that stops everything, as people read them: "8
+    /// running, stopping", then "3 of 8 left".
+    pub fn stopping_counts(&self) -> String {
+        let of = self.from.max(self.remaining);
+        if self.remaining >= of {
+            format!("{of} running, stopping")
+        } else {
+            format!("{} of {of} left", self.remaining)
         }
     }
 
@@ -374,8 +552,16 @@ impl OperationProgress {
             started_at: self.started_at,
             finished_at: self.finished_at,
             error: error.to_string(),
+            note: self.note.clone(),
         }
     }
+}
+
+/// A timestamp to the second, as history notes show it.
+fn to_seconds(ts: Timestamp) -> String {
+    Timestamp::from_second(ts.as_second())
+        .unwrap_or(ts)
+        .to_string()
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ fn record(kind: OperationKind, plan: ScalePlan, timeout: Duration) -> OperationR
         requested_at: t(0),
         requested_by: "me@here".into(),
         reason: String::new(),
+        supersedes: vec![],
     }
 }
 
@@ -179,4 +180,158 @@ fn an_operation_starts_from_what_runs_now_with_the_ready_ones_on_record() {
     assert_eq!(progress.deadline, t(300), "counted from the request");
     assert_eq!(progress.spec_revision, 7);
     assert_eq!(progress.ready_at_start, ready);
+}
+
+#[test]
+fn a_record_picked_up_after_its_time_ran_out_counts_its_deadline_from_the_pickup() {
+    let rec = record(OperationKind::Scale, gradual(1, 2, 1, 30), secs(30));
+    assert_eq!(rec.deadline(1, t(20)), t(30), "in time: from the request");
+    assert_eq!(
+        rec.deadline(1, t(45)),
+        t(75),
+        "late: its whole timeout from now"
+    );
+    assert_eq!(rec.late_start(t(20)), None);
+    assert_eq!(
+        rec.late_start(t(45)).unwrap(),
+        format!(
+            "started late: requested at {}, picked up at {}",
+            t(0),
+            t(45)
+        )
+    );
+    let started = rec.start(1, 1, &[], t(45));
+    assert_eq!(started.deadline, t(75));
+    assert!(started.note.starts_with("started late"), "{}", started.note);
+}
+
+#[test]
+fn a_record_is_history_only_when_its_time_ran_out_and_it_created_instances() {
+    let rec = record(OperationKind::Restart, gradual(2, 2, 1, 0), secs(300));
+    assert!(!rec.is_history(t(10), true), "in time: a request");
+    assert!(!rec.is_history(t(400), false), "never ran: runs late");
+    assert!(
+        rec.is_history(t(400), true),
+        "ran, then the status was lost"
+    );
+}
+
+#[test]
+fn timeouts_under_a_second_are_refused_naming_the_minimum() {
+    for short in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(500),
+    ] {
+        let err = check_timeout(short).unwrap_err();
+        assert!(err.contains("at least 1s"), "{err}");
+    }
+    assert_eq!(check_timeout(secs(1)), Ok(secs(1)));
+    // A record some other writer made with a tiny timeout still gets the minimum.
+    let rec = record(OperationKind::Scale, gradual(1, 2, 1, 0), Duration::ZERO);
+    assert_eq!(rec.timeout_from(1), MIN_TIMEOUT);
+}
+
+#[test]
+fn an_overwritten_record_is_carried_while_no_controller_took_it_up() {
+    let mut older = record(OperationKind::Scale, gradual(1, 2, 1, 0), BASE_TIMEOUT);
+    older.id = "older".into();
+    let mut previous = record(OperationKind::Stop, gradual(2, 0, 1, 0), BASE_TIMEOUT);
+    previous.id = "previous".into();
+    previous.supersedes = older.carried_over(5, 0);
+    let carried = previous.carried_over(7, 5);
+    let ids: Vec<&str> = carried.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["previous", "older"], "newest first");
+    assert_eq!((carried[0].kind, carried[0].to), (OperationKind::Stop, 0));
+    assert!(
+        previous.carried_over(7, 7).is_empty(),
+        "taken up: not carried"
+    );
+
+    // Bounded: a long run of overwrites keeps the last few.
+    let mut last = previous;
+    for n in 0..10 {
+        let mut next = record(OperationKind::Scale, gradual(1, n, 1, 0), BASE_TIMEOUT);
+        next.id = format!("op-{n}");
+        next.supersedes = last.carried_over(10 + i64::from(n), 0);
+        last = next;
+    }
+    assert_eq!(last.supersedes.len(), SUPERSEDES_LIMIT);
+    assert_eq!(last.supersedes[0].id, "op-8");
+}
+
+#[test]
+fn a_failure_rolls_back_to_the_stable_scale_else_to_the_one_desired_before() {
+    let rec = record(OperationKind::Scale, gradual(2, 4, 1, 0), BASE_TIMEOUT);
+    let failed = rec.start(1, 0, &[], t(0));
+    assert_eq!(failed.rollback_target(Some(3)), Some(3), "the stable scale");
+    assert_eq!(
+        failed.rollback_target(None),
+        Some(2),
+        "the scale desired before"
+    );
+    assert_eq!(
+        failed.rollback_target(Some(4)),
+        None,
+        "nothing to go back to"
+    );
+
+    let new_service = record(OperationKind::Scale, gradual(0, 1, 1, 0), BASE_TIMEOUT);
+    let failed = new_service.start(1, 0, &[], t(0));
+    assert_eq!(
+        failed.rollback_target(None),
+        None,
+        "pinned, not rolled back to 0"
+    );
+
+    let mut pinned = rec.clone();
+    pinned.rollback_on_fail = false;
+    assert_eq!(pinned.start(1, 0, &[], t(0)).rollback_target(Some(2)), None);
+    let restart = record(OperationKind::Restart, gradual(2, 2, 1, 0), BASE_TIMEOUT);
+    assert_eq!(
+        restart.start(1, 0, &[], t(0)).rollback_target(Some(1)),
+        None
+    );
+}
+
+#[test]
+fn a_step_that_stops_everything_counts_what_is_left() {
+    let at_once = ScalePlan {
+        mode: ScaleMode::Immediate,
+        ..gradual(8, 0, 1, 0)
+    };
+    let stop = record(OperationKind::Stop, at_once, BASE_TIMEOUT);
+    let mut stopping = progress(&stop, 1);
+    assert!(stopping.stops_everything());
+    assert_eq!(stopping.stopping_counts(), "8 running, stopping");
+    stopping.remaining = 3;
+    assert_eq!(stopping.stopping_counts(), "3 of 8 left");
+    stopping.remaining = 0;
+    assert_eq!(stopping.stopping_counts(), "0 of 8 left");
+
+    let restart = record(OperationKind::Restart, gradual(3, 3, 1, 0), BASE_TIMEOUT);
+    assert!(progress(&restart, 1).stops_everything());
+    assert!(
+        !progress(&restart, 2).stops_everything(),
+        "then it starts them"
+    );
+}
+
+#[test]
+fn an_operation_judges_the_instances_of_the_running_one_it_superseded_as_its_own() {
+    let rec = record(OperationKind::Scale, gradual(0, 2, 1, 0), BASE_TIMEOUT);
+    let mut older = rec.start(1, 0, &[], t(0));
+    older.id = "older".into();
+    let mut cast = rec.start(2, 0, &[], t(0));
+    cast.id = "cast".into();
+    cast.carry_on_from(&older);
+    let mut scale = rec.start(3, 2, &[], t(1));
+    scale.id = "scale".into();
+    scale.carry_on_from(&cast);
+    assert_eq!(scale.carries_on_from, ["cast", "older"]);
+    for id in ["scale", "cast", "older"] {
+        assert!(scale.started(Some(id)), "{id}");
+    }
+    assert!(!scale.started(Some("other")));
+    assert!(!scale.started(None), "instances from before any operation");
 }

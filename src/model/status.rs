@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::operation::{OperationKind, OperationPhase, OperationProgress};
+use super::operation::{OperationKind, OperationPhase, OperationProgress, OperationSummary};
 use super::spec::ScaleMode;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,8 +143,49 @@ impl ServiceStatus {
     /// Puts an operation that ended (or was superseded) at the top of the history,
     /// keeping the last [`HISTORY_LIMIT`]; `error` says why it failed, if it did.
     pub fn record_history(&mut self, op: &OperationProgress, error: &str) {
-        self.history.insert(0, op.history_entry(error));
+        self.push_history(op.history_entry(error));
+    }
+
+    /// Records the operations that `by` (requested at `replaced_at`) overwrote
+    /// before a controller took them up, as superseded, oldest first so the
+    /// history stays newest first. Skipped are the ones this status knows already
+    /// (taken up after all, just before they were overwritten) and those `ran`
+    /// says ran (their instances exist: the status that knew them was lost).
+    pub fn record_superseded_unseen(
+        &mut self,
+        unseen: &[OperationSummary],
+        by: &str,
+        replaced_at: Timestamp,
+        ran: impl Fn(&str) -> bool,
+    ) {
+        for summary in unseen.iter().rev() {
+            let known = self.history.iter().any(|entry| entry.id == summary.id)
+                || self
+                    .operation
+                    .as_ref()
+                    .is_some_and(|op| op.id == summary.id);
+            if !known && !ran(&summary.id) {
+                self.push_history(summary.superseded_entry(by, replaced_at));
+            }
+        }
+    }
+
+    fn push_history(&mut self, entry: HistoryEntry) {
+        self.history.insert(0, entry);
         self.history.truncate(HISTORY_LIMIT);
+    }
+
+    /// The instance counts as a waiting CLI shows them: "2/5 ready, 3 current";
+    /// while a step stops every instance, what is left of them instead ("8/0
+    /// ready" would read as nonsense).
+    pub fn counts(&self) -> String {
+        match self.running_operation().filter(|op| op.stops_everything()) {
+            Some(op) => op.stopping_counts(),
+            None => format!(
+                "{}/{} ready, {} current",
+                self.ready_replicas, self.desired_replicas, self.current_replicas
+            ),
+        }
     }
 }
 
@@ -166,4 +207,28 @@ pub struct HistoryEntry {
     pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// A remark, e.g. "started late: requested at X, picked up at Y".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
+
+impl HistoryEntry {
+    /// What a history table says about the entry: the error (or else the reason),
+    /// then the note.
+    pub fn remarks(&self) -> String {
+        let main = if self.error.is_empty() {
+            &self.reason
+        } else {
+            &self.error
+        };
+        [main.as_str(), self.note.as_str()]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

@@ -170,3 +170,42 @@ fn instances_that_keep_failing_are_replaced_with_a_growing_back_off() {
     );
     assert!(service(&w, "fails")["status"]["consecutiveFailures"].as_u64() >= Some(1));
 }
+
+#[test]
+fn scale_flags_past_their_bounds_exit_2_naming_the_bound() {
+    let w = World::new();
+    cast(&w, &sleeper(&w, "api", 1, ""));
+    for (args, bound) in [
+        (
+            &["--mode", "gradual", "--step", "4294967297"][..],
+            "from 1 to 10000, got 4294967297",
+        ),
+        (
+            &["--mode", "gradual", "--step", "4294967296"][..],
+            "from 1 to 10000",
+        ),
+        (
+            &["--mode", "gradual", "--interval", "100000000000y"][..],
+            "limit of 1day",
+        ),
+        (&["--timeout", "30days"][..], "limit of 7days"),
+        (&["--timeout", "500ms"][..], "at least 1s"),
+    ] {
+        w.rune()
+            .args(["scale", "api", "4", "--no-wait"])
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(bound));
+    }
+    w.rune()
+        .args(["scale", "api", "1000000", "--no-wait"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("from 0 to 10000"));
+    assert_eq!(
+        service(&w, "api")["spec"]["scale"],
+        1,
+        "nothing was written"
+    );
+}

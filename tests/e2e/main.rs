@@ -15,6 +15,7 @@ mod controller;
 mod deploy;
 mod docs;
 mod lost_nodes;
+mod operations;
 mod run_local;
 mod scale;
 mod store;

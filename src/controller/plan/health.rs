@@ -12,15 +12,15 @@ use crate::model::{InstanceRecord, OperationProgress};
 /// Why the step fails its health checks, if it does: one of its instances exits
 /// before it is ready, reaches failureThreshold consecutive readiness failures, or
 /// turns unready while the operation runs. Judged are the instances this operation
-/// created and those that were ready when it started — never ones that were already
-/// unready, and never ones the step removes anyway.
+/// created (or the running operation it superseded: they were still coming up) and
+/// those that were ready when it started — never ones that were already unready,
+/// and never ones the step removes anyway.
 pub(super) fn failure(
     observed: &Observed,
     census: &Census,
     progress: &OperationProgress,
 ) -> Option<String> {
-    let created =
-        |record: &InstanceRecord| record.operation_id.as_deref() == Some(progress.id.as_str());
+    let created = |record: &InstanceRecord| progress.started(record.operation_id.as_deref());
     let was_ready = |record: &InstanceRecord| progress.ready_at_start.contains(&record.id);
     let surplus = census
         .active

@@ -30,17 +30,26 @@ pub(super) fn take_up(
     let ready = census.ready_ids(observed);
     if let Some((record, record_revision)) = &observed.operation
         && *record_revision > status.observed_operation
-        // Never run an old restart again (e.g. after the status was lost).
-        && !record.expired(observed.now)
     {
         status.observed_operation = *record_revision;
-        let progress = record.start(
-            *record_revision,
-            status.current_replicas,
-            &ready,
-            observed.now,
-        );
-        begin(status, progress, record.reason(), observed.now);
+        // A record that already ran while its time ran out is history (the status
+        // that knew was lost): never run an old restart again. One that nothing
+        // ran yet runs, late if need be, with its own parameters.
+        if !record.is_history(observed.now, created_instances(observed, &record.id)) {
+            let progress = record.start(
+                *record_revision,
+                status.current_replicas,
+                &ready,
+                observed.now,
+            );
+            begin(status, progress, record.reason(), observed.now);
+            status.record_superseded_unseen(
+                &record.supersedes,
+                &record.id,
+                record.requested_at,
+                |id| created_instances(observed, id),
+            );
+        }
     }
     let scale = spec_scale(observed, stored, status);
     if scale != status.desired_replicas {
@@ -58,6 +67,14 @@ pub(super) fn take_up(
         let progress = implied.start(revision, status.current_replicas, &ready, observed.now);
         begin(status, progress, reason, observed.now);
     }
+}
+
+/// Whether an instance record created by operation `id` exists.
+fn created_instances(observed: &Observed, id: &str) -> bool {
+    observed
+        .instances
+        .iter()
+        .any(|(record, _)| record.operation_id.as_deref() == Some(id))
 }
 
 /// The scale a stored spec asks for. A spec stored without `scale` (or with
@@ -101,14 +118,22 @@ fn implied_by_spec(
         requested_at: observed.now,
         requested_by: "spec".into(),
         reason: String::new(),
+        supersedes: vec![],
     }
 }
 
-/// Makes `progress` the current operation, superseding a running one.
-fn begin(status: &mut ServiceStatus, progress: OperationProgress, reason: String, now: Timestamp) {
+/// Makes `progress` the current operation, superseding a running one (whose
+/// instances it then judges as its own).
+fn begin(
+    status: &mut ServiceStatus,
+    mut progress: OperationProgress,
+    reason: String,
+    now: Timestamp,
+) {
     if let Some(mut old) = status.operation.take()
         && !old.phase.is_terminal()
     {
+        progress.carry_on_from(&old);
         old.phase = OperationPhase::Superseded;
         old.superseded_by = Some(progress.id.clone());
         old.message = format!("superseded by {} ({})", progress.id, reason);
@@ -181,6 +206,7 @@ fn look_at_step(
 ) -> Result<Option<Duration>, String> {
     let now = observed.now;
     let ready = census.ready_count(observed);
+    progress.remaining = census.remaining as u32;
     if now >= progress.deadline {
         let waiting = census
             .waiting_on_lost_nodes()
@@ -228,15 +254,16 @@ fn look_at_step(
 }
 
 fn progress_message(progress: &OperationProgress, current: u32, ready: u32) -> String {
-    let what = match (progress.kind, progress.step) {
-        (OperationKind::Restart, 1) => "stopping every instance".to_string(),
-        (OperationKind::Restart, _) => format!("starting {} instance(s)", progress.to),
-        _ => format!("scaling to {}", progress.step_target),
+    let what = if progress.stops_everything() {
+        format!("stopping every instance: {}", progress.stopping_counts())
+    } else {
+        let what = match progress.kind {
+            OperationKind::Restart => format!("starting {} instance(s)", progress.to),
+            _ => format!("scaling to {}", progress.step_target),
+        };
+        format!("{what}: {current} current, {ready} ready")
     };
-    format!(
-        "step {} of {}: {what}: {current} current, {ready} ready",
-        progress.step, progress.steps
-    )
+    format!("step {} of {}: {what}", progress.step, progress.steps)
 }
 
 /// Ends an operation that failed health checks or its deadline: roll back, pin, or
@@ -251,29 +278,25 @@ fn fail(
     why: String,
 ) -> u32 {
     progress.finished_at = Some(observed.now);
-    // Only back to a scale at which every instance was once ready: a new service
-    // that never got there is pinned (Failed), not rolled back to 0.
-    let stable = status.stable_replicas.unwrap_or(progress.to);
-    let can_roll_back =
-        progress.rollback_on_fail && progress.kind == OperationKind::Scale && stable != progress.to;
-    if can_roll_back && revision != progress.spec_revision {
+    let rollback_target = progress.rollback_target(status.stable_replicas);
+    if rollback_target.is_some() && revision != progress.spec_revision {
         progress.phase = OperationPhase::Superseded;
         progress.message =
             format!("{why}; not rolled back: the spec changed since (revision {revision})");
         status.record_history(progress, &why);
         return status.desired_replicas;
     }
-    if can_roll_back {
+    if let Some(back_to) = rollback_target {
         let mut back = stored.clone();
-        back.service.scale = Some(stable);
+        back.service.scale = Some(back_to);
         *rollback = Some((back, progress.spec_revision));
         progress.phase = OperationPhase::RolledBack;
-        progress.message = format!("rolled back to {stable}: {why}");
-        status.desired_replicas = stable;
+        progress.message = format!("rolled back to {back_to}: {why}");
+        status.desired_replicas = back_to;
         status.last_scale_at = Some(observed.now);
         status.last_scale_reason = progress.message.clone();
         status.record_history(progress, &why);
-        return stable;
+        return back_to;
     }
     progress.phase = OperationPhase::Failed;
     progress.message = format!("failed: {why}; keeping {} (no rollback)", progress.to);

@@ -176,6 +176,7 @@ impl Sim {
                 requested_at: self.o.now,
                 requested_by: "me@here".into(),
                 reason: String::new(),
+                supersedes: vec![],
             },
             self.rev,
         ));

@@ -36,16 +36,7 @@ fn a_failing_step_rolls_back_to_the_last_stable_scale() {
     // One new instance crashes before it is ready.
     let new = p.create[0].id.clone();
     s.agents(true);
-    let st = s.o.statuses.get_mut(&new).unwrap();
-    st.ready = false;
-    st.ready_at = None;
-    st.restarts = 1;
-    st.last_exit = Some(ExitInfo {
-        code: Some(3),
-        signal: None,
-        at: t(1),
-        reason: String::new(),
-    });
+    crash_before_ready(&mut s, &new, 3);
     let p = s.step();
     let (back, cas) = p.rollback.clone().expect("rolls back");
     assert_eq!(back.service.scale, Some(2));
@@ -149,13 +140,19 @@ fn a_new_service_that_never_became_ready_is_pinned_not_rolled_back_to_zero() {
 }
 
 #[test]
-fn an_expired_operation_record_is_not_run_again() {
+fn an_expired_operation_record_that_already_ran_is_history_not_a_request() {
     let mut s = Sim::converged(2, &["n1"]);
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
-    if let Some((op, _)) = &mut s.o.operation {
+    let (record_id, record_revision) = {
+        let (op, revision) = s.o.operation.as_mut().unwrap();
         op.kind = OperationKind::Restart;
+        (op.id.clone(), *revision)
+    };
+    // The restart ran (its instances carry its id), then the status was lost; its
+    // time ran out long ago.
+    for (instance, _) in &mut s.o.instances {
+        instance.operation_id = Some(record_id.clone());
     }
-    // The status was lost; the old restart's time ran out long ago.
     s.o.status = ServiceStatus::default();
     s.o.now = t(3600);
     let p = s.step();
@@ -163,6 +160,159 @@ fn an_expired_operation_record_is_not_run_again() {
         p.stop.is_empty(),
         "no stop-the-world restart from an old record"
     );
+    assert_eq!(
+        p.status.observed_operation, record_revision,
+        "seen, not run"
+    );
+    assert!(p.status.operation.iter().all(|op| op.id != record_id));
+    assert!(p.status.history.iter().all(|entry| entry.id != record_id));
+}
+
+#[test]
+fn an_operation_picked_up_after_its_deadline_runs_late_with_its_own_parameters() {
+    let mut s = Sim::converged(1, &["n1"]);
+    s.scale_op(3, ScaleMode::Gradual, 1, 10, false);
+    let id = s.o.operation.as_ref().unwrap().0.id.clone();
+    // No controller until long after the record's 300s ran out.
+    s.o.now = t(1000);
+    s.step();
+    let op = s.o.status.operation.clone().unwrap();
+    assert_eq!(op.id, id, "the requested operation, not a spec-implied one");
+    assert_eq!((op.mode, op.step_size), (ScaleMode::Gradual, 1));
+    assert!(!op.rollback_on_fail);
+    assert_eq!(op.started_at, t(1000));
+    assert_eq!(op.deadline, t(1300), "the whole timeout from the pickup");
+    assert_eq!(
+        op.note,
+        format!(
+            "started late: requested at {}, picked up at {}",
+            t(0),
+            t(1000)
+        )
+    );
+    for i in 0..10 {
+        s.agents(true);
+        s.o.now = t(1000 + i * 10);
+        s.step();
+        if s.phase() == OperationPhase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(s.phase(), OperationPhase::Succeeded);
+    assert_eq!(s.running(), 3);
+    let entry = &s.o.status.history[0];
+    assert_eq!(entry.id, id);
+    assert!(entry.note.starts_with("started late"), "{}", entry.note);
+}
+
+#[test]
+fn operations_overwritten_before_a_controller_saw_them_are_recorded_as_superseded() {
+    let mut s = Sim::converged(1, &["n1"]);
+    s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
+    let (first, first_revision) = s.o.operation.clone().unwrap();
+    s.scale_op(3, ScaleMode::Immediate, 1, 0, true);
+    let second = {
+        let (op, _) = s.o.operation.as_mut().unwrap();
+        op.supersedes = first.carried_over(first_revision, s.o.status.observed_operation);
+        op.id.clone()
+    };
+    s.step();
+    let st = &s.o.status;
+    assert_eq!(st.operation.as_ref().unwrap().id, second);
+    assert_eq!(st.history[0].id, first.id);
+    assert_eq!(st.history[0].result, OperationPhase::Superseded);
+    assert!(st.history[0].error.contains(&second));
+    // Seen once, recorded once.
+    s.step();
+    s.agents(true);
+    s.step();
+    assert_eq!(s.phase(), OperationPhase::Succeeded);
+    let ids: Vec<&str> = s.o.status.history.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(
+        ids.iter().filter(|id| **id == first.id).count(),
+        1,
+        "{ids:?}"
+    );
+    assert_eq!(ids[..2], [second.as_str(), first.id.as_str()]);
+}
+
+/// Instance `id` (reported on already) exits with `code` before it is ready: its
+/// agent restarts it, and the running operation fails its health checks.
+fn crash_before_ready(s: &mut Sim, id: &str, code: i32) {
+    let st = s.o.statuses.get_mut(id).unwrap();
+    st.ready = false;
+    st.ready_at = None;
+    st.restarts = 1;
+    st.last_exit = Some(ExitInfo {
+        code: Some(code),
+        signal: None,
+        at: s.o.now,
+        reason: String::new(),
+    });
+}
+
+#[test]
+fn with_no_stable_scale_a_failure_rolls_back_to_the_scale_desired_before() {
+    // `rune cast` (scale 2) then at once `rune scale 4`: no controller saw the
+    // cast, so nothing was ever stable.
+    let mut s = Sim::new(2, &["n1"]);
+    s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
+    let p = s.step();
+    assert_eq!(p.create.len(), 4);
+    s.agents(false);
+    crash_before_ready(&mut s, &p.create[0].id, 1);
+    let p = s.step();
+    let (back, _) = p.rollback.expect("rolls back");
+    assert_eq!(back.service.scale, Some(2));
+    assert_eq!(s.phase(), OperationPhase::RolledBack);
+    assert!(s.o.status.last_scale_reason.starts_with("rolled back to 2"));
+}
+
+#[test]
+fn a_scale_that_supersedes_the_casts_unsettled_operation_carries_it_on() {
+    let mut s = Sim::new(2, &["n1"]);
+    // The cast's spec-implied operation, 0 -> 2, not settled yet.
+    let cast = s.step().create;
+    s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
+    s.step();
+    assert_eq!(s.o.status.history[0].result, OperationPhase::Superseded);
+    // The cast's instances were still coming up, not unready before the scale:
+    // when one of them crashes, the scale fails at once (not at its deadline).
+    s.agents(false);
+    crash_before_ready(&mut s, &cast[0].id, 1);
+    let p = s.step();
+    assert!(
+        s.o.status.last_scale_reason.contains(&cast[0].id),
+        "{}",
+        s.o.status.last_scale_reason
+    );
+    assert_eq!(p.rollback.expect("rolls back").0.service.scale, Some(2));
+    assert_eq!(p.status.desired_replicas, 2);
+}
+
+#[test]
+fn a_stop_reports_how_many_instances_are_left() {
+    let mut s = Sim::converged(3, &["n1"]);
+    s.scale_op(0, ScaleMode::Immediate, 1, 0, true);
+    if let Some((op, _)) = &mut s.o.operation {
+        op.kind = OperationKind::Stop;
+    }
+    s.step();
+    assert_eq!(s.o.status.counts(), "3 running, stopping");
+    // One process ended; two are still stopping.
+    let first = s.o.instances[0].0.id.clone();
+    s.o.statuses.get_mut(&first).unwrap().phase = Phase::Exited;
+    s.step();
+    assert_eq!(s.o.status.counts(), "2 of 3 left");
+    let op = s.o.status.operation.as_ref().unwrap();
+    assert!(
+        op.message.contains("stopping every instance: 2 of 3 left"),
+        "{}",
+        op.message
+    );
+    s.agents(true);
+    s.step();
+    assert_eq!(s.phase(), OperationPhase::Succeeded);
 }
 
 #[test]
