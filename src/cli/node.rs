@@ -9,7 +9,7 @@
 //! the agent does come back later, it stops every process that has no record.
 
 use crate::exit::{self, Error};
-use crate::model::InstanceRecord;
+use crate::model::{InstanceRecord, Versioned};
 use crate::store::{Store, cmp, op};
 
 #[derive(Debug, clap::Subcommand)]
@@ -43,10 +43,15 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
         )));
     }
     let (records, _) = store.list(&keys.instances()).await?;
-    let mine: Vec<(InstanceRecord, i64)> = records
+    let mine: Vec<Versioned<InstanceRecord>> = records
         .iter()
-        .filter_map(|kv| Some((kv.json::<InstanceRecord>().ok()?, kv.mod_revision)))
-        .filter(|(record, _)| record.node == node)
+        .filter_map(|kv| {
+            Some(Versioned::new(
+                kv.json::<InstanceRecord>().ok()?,
+                kv.mod_revision,
+            ))
+        })
+        .filter(|instance| instance.value.node == node)
         .collect();
     if mine.is_empty() {
         println!("node {node} holds no instances; nothing to forget");
@@ -56,9 +61,10 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
         // Only while the node stays unregistered, and only records as read.
         let mut guards = vec![cmp::absent(&node_key)];
         let mut ops = Vec::new();
-        for (record, revision) in chunk {
+        for instance in chunk {
+            let record = &instance.value;
             let key = keys.instance(&record.namespace, &record.service, &record.id);
-            guards.push(cmp::mod_rev(&key, *revision));
+            guards.push(cmp::mod_rev(&key, instance.revision));
             ops.push(op::delete(&key));
             ops.push(op::delete(&keys.instance_status(
                 &record.namespace,
@@ -75,7 +81,8 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
     }
     let ids: Vec<String> = mine
         .iter()
-        .map(|(r, _)| format!("{}/{}/{}", r.namespace, r.service, r.id))
+        .map(|instance| &instance.value)
+        .map(|record| format!("{}/{}/{}", record.namespace, record.service, record.id))
         .collect();
     println!(
         "node {node} forgotten: {} instance(s) declared gone: {}",

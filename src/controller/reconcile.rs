@@ -16,6 +16,7 @@ use super::nodes::NodeTracker;
 use super::plan::{self, Observed, Plan, PlanConfig, RecordKind, SpecState, Unparseable};
 use crate::model::{
     InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceRef, StoredService,
+    Versioned,
 };
 use crate::store::{Kv, Store, StoreError, cmp, op};
 
@@ -55,8 +56,8 @@ pub struct Context {
     pub nodes: Mutex<NodeTracker>,
     /// Share of nodes lost at once above which replacements pause.
     pub disruption_threshold: f64,
-    /// Unparseable records already logged and counted: `(key, mod revision)`.
-    pub unparseable_seen: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// Unparseable records already logged and counted: each key at its mod revision.
+    pub unparseable_seen: Mutex<std::collections::HashSet<Versioned<String>>>,
 }
 
 impl Context {
@@ -105,7 +106,7 @@ impl Context {
                 // Bounded memory; at worst a record is logged once more.
                 seen.clear();
             }
-            seen.insert((key.to_string(), revision))
+            seen.insert(Versioned::new(key.to_string(), revision))
         };
         if first {
             warn!(%key, revision, kind, %error, "stored record does not parse");
@@ -139,7 +140,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
     let mut unparseable = Vec::new();
     let operation = state.operation.as_ref().and_then(|kv| {
         parsed::<OperationRecord>(ctx, RecordKind::Operation, kv, &mut unparseable)
-            .map(|o| (o, kv.mod_revision))
+            .map(|record| Versioned::new(record, kv.mod_revision))
     });
     let operation_revision = state.operation.as_ref().map(|kv| kv.mod_revision);
     let has_status = state.status.is_some();
@@ -153,7 +154,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         .iter()
         .filter_map(|kv| {
             parsed::<InstanceRecord>(ctx, RecordKind::Instance, kv, &mut unparseable)
-                .map(|i| (i, kv.mod_revision))
+                .map(|record| Versioned::new(record, kv.mod_revision))
         })
         .collect::<Vec<_>>();
     let statuses = state
@@ -184,10 +185,15 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         .health(tokio::time::Instant::now(), ctx.disruption_threshold);
     let node_lost_for = instances
         .iter()
-        .filter(|(i, _)| !nodes.contains_key(&i.node))
-        .map(|(i, _)| {
-            let lost = health.lost_for.get(&i.node).copied().unwrap_or_default();
-            (i.node.clone(), lost)
+        .map(|instance| &instance.value)
+        .filter(|record| !nodes.contains_key(&record.node))
+        .map(|record| {
+            let lost = health
+                .lost_for
+                .get(&record.node)
+                .copied()
+                .unwrap_or_default();
+            (record.node.clone(), lost)
         })
         .collect();
     Ok(Observed {
@@ -219,22 +225,25 @@ async fn apply(
         let key = k.instance(ns, name, &rec.id);
         writes.push((vec![cmp::absent(&key)], op::put_json(&key, rec)));
     }
-    for (rec, rev) in &plan.stop {
-        let key = k.instance(ns, name, &rec.id);
-        writes.push((vec![cmp::mod_rev(&key, *rev)], op::put_json(&key, rec)));
+    for stopped in &plan.stop {
+        let key = k.instance(ns, name, &stopped.value.id);
+        writes.push((
+            vec![cmp::mod_rev(&key, stopped.revision)],
+            op::put_json(&key, &stopped.value),
+        ));
     }
-    for (id, rev) in &plan.remove {
-        let key = k.instance(ns, name, id);
-        writes.push((vec![cmp::mod_rev(&key, *rev)], op::delete(&key)));
+    for removed in &plan.remove {
+        let key = k.instance(ns, name, &removed.value);
+        writes.push((vec![cmp::mod_rev(&key, removed.revision)], op::delete(&key)));
     }
     // Instance intent first (in chunks), then the status and spec that describe it,
     // together in the last transaction.
     let mut last: Vec<(Vec<Compare>, TxnOp)> = Vec::new();
-    if let Some((stored, rev)) = &plan.rollback {
+    if let Some(rollback) = &plan.rollback {
         let key = k.service(ns, name);
         last.push((
-            vec![cmp::mod_rev(&key, *rev)],
-            op::put(&key, stored.to_json()),
+            vec![cmp::mod_rev(&key, rollback.revision)],
+            op::put(&key, rollback.value.to_json()),
         ));
     }
     let status_key = k.status(ns, name);

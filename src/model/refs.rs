@@ -90,8 +90,9 @@ impl fmt::Display for InstanceRef {
 }
 
 /// A stored value and the etcd revision it was read at (its `mod_revision`): what
-/// a compare-and-swap write compares against.
-#[derive(Debug, Clone, PartialEq)]
+/// a compare-and-swap write compares against. For a write, `value` is what to
+/// store and `revision` the one its key must still have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Versioned<T> {
     pub value: T,
     pub revision: i64,
@@ -100,6 +101,17 @@ pub struct Versioned<T> {
 impl<T> Versioned<T> {
     pub fn new(value: T, revision: i64) -> Self {
         Versioned { value, revision }
+    }
+
+    /// Borrows the value, at the same revision.
+    pub fn as_ref(&self) -> Versioned<&T> {
+        Versioned::new(&self.value, self.revision)
+    }
+
+    /// Transforms the value, keeping the revision: what to write in place of a
+    /// value read, compared against the revision it was read at.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Versioned<U> {
+        Versioned::new(f(self.value), self.revision)
     }
 }
 

@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use super::{Observed, Plan, PlanConfig, UNREPORTED_GRACE, replace_after, until};
-use crate::model::{DesiredState, InstanceRecord, InstanceStatus, Phase, duration};
+use crate::model::{DesiredState, InstanceRecord, InstanceStatus, Phase, Versioned, duration};
 
 /// Instances sorted by what the controller must do with them.
 pub(super) struct Census<'a> {
     /// `desired: Running` and still counted: up, coming up, or on a node that has
     /// not been gone for the grace period yet.
-    pub active: Vec<(&'a InstanceRecord, i64)>,
+    pub active: Vec<Versioned<&'a InstanceRecord>>,
     /// Every record that still exists after this plan's removals.
     pub remaining: usize,
     /// Ended for good (Exited/Failed), with why: for health gating.
@@ -43,7 +43,8 @@ impl<'a> Census<'a> {
             unconfirmed: vec![],
             lost: 0,
         };
-        for (record, revision) in &observed.instances {
+        for instance in &observed.instances {
+            let record = &instance.value;
             let reported = observed.statuses.get(&record.id);
             let node_alive = observed.nodes.contains_key(&record.node);
             if record.desired == DesiredState::Stopped {
@@ -65,7 +66,8 @@ impl<'a> Census<'a> {
                     None => observed.now >= duration::add(record.created_at, UNREPORTED_GRACE),
                 };
                 if ended {
-                    plan.remove.push((record.id.clone(), *revision));
+                    plan.remove
+                        .push(Versioned::new(record.id.clone(), instance.revision));
                 } else {
                     census.remaining += 1;
                 }
@@ -80,10 +82,12 @@ impl<'a> Census<'a> {
                 if lost >= cfg.node_lost_grace && observed.disruption.is_none() {
                     // Replaced elsewhere; the record stays (Unknown) so that the
                     // returning agent stops the process, and nobody thinks it gone.
-                    let mut given_up = record.clone();
-                    given_up.desired = DesiredState::Stopped;
-                    given_up.node_lost = true;
-                    plan.stop.push((given_up, *revision));
+                    plan.stop
+                        .push(instance.as_ref().map(|record| InstanceRecord {
+                            desired: DesiredState::Stopped,
+                            node_lost: true,
+                            ..record.clone()
+                        }));
                     census.unconfirmed.push(record);
                     census.lost += 1;
                     continue;
@@ -115,14 +119,15 @@ impl<'a> Census<'a> {
                 let failures = plan.status.consecutive_failures;
                 let replace_at = duration::add(ended_at, replace_after(failures));
                 if observed.now >= replace_at {
-                    plan.remove.push((record.id.clone(), *revision));
+                    plan.remove
+                        .push(Versioned::new(record.id.clone(), instance.revision));
                     plan.status.consecutive_failures = failures.saturating_add(1);
                     plan.status.last_failure = why;
                     continue;
                 }
                 plan.requeue(until(observed.now, replace_at));
             }
-            census.active.push((record, *revision));
+            census.active.push(instance.as_ref());
             census.remaining += 1;
         }
         census
@@ -133,11 +138,11 @@ impl<'a> Census<'a> {
     pub fn ready_count(&self, observed: &Observed) -> u32 {
         self.active
             .iter()
-            .filter(|(record, _)| {
-                observed.nodes.contains_key(&record.node)
+            .filter(|active| {
+                observed.nodes.contains_key(&active.value.node)
                     && observed
                         .statuses
-                        .get(&record.id)
+                        .get(&active.value.id)
                         .is_some_and(|status| status.ready)
             })
             .count() as u32
@@ -148,13 +153,13 @@ impl<'a> Census<'a> {
     pub fn ready_ids(&self, observed: &Observed) -> Vec<String> {
         self.active
             .iter()
-            .filter(|(record, _)| {
+            .filter(|active| {
                 observed
                     .statuses
-                    .get(&record.id)
+                    .get(&active.value.id)
                     .is_some_and(|status| status.ready)
             })
-            .map(|(record, _)| record.id.clone())
+            .map(|active| active.value.id.clone())
             .collect()
     }
 }

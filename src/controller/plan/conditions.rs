@@ -45,8 +45,8 @@ pub(super) fn node_lost(observed: &Observed, census: &Census, status: &mut Servi
     let unknown: Vec<&str> = census
         .active
         .iter()
-        .filter(|(record, _)| !observed.nodes.contains_key(&record.node))
-        .map(|(record, _)| record.id.as_str())
+        .filter(|active| !observed.nodes.contains_key(&active.value.node))
+        .map(|active| active.value.id.as_str())
         .collect();
     if unknown.is_empty() && census.unconfirmed.is_empty() && census.lost == 0 {
         if status.condition(ConditionKind::NodeLost).is_some() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::census::Census;
 use super::{Observed, Plan, SpecState, conditions};
-use crate::model::{ConditionKind, ConditionStatus, DesiredState};
+use crate::model::{ConditionKind, ConditionStatus, DesiredState, InstanceRecord};
 
 /// Stops everything, then purges the service's keys.
 pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
@@ -21,10 +21,11 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
         // a status now would bring a deleted service back as a stray key.
         return;
     }
-    for (record, revision) in &census.active {
-        let mut stopped = (*record).clone();
-        stopped.desired = DesiredState::Stopped;
-        plan.stop.push((stopped, *revision));
+    for active in &census.active {
+        plan.stop.push(active.map(|record| InstanceRecord {
+            desired: DesiredState::Stopped,
+            ..record.clone()
+        }));
     }
     plan.status.desired_replicas = 0;
     plan.status.set_condition(

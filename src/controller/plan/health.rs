@@ -27,14 +27,15 @@ pub(super) fn failure(
         .len()
         .saturating_sub(progress.step_target as usize);
     let leaving = victims(observed, census, surplus);
-    let leaves = |record: &InstanceRecord| leaving.iter().any(|(victim, _)| victim.id == record.id);
+    let leaves =
+        |record: &InstanceRecord| leaving.iter().any(|victim| victim.value.id == record.id);
     for (record, why) in &census.ended {
         // An ended instance still holding its slot is in `active`; one already
         // removed only matters while the step still wants instances.
         let removed = !census
             .active
             .iter()
-            .any(|(active, _)| active.id == record.id);
+            .any(|active| active.value.id == record.id);
         if (created(record) || was_ready(record))
             && !leaves(record)
             && !(removed && progress.step_target == 0)
@@ -42,7 +43,8 @@ pub(super) fn failure(
             return Some(why.clone());
         }
     }
-    for (record, _) in &census.active {
+    for active in &census.active {
+        let record = active.value;
         if leaves(record) {
             continue;
         }

@@ -32,7 +32,7 @@ use jiff::Timestamp;
 
 use crate::model::{
     InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceStatus, SpecError,
-    StoredService,
+    StoredService, Versioned,
 };
 use census::Census;
 pub use records::{RecordKind, Unparseable};
@@ -52,14 +52,14 @@ pub enum SpecState {
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub spec: SpecState,
-    pub operation: Option<(OperationRecord, i64)>,
+    pub operation: Option<Versioned<OperationRecord>>,
     /// The operation key's mod revision, also when its value does not parse (a
     /// purge must not delete an operation written after the read).
     pub operation_revision: Option<i64>,
     pub status: ServiceStatus,
     /// Whether a status key exists (`status` is the zero value when not).
     pub has_status: bool,
-    pub instances: Vec<(InstanceRecord, i64)>,
+    pub instances: Vec<Versioned<InstanceRecord>>,
     pub statuses: HashMap<String, InstanceStatus>,
     /// Nodes whose lease is alive.
     pub nodes: BTreeMap<String, NodeRecord>,
@@ -84,12 +84,14 @@ pub struct PlanConfig {
 pub struct Plan {
     pub create: Vec<InstanceRecord>,
     /// Records to rewrite with `desired: Stopped` (CAS on their revision).
-    pub stop: Vec<(InstanceRecord, i64)>,
-    /// Records to delete: `(id, revision)`.
-    pub remove: Vec<(String, i64)>,
+    pub stop: Vec<Versioned<InstanceRecord>>,
+    /// Records to delete: each instance's id, at the revision it was read at.
+    pub remove: Vec<Versioned<String>>,
     pub status: ServiceStatus,
-    /// Roll the spec back: the new stored spec and the revision to compare against.
-    pub rollback: Option<(StoredService, i64)>,
+    /// Roll the spec back: the new stored spec, with the spec key's revision to
+    /// compare against (the spec the failed operation ran, as read; a spec written
+    /// since is never overwritten).
+    pub rollback: Option<Versioned<StoredService>>,
     /// Every instance is gone and the service is being deleted: remove its keys.
     pub purge: bool,
     pub requeue_after: Option<Duration>,

@@ -16,7 +16,7 @@ use super::census::Census;
 use super::{Observed, Plan, health, until};
 use crate::model::{
     OperationKind, OperationPhase, OperationProgress, OperationRecord, ScalePlan, ServiceStatus,
-    StoredService, duration,
+    StoredService, Versioned, duration,
 };
 
 /// Starts the operation a CLI wrote, or the one a spec write implies (GitOps).
@@ -28,7 +28,10 @@ pub(super) fn take_up(
     status: &mut ServiceStatus,
 ) {
     let ready = census.ready_ids(observed);
-    if let Some((record, record_revision)) = &observed.operation
+    if let Some(Versioned {
+        value: record,
+        revision: record_revision,
+    }) = &observed.operation
         && *record_revision > status.observed_operation
     {
         status.observed_operation = *record_revision;
@@ -74,7 +77,7 @@ fn created_instances(observed: &Observed, id: &str) -> bool {
     observed
         .instances
         .iter()
-        .any(|(record, _)| record.operation_id.as_deref() == Some(id))
+        .any(|instance| instance.value.operation_id.as_deref() == Some(id))
 }
 
 /// The scale a stored spec asks for. A spec stored without `scale` (or with
@@ -274,7 +277,7 @@ fn fail(
     revision: i64,
     progress: &mut OperationProgress,
     status: &mut ServiceStatus,
-    rollback: &mut Option<(StoredService, i64)>,
+    rollback: &mut Option<Versioned<StoredService>>,
     why: String,
 ) -> u32 {
     progress.finished_at = Some(observed.now);
@@ -289,7 +292,7 @@ fn fail(
     if let Some(back_to) = rollback_target {
         let mut back = stored.clone();
         back.service.scale = Some(back_to);
-        *rollback = Some((back, progress.spec_revision));
+        *rollback = Some(Versioned::new(back, progress.spec_revision));
         progress.phase = OperationPhase::RolledBack;
         progress.message = format!("rolled back to {back_to}: {why}");
         status.desired_replicas = back_to;

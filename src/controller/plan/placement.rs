@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use super::census::Census;
 use super::{Observed, Plan, PlanConfig};
-use crate::model::{ConditionKind, ConditionStatus, DesiredState, InstanceRecord, StoredService};
+use crate::model::{
+    ConditionKind, ConditionStatus, DesiredState, InstanceRecord, StoredService, Versioned,
+};
 
 /// Creates or stops instances until `target` are active.
 pub(super) fn converge(
@@ -23,10 +25,11 @@ pub(super) fn converge(
 ) {
     let active = census.active.len() as u32;
     if active > target {
-        for (record, record_revision) in victims(observed, census, (active - target) as usize) {
-            let mut stopped = record.clone();
-            stopped.desired = DesiredState::Stopped;
-            plan.stop.push((stopped, record_revision));
+        for victim in victims(observed, census, (active - target) as usize) {
+            plan.stop.push(victim.map(|record| InstanceRecord {
+                desired: DesiredState::Stopped,
+                ..record.clone()
+            }));
         }
         plan.requeue(Duration::from_secs(5));
     }
@@ -92,9 +95,10 @@ pub(super) fn victims<'a>(
     observed: &Observed,
     census: &Census<'a>,
     n: usize,
-) -> Vec<(&'a InstanceRecord, i64)> {
+) -> Vec<Versioned<&'a InstanceRecord>> {
     let mut all = census.active.clone();
-    all.sort_by_key(|(record, _)| {
+    all.sort_by_key(|active| {
+        let record = active.value;
         let ready = observed
             .statuses
             .get(&record.id)
@@ -111,8 +115,8 @@ pub(super) fn victims<'a>(
 /// Picks nodes for `want` new instances: fewest of this service, then fewest overall.
 fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) -> Vec<String> {
     let mut mine: HashMap<&str, u32> = HashMap::new();
-    for (record, _) in &census.active {
-        *mine.entry(record.node.as_str()).or_default() += 1;
+    for active in &census.active {
+        *mine.entry(active.value.node.as_str()).or_default() += 1;
     }
     let mut total: HashMap<&str, u32> = observed
         .nodes

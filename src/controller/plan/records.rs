@@ -9,7 +9,7 @@
 //! - an instance's status report counts as no report.
 
 use super::{Observed, Plan};
-use crate::model::{ConditionKind, ConditionStatus};
+use crate::model::{ConditionKind, ConditionStatus, Versioned};
 
 /// Which kind of record did not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,8 @@ pub struct Unparseable {
 pub(super) fn report(observed: &Observed, plan: &mut Plan) {
     for bad in &observed.unparseable {
         if bad.kind == RecordKind::Instance {
-            plan.remove.push((bad.name.clone(), bad.revision));
+            plan.remove
+                .push(Versioned::new(bad.name.clone(), bad.revision));
         }
     }
     let status = &mut plan.status;

@@ -17,7 +17,7 @@ fn lost_nodes_are_replaced_only_after_the_grace_period() {
     let p = s.step();
     assert!(p.remove.is_empty(), "nobody can say it is gone");
     assert_eq!(p.stop.len(), 1);
-    assert!(p.stop[0].0.node_lost && p.stop[0].0.desired == DesiredState::Stopped);
+    assert!(p.stop[0].value.node_lost && p.stop[0].value.desired == DesiredState::Stopped);
     assert_eq!(p.create.len(), 1);
     assert_eq!(p.create[0].node, "n1");
     assert_eq!(
@@ -79,7 +79,7 @@ fn a_stop_waits_for_instances_of_a_lost_node_and_fails_naming_them() {
 #[test]
 fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop() {
     let mut s = Sim::converged(1, &["n1"]);
-    let id = s.o.instances[0].0.id.clone();
+    let id = s.o.instances[0].value.id.clone();
     let st = s.o.statuses.get_mut(&id).unwrap();
     st.phase = Phase::Failed;
     st.ready = false;
@@ -104,8 +104,8 @@ fn an_instance_that_ended_for_good_is_replaced_after_a_pause_not_in_a_tight_loop
 fn a_stopped_record_waits_for_its_agents_report() {
     let mut s = Sim::new(1, &["n1"]);
     s.step();
-    let id = s.o.instances[0].0.id.clone();
-    s.o.instances[0].0.desired = DesiredState::Stopped;
+    let id = s.o.instances[0].value.id.clone();
+    s.o.instances[0].value.desired = DesiredState::Stopped;
     let p = s.step();
     assert!(
         p.remove.is_empty(),
@@ -113,7 +113,10 @@ fn a_stopped_record_waits_for_its_agents_report() {
     );
     s.o.now = t(UNREPORTED_GRACE.as_secs() as i64);
     let p = s.step();
-    assert_eq!(p.remove.first().map(|r| r.0.clone()), Some(id));
+    assert_eq!(
+        p.remove.first().map(|removed| removed.value.clone()),
+        Some(id)
+    );
 }
 
 #[test]
@@ -164,9 +167,9 @@ fn replacements_of_instances_that_keep_failing_back_off_and_say_so() {
         let id =
             s.o.instances
                 .iter()
-                .find(|(i, _)| i.desired == DesiredState::Running)
+                .find(|instance| instance.value.desired == DesiredState::Running)
                 .unwrap()
-                .0
+                .value
                 .id
                 .clone();
         let st =

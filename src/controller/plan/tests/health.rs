@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn an_instance_unready_before_the_scale_does_not_fail_it() {
     let mut s = Sim::converged(2, &["n1"]);
-    let sick = s.o.instances[0].0.id.clone();
+    let sick = s.o.instances[0].value.id.clone();
     let st = s.o.statuses.get_mut(&sick).unwrap();
     st.ready = false;
     st.readiness_failures = 5;
@@ -24,7 +24,7 @@ fn an_instance_ready_at_the_start_that_crashes_fails_the_operation() {
     let mut s = Sim::converged(2, &["n1"]);
     s.scale_op(4, ScaleMode::Immediate, 1, 0, true);
     s.step();
-    let old = s.o.instances[0].0.id.clone();
+    let old = s.o.instances[0].value.id.clone();
     let st = s.o.statuses.get_mut(&old).unwrap();
     st.ready = false;
     st.phase = Phase::Pending; // restarting under policy Always

@@ -97,22 +97,30 @@ impl Sim {
     fn step(&mut self) -> Plan {
         let p = plan(&self.o, &cfg());
         self.rev += 1;
-        for r in &p.create {
-            self.o.instances.push((r.clone(), self.rev));
+        for created in &p.create {
+            self.o
+                .instances
+                .push(Versioned::new(created.clone(), self.rev));
         }
-        for (r, _) in &p.stop {
+        for stopped in &p.stop {
             let rev = self.rev;
-            if let Some(e) = self.o.instances.iter_mut().find(|(i, _)| i.id == r.id) {
-                *e = (r.clone(), rev);
+            if let Some(instance) = self
+                .o
+                .instances
+                .iter_mut()
+                .find(|instance| instance.value.id == stopped.value.id)
+            {
+                *instance = Versioned::new(stopped.value.clone(), rev);
             }
         }
-        for (id, _) in &p.remove {
-            self.o.instances.retain(|(i, _)| &i.id != id);
+        for removed in &p.remove {
+            let id = &removed.value;
+            self.o.instances.retain(|instance| &instance.value.id != id);
             self.o.statuses.remove(id);
         }
-        if let Some((s, _)) = &p.rollback {
+        if let Some(rollback) = &p.rollback {
             self.o.spec = SpecState::Valid {
-                stored: Box::new(s.clone()),
+                stored: Box::new(rollback.value.clone()),
                 revision: self.rev,
             };
         }
@@ -122,8 +130,9 @@ impl Sim {
 
     /// Every agent does its job: running instances become ready, stopped ones exit.
     fn agents(&mut self, ready: bool) {
-        for (r, _) in &self.o.instances {
-            let phase = if r.desired == DesiredState::Stopped {
+        for instance in &self.o.instances {
+            let record = &instance.value;
+            let phase = if record.desired == DesiredState::Stopped {
                 Phase::Exited
             } else {
                 Phase::Running
@@ -131,8 +140,8 @@ impl Sim {
             let s = self
                 .o
                 .statuses
-                .entry(r.id.clone())
-                .or_insert_with(|| status(&r.id, phase, false));
+                .entry(record.id.clone())
+                .or_insert_with(|| status(&record.id, phase, false));
             s.phase = phase;
             s.ready = ready && phase == Phase::Running;
             if s.ready {
@@ -145,7 +154,7 @@ impl Sim {
         self.o
             .instances
             .iter()
-            .filter(|(i, _)| i.desired == DesiredState::Running)
+            .filter(|instance| instance.value.desired == DesiredState::Running)
             .count()
     }
 
@@ -162,7 +171,7 @@ impl Sim {
             revision: self.rev,
         };
         self.o.operation_revision = Some(self.rev);
-        self.o.operation = Some((
+        self.o.operation = Some(Versioned::new(
             OperationRecord {
                 id: format!("op-{}", self.rev),
                 kind: OperationKind::Scale,

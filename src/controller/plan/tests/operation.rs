@@ -38,11 +38,14 @@ fn a_failing_step_rolls_back_to_the_last_stable_scale() {
     s.agents(true);
     crash_before_ready(&mut s, &new, 3);
     let p = s.step();
-    let (back, cas) = p.rollback.clone().expect("rolls back");
+    let Versioned {
+        value: back,
+        revision: cas,
+    } = p.rollback.clone().expect("rolls back");
     assert_eq!(back.service.scale, Some(2));
     assert_eq!(
         cas,
-        s.o.operation.as_ref().unwrap().1,
+        s.o.operation.as_ref().unwrap().revision,
         "CAS on the operation's own spec write"
     );
     assert_eq!(s.phase(), OperationPhase::RolledBack);
@@ -104,9 +107,13 @@ fn a_gitops_scale_runs_with_the_spec_defaults_and_says_so() {
 #[test]
 fn restart_stops_everything_then_starts_from_the_current_spec() {
     let mut s = Sim::converged(2, &["n1"]);
-    let old: Vec<String> = s.o.instances.iter().map(|(i, _)| i.id.clone()).collect();
+    let old: Vec<String> =
+        s.o.instances
+            .iter()
+            .map(|instance| instance.value.id.clone())
+            .collect();
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
-    if let Some((op, _)) = &mut s.o.operation {
+    if let Some(Versioned { value: op, .. }) = &mut s.o.operation {
         op.kind = OperationKind::Restart;
     }
     let p = s.step();
@@ -121,7 +128,11 @@ fn restart_stops_everything_then_starts_from_the_current_spec() {
     s.agents(true);
     s.step();
     assert_eq!(s.phase(), OperationPhase::Succeeded);
-    assert!(s.o.instances.iter().all(|(i, _)| !old.contains(&i.id)));
+    assert!(
+        s.o.instances
+            .iter()
+            .all(|instance| !old.contains(&instance.value.id))
+    );
     assert_eq!(s.running(), 2);
 }
 
@@ -144,14 +155,17 @@ fn an_expired_operation_record_that_already_ran_is_history_not_a_request() {
     let mut s = Sim::converged(2, &["n1"]);
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
     let (record_id, record_revision) = {
-        let (op, revision) = s.o.operation.as_mut().unwrap();
+        let Versioned {
+            value: op,
+            revision,
+        } = s.o.operation.as_mut().unwrap();
         op.kind = OperationKind::Restart;
         (op.id.clone(), *revision)
     };
     // The restart ran (its instances carry its id), then the status was lost; its
     // time ran out long ago.
-    for (instance, _) in &mut s.o.instances {
-        instance.operation_id = Some(record_id.clone());
+    for instance in &mut s.o.instances {
+        instance.value.operation_id = Some(record_id.clone());
     }
     s.o.status = ServiceStatus::default();
     s.o.now = t(3600);
@@ -172,7 +186,7 @@ fn an_expired_operation_record_that_already_ran_is_history_not_a_request() {
 fn an_operation_picked_up_after_its_deadline_runs_late_with_its_own_parameters() {
     let mut s = Sim::converged(1, &["n1"]);
     s.scale_op(3, ScaleMode::Gradual, 1, 10, false);
-    let id = s.o.operation.as_ref().unwrap().0.id.clone();
+    let id = s.o.operation.as_ref().unwrap().value.id.clone();
     // No controller until long after the record's 300s ran out.
     s.o.now = t(1000);
     s.step();
@@ -209,10 +223,13 @@ fn an_operation_picked_up_after_its_deadline_runs_late_with_its_own_parameters()
 fn operations_overwritten_before_a_controller_saw_them_are_recorded_as_superseded() {
     let mut s = Sim::converged(1, &["n1"]);
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
-    let (first, first_revision) = s.o.operation.clone().unwrap();
+    let Versioned {
+        value: first,
+        revision: first_revision,
+    } = s.o.operation.clone().unwrap();
     s.scale_op(3, ScaleMode::Immediate, 1, 0, true);
     let second = {
-        let (op, _) = s.o.operation.as_mut().unwrap();
+        let Versioned { value: op, .. } = s.o.operation.as_mut().unwrap();
         op.supersedes = first.carried_over(first_revision, s.o.status.observed_operation);
         op.id.clone()
     };
@@ -262,7 +279,7 @@ fn with_no_stable_scale_a_failure_rolls_back_to_the_scale_desired_before() {
     s.agents(false);
     crash_before_ready(&mut s, &p.create[0].id, 1);
     let p = s.step();
-    let (back, _) = p.rollback.expect("rolls back");
+    let back = p.rollback.expect("rolls back").value;
     assert_eq!(back.service.scale, Some(2));
     assert_eq!(s.phase(), OperationPhase::RolledBack);
     assert!(s.o.status.last_scale_reason.starts_with("rolled back to 2"));
@@ -286,7 +303,7 @@ fn a_scale_that_supersedes_the_casts_unsettled_operation_carries_it_on() {
         "{}",
         s.o.status.last_scale_reason
     );
-    assert_eq!(p.rollback.expect("rolls back").0.service.scale, Some(2));
+    assert_eq!(p.rollback.expect("rolls back").value.service.scale, Some(2));
     assert_eq!(p.status.desired_replicas, 2);
 }
 
@@ -294,13 +311,13 @@ fn a_scale_that_supersedes_the_casts_unsettled_operation_carries_it_on() {
 fn a_stop_reports_how_many_instances_are_left() {
     let mut s = Sim::converged(3, &["n1"]);
     s.scale_op(0, ScaleMode::Immediate, 1, 0, true);
-    if let Some((op, _)) = &mut s.o.operation {
+    if let Some(Versioned { value: op, .. }) = &mut s.o.operation {
         op.kind = OperationKind::Stop;
     }
     s.step();
     assert_eq!(s.o.status.counts(), "3 running, stopping");
     // One process ended; two are still stopping.
-    let first = s.o.instances[0].0.id.clone();
+    let first = s.o.instances[0].value.id.clone();
     s.o.statuses.get_mut(&first).unwrap().phase = Phase::Exited;
     s.step();
     assert_eq!(s.o.status.counts(), "2 of 3 left");

@@ -23,12 +23,12 @@ fn no_nodes_is_a_replica_failure_not_a_crash() {
 #[test]
 fn scale_down_stops_unready_first_then_newest_and_removes_after_exit() {
     let mut s = Sim::converged(3, &["n1"]);
-    let unready = s.o.instances[0].0.id.clone();
+    let unready = s.o.instances[0].value.id.clone();
     s.o.statuses.get_mut(&unready).unwrap().ready = false;
     s.scale_op(2, ScaleMode::Immediate, 1, 0, true);
     let p = s.step();
     assert_eq!(p.stop.len(), 1);
-    assert_eq!(p.stop[0].0.id, unready);
+    assert_eq!(p.stop[0].value.id, unready);
     s.agents(true);
     let p = s.step();
     assert_eq!(p.remove.len(), 1);

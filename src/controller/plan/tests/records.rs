@@ -22,7 +22,11 @@ fn an_unparseable_instance_record_is_removed_and_reported() {
         42,
     ));
     let p = s.step();
-    assert!(p.remove.contains(&("x1".to_string(), 42)), "{:?}", p.remove);
+    assert!(
+        p.remove.contains(&Versioned::new("x1".to_string(), 42)),
+        "{:?}",
+        p.remove
+    );
     let c = s.o.status.condition(ConditionKind::RecordsInvalid).unwrap();
     assert!(
         c.message.contains("instances/default/api/x1"),
@@ -53,7 +57,7 @@ fn an_unparseable_instance_record_is_removed_even_while_the_spec_is_invalid() {
         7,
     ));
     let p = s.step();
-    assert_eq!(p.remove, vec![("x1".to_string(), 7)]);
+    assert_eq!(p.remove, vec![Versioned::new("x1".to_string(), 7)]);
     assert!(p.stop.is_empty(), "parsed instances stay as they are");
 }
 
