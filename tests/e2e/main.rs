@@ -13,6 +13,7 @@ mod config;
 mod controller;
 mod deploy;
 mod docs;
+mod faults;
 mod run_local;
 mod scale;
 mod store;
