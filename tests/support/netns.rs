@@ -84,6 +84,7 @@ impl NetNs {
                 "network namespaces need root (running as uid {uid:?})"
             ));
         }
+        sweep_stale();
         ip(&["netns", "add", &self.name])?;
         let (h, n, ns) = (&self.host_if, &self.ns_if, &self.name);
         ip(&["link", "add", h, "type", "veth", "peer", "name", n])?;
@@ -162,6 +163,26 @@ impl NetNs {
     pub fn restore(&self) -> Result<(), String> {
         ip(&["link", "set", &self.host_if, "up"])?;
         self.route_to_ns()
+    }
+}
+
+/// Namespaces of earlier test runs that died before their drop (SIGKILLed, say):
+/// `rune-fault-<pid>-<n>` whose pid is gone. Deleting one deletes its veth pair.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("rune-fault-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
     }
 }
 
