@@ -268,7 +268,17 @@ async fn apply(
         last.push((vec![op_guard], op::delete(&op_key)));
         last.push((vec![], op::delete(&status_key)));
     } else if plan.status != o.status {
-        last.push((vec![], op::put_json(&status_key, &plan.status)));
+        // The status says how operations ended: it may only be written while the
+        // operation record is still the one it was decided from. A CLI that sees a
+        // newer record before our verdict lands concludes "superseded"; recording
+        // the old operation as Succeeded after that would contradict it. So a
+        // record written meanwhile fails this write, and we decide again.
+        let op_key = k.operation(ns, name);
+        let op_unchanged = match o.operation_revision {
+            Some(revision) => cmp::mod_rev(&op_key, revision),
+            None => cmp::absent(&op_key),
+        };
+        last.push((vec![op_unchanged], op::put_json(&status_key, &plan.status)));
     }
     let batches = writes.len().div_ceil(TXN_CHUNK);
     let mut chunks: Vec<Vec<(Vec<Compare>, TxnOp)>> = Vec::new();

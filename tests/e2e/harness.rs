@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rune::store::{EtcdArgs, Store};
 
-use crate::support::etcd::Etcd;
+use crate::support::etcd::{Etcd, EtcdConfig};
 use crate::support::net::{free_port, http_get};
 use crate::support::procs::{Proc, reap_instances};
 use crate::support::scratch::{scratch_root, unique};
@@ -24,7 +24,12 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let etcd = Etcd::start();
+        World::with_etcd(EtcdConfig::default())
+    }
+
+    /// A world whose etcd runs as `config` says.
+    pub fn with_etcd(config: EtcdConfig) -> World {
+        let etcd = Etcd::start_with(config);
         let prefix = format!("/{}", unique("t"));
         let dir = scratch_root().join(unique("rune-test"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -129,6 +134,19 @@ impl Daemon {
 
 impl World {
     fn daemon(&self, bin: &str, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        self.daemon_wrapped(&[], bin, name, args, envs)
+    }
+
+    /// A daemon started through `wrapper` (`ip netns exec NS`, say; it must exec the
+    /// binary, so that the pid is the daemon's); `envs` come last and win.
+    fn daemon_wrapped(
+        &self,
+        wrapper: &[&str],
+        bin: &str,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         let http = format!("127.0.0.1:{}", free_port());
         let log = self.dir.join(format!("{name}.log"));
         let out = std::fs::File::options()
@@ -136,7 +154,15 @@ impl World {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin(bin));
+        let bin_path = assert_cmd::cargo::cargo_bin(bin);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&bin_path),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin_path);
+                c
+            }
+        };
         cmd.env("RUNE_ETCD_ENDPOINTS", &self.etcd.client_url)
             .env("RUNE_ETCD_PREFIX", &self.prefix)
             .env(
@@ -185,6 +211,29 @@ impl World {
         let slots = self.dir.join("flaky-slots");
         let envs = [("FLAKY_DIR", slots.to_str().unwrap())];
         self.daemon("rune-agent", name, &args, &envs)
+    }
+
+    /// Starts `rune-agent` for `node` through `wrapper` (see [`World::daemon_wrapped`]),
+    /// reaching etcd at `etcd_url`; data dir and log as [`World::agent`]'s.
+    pub fn agent_wrapped(
+        &self,
+        wrapper: &[&str],
+        node: &str,
+        etcd_url: &str,
+        extra: &[&str],
+    ) -> Daemon {
+        let name = format!("agent-{node}");
+        let data = self.dir.join(&name);
+        let data = data.to_str().unwrap().to_string();
+        let mut args = vec!["--node-name", node, "--data-dir", &data];
+        args.extend_from_slice(extra);
+        self.daemon_wrapped(
+            wrapper,
+            "rune-agent",
+            &name,
+            &args,
+            &[("RUNE_ETCD_ENDPOINTS", etcd_url)],
+        )
     }
 
     /// Starts `rune-controller` with fast test timings unless `extra` overrides them.

@@ -119,21 +119,11 @@ fn a_restart_does_not_start_new_instances_beside_unconfirmed_ones() {
     assert!(on_n1.iter().all(|p| process_alive(*p)));
 }
 
-/// `RUNE_INSTANCE` of every live process carrying `marker`, with its pids.
+/// `RUNE_INSTANCE` of every live instance process carrying `marker`, with its pids.
 fn running_instances(marker: &str) -> std::collections::BTreeMap<String, Vec<i32>> {
     let mut by_id: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-    for pid in crate::support::procs::pids_with_cmdline(marker) {
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        for var in env.split(|b| *b == 0) {
-            if let Some(id) = var.strip_prefix(b"RUNE_INSTANCE=") {
-                by_id
-                    .entry(String::from_utf8_lossy(id).into_owned())
-                    .or_default()
-                    .push(pid);
-            }
-        }
+    for p in crate::support::procs::instance_processes(marker) {
+        by_id.entry(p.id).or_default().push(p.pid);
     }
     by_id
 }

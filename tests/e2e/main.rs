@@ -14,6 +14,7 @@ mod config;
 mod controller;
 mod deploy;
 mod docs;
+mod faults;
 mod lost_nodes;
 mod operations;
 mod run_local;

@@ -31,6 +31,10 @@ pub struct EtcdConfig {
     /// On drop: `None` SIGKILLs etcd at once; `Some(grace)` sends SIGTERM and gives
     /// it that long before SIGKILL.
     pub stop_grace: Option<Duration>,
+    /// Further addresses etcd serves clients on, on the client port (fault tests
+    /// reach it from a network namespace through a veth with a loopback-range
+    /// address); see [`Etcd::client_url_on`].
+    pub extra_client_hosts: Vec<String>,
 }
 
 impl Default for EtcdConfig {
@@ -45,6 +49,7 @@ impl Default for EtcdConfig {
             extra_args: Vec::new(),
             own_process_group: false,
             stop_grace: None,
+            extra_client_hosts: Vec::new(),
         }
     }
 }
@@ -93,6 +98,9 @@ impl Etcd {
     fn spawn(&mut self) {
         let c = &self.config;
         let log = std::fs::File::create(log_path(c)).unwrap();
+        let listen: Vec<String> = std::iter::once(self.client_url.clone())
+            .chain(c.extra_client_hosts.iter().map(|h| self.client_url_on(h)))
+            .collect();
         let mut cmd = Command::new(&c.binary);
         cmd.args([
             "--name",
@@ -100,7 +108,7 @@ impl Etcd {
             "--data-dir",
             self.data_dir.to_str().unwrap(),
             "--listen-client-urls",
-            &self.client_url,
+            &listen.join(","),
             "--advertise-client-urls",
             &self.client_url,
             "--listen-peer-urls",
@@ -164,6 +172,12 @@ impl Etcd {
     /// The pid, 0 while stopped.
     pub fn pid(&self) -> i32 {
         self.proc.as_ref().map(Proc::pid).unwrap_or(0)
+    }
+
+    /// The client URL on another of the addresses it listens on
+    /// ([`EtcdConfig::extra_client_hosts`]): same port, that host.
+    pub fn client_url_on(&self, host: &str) -> String {
+        self.client_url.replacen("127.0.0.1", host, 1)
     }
 
     /// The log etcd writes (its stderr).

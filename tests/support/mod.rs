@@ -16,6 +16,7 @@
 pub mod etcd;
 pub mod measure;
 pub mod net;
+pub mod netns;
 pub mod procs;
 pub mod scratch;
 pub mod wait;

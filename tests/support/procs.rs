@@ -215,3 +215,68 @@ pub fn pids_with_cmdline(marker: &str) -> Vec<i32> {
     }
     pids
 }
+
+/// A live instance process: its pid and what the agent gave it.
+#[derive(Clone, Debug)]
+pub struct InstanceProcess {
+    pub pid: i32,
+    pub id: String,
+    pub node: String,
+}
+
+/// `RUNE_INSTANCE` and `RUNE_NODE` of a live process, if it still exists.
+fn instance_env(pid: i32) -> Option<(Option<String>, String)> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let mut id = None;
+    let mut node = String::new();
+    for var in env.split(|b| *b == 0) {
+        let var = String::from_utf8_lossy(var);
+        if let Some(v) = var.strip_prefix("RUNE_INSTANCE=") {
+            id = Some(v.to_string());
+        } else if let Some(v) = var.strip_prefix("RUNE_NODE=") {
+            node = v.to_string();
+        }
+    }
+    Some((id, node))
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every live instance process carrying `marker`, with its `RUNE_INSTANCE` and
+/// `RUNE_NODE`. A process whose parent belongs to the same instance is part of that
+/// instance's tree (a shell, or pyenv's `python3` shim forking while it starts), not
+/// a second copy of it, and is left out.
+pub fn instance_processes(marker: &str) -> Vec<InstanceProcess> {
+    pids_with_cmdline(marker)
+        .into_iter()
+        .filter_map(|pid| {
+            // Gone between the two reads: not running any more.
+            let (id, node) = instance_env(pid)?;
+            if let (Some(id), Some(parent)) = (&id, parent_of(pid))
+                && instance_env(parent).and_then(|(pid_id, _)| pid_id).as_ref() == Some(id)
+            {
+                return None;
+            }
+            Some(InstanceProcess {
+                pid,
+                id: id.unwrap_or_else(|| format!("<no RUNE_INSTANCE in pid {pid}>")),
+                node,
+            })
+        })
+        .collect()
+}
+
+/// Ids that more than one live instance process carries, with their pids.
+pub fn duplicates(procs: &[InstanceProcess]) -> std::collections::BTreeMap<String, Vec<i32>> {
+    let mut by_id: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+    for p in procs {
+        by_id.entry(p.id.clone()).or_default().push(p.pid);
+    }
+    by_id.retain(|_, pids| pids.len() > 1);
+    by_id
+}
