@@ -126,7 +126,10 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
     let (state, node_kvs) = ctx.store.service_state_and_nodes(ns, name).await?;
     let spec = match &state.spec {
         None => SpecState::Missing,
-        Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name) {
+        Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name).and_then(|stored| {
+            stored.check_scale(&kv.key, ctx.config.max_scale)?;
+            Ok(stored)
+        }) {
             Ok(stored) => SpecState::Valid {
                 stored: Box::new(stored),
                 revision: kv.mod_revision,

@@ -1,7 +1,8 @@
 //! Requests that stay bounded as the fleet grows, through the real binaries: the
 //! CLI and the controller read hundreds of records in small pages, and listings
 //! over gRPC's default 4 MiB in one response; a reconcile that writes more than
-//! etcd takes in one request converges.
+//! etcd takes in one request converges; a controller's `--max-scale` is a bound
+//! like any other.
 //!
 //! Records are written straight into etcd on a node record of the test's own (what
 //! a controller and an agent would have written): hundreds of processes would make
@@ -208,4 +209,27 @@ fn a_reconcile_that_writes_more_than_1_mib_converges() {
     let _system = one_node(&w);
     // 20 new records of ~100 KiB each: 2 MiB, over etcd's 1.5 MiB per request.
     deploy(&w, &spec_file(&w, "wide", 20, 100 * 1024), "wide", 20);
+}
+
+#[test]
+fn max_scale_bounds_the_scale_a_spec_may_ask() {
+    let w = World::new();
+    let mut args = FAST_CONTROLLER.to_vec();
+    args.extend(["--max-scale", "5"]);
+    let _c = w.controller("c1", &args);
+    let _a = agent(&w, "n1");
+    deploy(&w, &sleeper(&w, "api", 2, ""), "api", 2);
+    let before = pids(&w, "api");
+
+    cast(&w, &sleeper(&w, "api", 6, ""));
+    let invalid = eventually("SpecInvalid", Duration::from_secs(30), || {
+        condition(&w, "api", "SpecInvalid")
+    });
+    let message = invalid["message"].as_str().unwrap();
+    assert!(message.contains("limit of 5 (--max-scale)"), "{message}");
+    assert_eq!(pids(&w, "api"), before, "instances untouched");
+    assert_eq!(live_processes(&w, "api").len(), 2);
+
+    deploy(&w, &sleeper(&w, "api", 5, ""), "api", 5);
+    assert!(condition(&w, "api", "SpecInvalid").is_none());
 }
