@@ -10,7 +10,8 @@
 
 use crate::exit::{self, Error};
 use crate::model::{InstanceRecord, Versioned};
-use crate::store::{Store, cmp, op};
+use crate::store::batch::{self, Write};
+use crate::store::{Store, cmp};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
@@ -27,9 +28,6 @@ it stops the processes that no longer have a record.")]
         node: String,
     },
 }
-
-/// At most this many deletes per transaction (etcd's default limit is 128 ops).
-const CHUNK: usize = 50;
 
 pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
     let NodeCommand::Forget { node } = cmd;
@@ -57,21 +55,19 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
         println!("node {node} holds no instances; nothing to forget");
         return Ok(());
     }
-    for chunk in mine.chunks(CHUNK) {
-        // Only while the node stays unregistered, and only records as read.
-        let mut guards = vec![cmp::absent(&node_key)];
-        let mut ops = Vec::new();
-        for instance in chunk {
-            let record = &instance.value;
-            let key = keys.instance(&record.namespace, &record.service, &record.id);
-            guards.push(cmp::mod_rev(&key, instance.revision));
-            ops.push(op::delete(&key));
-            ops.push(op::delete(&keys.instance_status(
-                &record.namespace,
-                &record.service,
-                &record.id,
-            )));
-        }
+    let writes = mine.iter().map(|instance| {
+        let record = &instance.value;
+        let key = keys.instance(&record.namespace, &record.service, &record.id);
+        let status = keys.instance_status(&record.namespace, &record.service, &record.id);
+        // Only records as read; the record and its report go together.
+        Write::delete(&key)
+            .if_mod_rev(&key, instance.revision)
+            .and(Write::delete(&status))
+    });
+    for txn in batch::split(writes) {
+        // Only while the node stays unregistered.
+        let (mut guards, ops) = txn.into_parts();
+        guards.push(cmp::absent(&node_key));
         if !store.txn(guards, ops, vec![]).await?.succeeded {
             return Err(Error::conflict(format!(
                 "node {node} registered again or its instances changed meanwhile; \

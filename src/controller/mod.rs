@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::logging::{self, LogFormat};
-use crate::model::ServiceRef;
+use crate::model::{ServiceRef, limits};
 use crate::serve::{self, Readiness};
 use crate::store::watch::{WatchEvent, watch_prefix};
 use crate::store::{EtcdArgs, Store};
@@ -65,6 +65,12 @@ pub struct ControllerArgs {
     /// assumes an etcd or network problem and pauses replacements (0..1).
     #[arg(long, env = "RUNE_NODE_DISRUPTION_THRESHOLD", default_value_t = 0.55, value_parser = parse_share)]
     pub node_disruption_threshold: f64,
+    /// The largest scale of one service (at most 10000). A stored spec asking more
+    /// is reported as SpecInvalid, naming this limit, and its instances are left
+    /// as they are.
+    #[arg(long, env = "RUNE_MAX_SCALE", default_value_t = limits::MAX_SCALE,
+          value_parser = clap::value_parser!(u32).range(1..=limits::MAX_SCALE as i64))]
+    pub max_scale: u32,
     /// Services reconciled in parallel.
     #[arg(long, env = "RUNE_WORKERS", default_value_t = 4)]
     pub workers: usize,
@@ -161,6 +167,7 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             config: PlanConfig {
                 node_lost_grace: args.node_lost_grace,
                 new_id: new_instance_id,
+                max_scale: args.max_scale,
             },
             metrics: metrics.clone(),
             nodes: Mutex::new(NodeTracker::new(tokio::time::Instant::now())),

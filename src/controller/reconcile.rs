@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Compare, TxnOp};
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
@@ -18,7 +17,8 @@ use crate::model::{
     InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceRef, StoredService,
     Versioned,
 };
-use crate::store::{Kv, Store, StoreError, cmp, op};
+use crate::store::batch::{self, Write};
+use crate::store::{Kv, Store, StoreError, op};
 
 /// What the worker does after a reconcile (kube-runtime's `Action`).
 #[derive(Debug, PartialEq, Eq)]
@@ -115,9 +115,6 @@ impl Context {
     }
 }
 
-/// At most this many writes per transaction (etcd's default --max-txn-ops is 128).
-const TXN_CHUNK: usize = 100;
-
 pub async fn reconcile(ctx: &Context, key: &ServiceRef) -> Result<Action, ReconcileError> {
     let (ns, name) = (&key.namespace, &key.name);
     let observed = observe(ctx, ns, name).await?;
@@ -129,7 +126,10 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
     let (state, node_kvs) = ctx.store.service_state_and_nodes(ns, name).await?;
     let spec = match &state.spec {
         None => SpecState::Missing,
-        Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name) {
+        Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name).and_then(|stored| {
+            stored.check_scale(&kv.key, ctx.config.max_scale)?;
+            Ok(stored)
+        }) {
             Ok(stored) => SpecState::Valid {
                 stored: Box::new(stored),
                 revision: kv.mod_revision,
@@ -220,31 +220,26 @@ async fn apply(
 ) -> Result<Action, ReconcileError> {
     let (ns, name) = (key.namespace.as_str(), key.name.as_str());
     let k = ctx.store.keys();
-    let mut writes: Vec<(Vec<Compare>, TxnOp)> = Vec::new();
+    let mut writes: Vec<Write> = Vec::new();
     for rec in &plan.create {
         let key = k.instance(ns, name, &rec.id);
-        writes.push((vec![cmp::absent(&key)], op::put_json(&key, rec)));
+        writes.push(Write::put_json(&key, rec).if_absent(&key));
     }
     for stopped in &plan.stop {
         let key = k.instance(ns, name, &stopped.value.id);
-        writes.push((
-            vec![cmp::mod_rev(&key, stopped.revision)],
-            op::put_json(&key, &stopped.value),
-        ));
+        writes.push(Write::put_json(&key, &stopped.value).if_mod_rev(&key, stopped.revision));
     }
     for removed in &plan.remove {
         let key = k.instance(ns, name, &removed.value);
-        writes.push((vec![cmp::mod_rev(&key, removed.revision)], op::delete(&key)));
+        writes.push(Write::delete(&key).if_mod_rev(&key, removed.revision));
     }
-    // Instance intent first (in chunks), then the status and spec that describe it,
-    // together in the last transaction.
-    let mut last: Vec<(Vec<Compare>, TxnOp)> = Vec::new();
+    // Instance intent first (in transactions bounded by count and bytes), then the
+    // status and spec that describe it, together, in the last transaction.
+    let mut last = Write::default();
     if let Some(rollback) = &plan.rollback {
         let key = k.service(ns, name);
-        last.push((
-            vec![cmp::mod_rev(&key, rollback.revision)],
-            op::put(&key, rollback.value.to_json()),
-        ));
+        last = last
+            .and(Write::put(&key, rollback.value.to_json()).if_mod_rev(&key, rollback.revision));
     }
     let status_key = k.status(ns, name);
     if plan.purge {
@@ -253,46 +248,31 @@ async fn apply(
             _ => None,
         };
         // Nothing may have been (re)created since we read: a cast that lands in
-        // between must not be wiped.
+        // between must not be wiped (revision 0: the key must still be absent).
         let spec_key = k.service(ns, name);
         let op_key = k.operation(ns, name);
-        let spec_guard = match spec_rev {
-            Some(r) => cmp::mod_rev(&spec_key, r),
-            None => cmp::absent(&spec_key),
-        };
-        let op_guard = match o.operation_revision {
-            Some(r) => cmp::mod_rev(&op_key, r),
-            None => cmp::absent(&op_key),
-        };
-        last.push((vec![spec_guard], op::delete(&spec_key)));
-        last.push((vec![op_guard], op::delete(&op_key)));
-        last.push((vec![], op::delete(&status_key)));
+        last = last
+            .and(Write::delete(&spec_key).if_mod_rev(&spec_key, spec_rev.unwrap_or(0)))
+            .and(Write::delete(&op_key).if_mod_rev(&op_key, o.operation_revision.unwrap_or(0)))
+            .and(Write::delete(&status_key));
     } else if plan.status != o.status {
         // The status says how operations ended: it may only be written while the
         // operation record is still the one it was decided from. A CLI that sees a
         // newer record before our verdict lands concludes "superseded"; recording
         // the old operation as Succeeded after that would contradict it. So a
-        // record written meanwhile fails this write, and we decide again.
+        // record written meanwhile fails this write, and we decide again
+        // (revision 0: the record must still be absent).
         let op_key = k.operation(ns, name);
-        let op_unchanged = match o.operation_revision {
-            Some(revision) => cmp::mod_rev(&op_key, revision),
-            None => cmp::absent(&op_key),
-        };
-        last.push((vec![op_unchanged], op::put_json(&status_key, &plan.status)));
+        last = last.and(
+            Write::put_json(&status_key, &plan.status)
+                .if_mod_rev(&op_key, o.operation_revision.unwrap_or(0)),
+        );
     }
-    let batches = writes.len().div_ceil(TXN_CHUNK);
-    let mut chunks: Vec<Vec<(Vec<Compare>, TxnOp)>> = Vec::new();
-    let mut it = writes.into_iter().peekable();
-    while it.peek().is_some() {
-        chunks.push(it.by_ref().take(TXN_CHUNK).collect());
-    }
-    match chunks.last_mut() {
-        Some(c) if c.len() + last.len() <= TXN_CHUNK => c.extend(last),
-        _ if !last.is_empty() => chunks.push(last),
-        _ => {}
-    }
-    for chunk in chunks {
-        commit(ctx, chunk).await?;
+    writes.push(last);
+    let txns = batch::split(writes);
+    let batches = txns.len();
+    for txn in txns {
+        commit(ctx, txn).await?;
     }
     if !plan.create.is_empty() || !plan.stop.is_empty() || plan.rollback.is_some() || plan.purge {
         info!(
@@ -318,14 +298,10 @@ async fn apply(
 }
 
 /// One fenced transaction: applies only while we lead and every record is as read.
-async fn commit(ctx: &Context, chunk: Vec<(Vec<Compare>, TxnOp)>) -> Result<(), ReconcileError> {
-    let fence = ctx.leadership.fence();
-    let mut compares = vec![fence];
-    let mut ops = Vec::with_capacity(chunk.len());
-    for (c, o) in chunk {
-        compares.extend(c);
-        ops.push(o);
-    }
+async fn commit(ctx: &Context, txn: Write) -> Result<(), ReconcileError> {
+    let (guards, ops) = txn.into_parts();
+    let mut compares = vec![ctx.leadership.fence()];
+    compares.extend(guards);
     let leader_key = ctx.leadership.key.clone();
     let res = ctx
         .store

@@ -233,6 +233,19 @@ impl StoredService {
         Ok(stored)
     }
 
+    /// A spec whose `scale` is over `max`, a controller's `--max-scale` (the parser
+    /// already enforces the absolute [`limits::MAX_SCALE`]): refused naming the
+    /// limit, as every other bound is.
+    pub fn check_scale(&self, key: &str, max: u32) -> Result<(), SpecError> {
+        match self.service.scale {
+            Some(scale) if scale > max => Err(SpecError::new(
+                key,
+                format!("scale {scale} is over this controller's limit of {max} (--max-scale)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("specs always serialize")
     }

@@ -196,6 +196,24 @@ fn stored_spec_must_match_its_key() {
     assert!(e.message.contains("stored under"), "{e}");
 }
 
+#[test]
+fn a_controller_may_lower_the_largest_scale() {
+    let stored = |text: &str| StoredService::new(parse(text).unwrap()[0].clone());
+    let six = stored("service: {name: a, command: x, scale: 6}");
+    assert!(six.check_scale("k", 6).is_ok());
+    let e = six.check_scale("k", 5).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "k: scale 6 is over this controller's limit of 5 (--max-scale)"
+    );
+    // No scale: the current one is kept, which was within the limit when set.
+    assert!(
+        stored("service: {name: a, command: x}")
+            .check_scale("k", 0)
+            .is_ok()
+    );
+}
+
 mod roundtrip {
     use super::*;
     use crate::model::names::Label;

@@ -45,9 +45,14 @@ impl StoreMetrics {
     /// Total requests so far (all kinds); the benchmark divides this by instances.
     pub fn total_requests(&self) -> u64 {
         ["get", "list", "put", "delete", "txn", "watch", "lease"]
-            .iter()
-            .map(|op| self.requests.get_or_create(&OpLabel { op }).get())
+            .into_iter()
+            .map(|op| self.requests_of(op))
             .sum()
+    }
+
+    /// Requests of one kind so far (`list` counts every page of a listing).
+    pub fn requests_of(&self, op: &'static str) -> u64 {
+        self.requests.get_or_create(&OpLabel { op }).get()
     }
 
     pub fn register(&self, r: &mut Registry) {

@@ -1,10 +1,12 @@
 //! The etcd store: connection, the key layout, and every read and write rune makes.
 //! Nothing outside this module builds a key or talks to etcd directly.
 
+pub mod batch;
 pub mod cas;
 mod keys;
 pub mod lease;
 mod metrics;
+mod range;
 pub mod watch;
 
 use std::sync::Arc;
@@ -12,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchClient,
 };
 
+pub use batch::Write;
 pub use keys::Keys;
 pub use metrics::StoreMetrics;
+pub use range::{DEFAULT_PAGE_SIZE, MAX_RESPONSE_BYTES, PAGE_SIZE_ENV, Read};
 
 /// How to reach etcd; shared by every binary (flags and environment).
 #[derive(Debug, Clone, clap::Args)]
@@ -118,6 +122,12 @@ pub struct TxnResult {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    /// KV and watch clients that accept responses up to [`MAX_RESPONSE_BYTES`]
+    /// (gRPC's default of 4 MiB is one big listing away from failing).
+    kv: KvClient,
+    watch: WatchClient,
+    /// Keys per page of a range read (see `range.rs`).
+    page_size: i64,
     keys: Keys,
     endpoints: String,
     request_timeout: Duration,
@@ -159,7 +169,14 @@ impl Store {
         .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
         .map_err(|e| unreachable(e.to_string()))?;
         let store = Store {
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
             client,
+            page_size: range::page_size_from_env(),
             keys: Keys::new(&args.prefix),
             endpoints: endpoints.clone(),
             request_timeout: REQUEST_TIMEOUT,
@@ -201,28 +218,54 @@ impl Store {
         self.client.clone()
     }
 
+    pub(crate) fn watch_client(&self) -> WatchClient {
+        self.watch.clone()
+    }
+
+    /// The same store reading `keys` per page. For tests that drive a `Store` in
+    /// their own process, where [`PAGE_SIZE_ENV`] would be process-wide; not a
+    /// setting (the default is right for every deployment).
+    #[doc(hidden)]
+    pub fn with_page_size(mut self, keys: i64) -> Store {
+        self.page_size = keys.max(1);
+        self
+    }
+
     /// Runs one request with the request timeout, recording metrics and turning
     /// transport failures into errors that name the endpoint.
     async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.request(op, fut).await.map_err(|e| self.classify(e))
+    }
+
+    /// [`call`](Self::call), keeping etcd's own error: paging tells a compacted
+    /// revision and an oversized response apart from other failures.
+    async fn request<T, F>(&self, op: &'static str, fut: F) -> Result<T, Failed>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
         let started = Instant::now();
-        let res = tokio::time::timeout(self.request_timeout, fut).await;
-        let out = match res {
-            Err(_) => Err(StoreError::Timeout {
-                endpoints: self.endpoints.clone(),
-                timeout: self.request_timeout,
-            }),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.classify(e)),
+        let out = match tokio::time::timeout(self.request_timeout, fut).await {
+            Err(_) => Err(Failed::Timeout),
+            Ok(r) => r.map_err(Failed::Etcd),
         };
         self.metrics.record(op, started.elapsed(), out.is_ok());
         out
     }
 
-    fn classify(&self, e: etcd_client::Error) -> StoreError {
+    fn classify(&self, e: Failed) -> StoreError {
         let endpoints = self.endpoints.clone();
+        let e = match e {
+            Failed::Timeout => {
+                return StoreError::Timeout {
+                    endpoints,
+                    timeout: self.request_timeout,
+                };
+            }
+            Failed::Etcd(e) => e,
+        };
         match e {
             etcd_client::Error::GRpcStatus(s)
                 if !matches!(
@@ -243,29 +286,19 @@ impl Store {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Kv>, StoreError> {
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let resp = self.call("get", c.get(key, None)).await?;
         Ok(resp.kvs().first().map(Kv::from_etcd))
     }
 
-    /// Every key under `prefix`, with the revision the read happened at.
-    pub async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
-        let mut c = self.client.clone();
-        let resp = self
-            .call("list", c.get(prefix, Some(GetOptions::new().with_prefix())))
-            .await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((resp.kvs().iter().map(Kv::from_etcd).collect(), rev))
-    }
-
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64, StoreError> {
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let resp = self.call("put", c.put(key, value.into(), None)).await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         self.call("delete", c.delete(key, None)).await?;
         Ok(())
     }
@@ -277,7 +310,7 @@ impl Store {
         then: Vec<TxnOp>,
         otherwise: Vec<TxnOp>,
     ) -> Result<TxnResult, StoreError> {
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp: TxnResponse = self.call("txn", c.txn(txn)).await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
@@ -295,28 +328,12 @@ impl Store {
             ranges,
         })
     }
-
-    /// Reads several prefixes or keys at one revision (a consistent snapshot).
-    pub async fn snapshot(&self, reads: &[Read<'_>]) -> Result<(Vec<Vec<Kv>>, i64), StoreError> {
-        let ops = reads.iter().map(Read::op).collect();
-        let r = self.txn(vec![], ops, vec![]).await?;
-        Ok((r.ranges, r.revision))
-    }
 }
 
-/// One read inside [`Store::snapshot`].
-pub enum Read<'a> {
-    Key(&'a str),
-    Prefix(&'a str),
-}
-
-impl Read<'_> {
-    fn op(&self) -> TxnOp {
-        match self {
-            Read::Key(k) => TxnOp::get(*k, None),
-            Read::Prefix(p) => TxnOp::get(*p, Some(GetOptions::new().with_prefix())),
-        }
-    }
+/// How one request failed, before it becomes a [`StoreError`].
+enum Failed {
+    Etcd(etcd_client::Error),
+    Timeout,
 }
 
 /// Comparison helpers, so callers need not import etcd-client.

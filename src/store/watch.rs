@@ -98,7 +98,7 @@ async fn stream(
     connected: &mut bool,
     delay: &mut Duration,
 ) -> Result<(), String> {
-    let mut client = store.client();
+    let mut client = store.watch_client();
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(*seen + 1)

@@ -238,8 +238,19 @@ impl World {
 
     /// Starts `rune-controller` with fast test timings unless `extra` overrides them.
     pub fn controller(&self, name: &str, extra: &[&str]) -> Daemon {
+        self.controller_with_env(name, extra, &[])
+    }
+
+    /// [`controller`](Self::controller) with environment variables of its own (the
+    /// ones that are no flags, such as `RUNE_ETCD_PAGE_SIZE`).
+    pub fn controller_with_env(&self, name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let mut args = vec!["--id", name];
         args.extend_from_slice(extra);
-        self.daemon("rune-controller", &format!("controller-{name}"), &args, &[])
+        self.daemon(
+            "rune-controller",
+            &format!("controller-{name}"),
+            &args,
+            envs,
+        )
     }
 }

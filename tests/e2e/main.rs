@@ -9,6 +9,7 @@ mod system;
 
 mod agent;
 mod bad_input;
+mod bounded;
 mod cli;
 mod config;
 mod controller;

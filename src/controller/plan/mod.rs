@@ -78,6 +78,9 @@ pub struct PlanConfig {
     /// How long a node may be gone before its instances are replaced elsewhere.
     pub node_lost_grace: Duration,
     pub new_id: fn(&str) -> String,
+    /// `--max-scale`: a spec asking more is `SpecInvalid` (checked where the spec
+    /// is read, in reconcile's `observe`).
+    pub max_scale: u32,
 }
 
 #[derive(Debug, Default)]

@@ -28,6 +28,7 @@ fn cfg() -> PlanConfig {
     PlanConfig {
         node_lost_grace: Duration::from_secs(30),
         new_id: id,
+        max_scale: crate::model::limits::MAX_SCALE,
     }
 }
 
