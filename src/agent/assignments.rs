@@ -10,6 +10,9 @@
 //!   agent registered it, and that the data dir does not know, may still run under a
 //!   previous holder of the name. They start only once that holder must have fenced
 //!   itself (see ARCHITECTURE.md, "Node handover").
+//!
+//! A record starts only once its spec revision is resolved (`revisions.rs`); one
+//! whose revision is not stored is reported failed, with why, and never started.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,10 +24,11 @@ use tracing::{info, warn};
 
 use super::process;
 use super::reporter::Report;
+use super::revisions::{Assigned, Lookup, Resolved, Revisions};
 use super::state::Persisted;
 use super::supervisor::{self, Cmd, Handle, Shared};
-use crate::model::{InstanceRecord, InstanceRef};
-use crate::store::{Keys, Kv};
+use crate::model::{InstanceRecord, InstanceRef, InstanceStatus, Phase, ServiceRef};
+use crate::store::{Keys, Kv, Store};
 
 pub struct Assignments {
     keys: Keys,
@@ -41,6 +45,10 @@ pub struct Assignments {
     /// Handover hold: records created before `revision` that the data dir does not
     /// know start at `until` (plus their own stop grace period).
     hold: Option<Hold>,
+    /// The specs of the revisions records name.
+    revisions: Revisions,
+    /// Records whose revision is not stored: reported failed, not supervised.
+    unresolvable: HashSet<InstanceRef>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +62,7 @@ pub struct Hold {
 impl Hold {
     /// When the previous holder's copy of `record` must be gone: fenced, plus the
     /// stop grace period its SIGKILL may wait for.
-    fn end_for(&self, record: &InstanceRecord) -> Instant {
+    fn end_for(&self, record: &Assigned) -> Instant {
         let grace = record.spec.stop_grace_period.min(Duration::from_secs(3600));
         self.until.checked_add(grace).unwrap_or(self.until)
     }
@@ -62,7 +70,14 @@ impl Hold {
 
 impl Assignments {
     pub fn new(keys: Keys, shared: Arc<Shared>, persisted: BTreeMap<String, Persisted>) -> Self {
+        let mut revisions = Revisions::default();
+        for assigned in persisted.values().filter_map(|p| p.record.as_ref()) {
+            let service = ServiceRef::new(&assigned.namespace, &assigned.service);
+            revisions.remember(service, assigned.revision, assigned.spec.clone());
+        }
         Assignments {
+            revisions,
+            unresolvable: HashSet::new(),
             keys,
             shared,
             supervisors: HashMap::new(),
@@ -70,6 +85,57 @@ impl Assignments {
             persisted: Some(persisted),
             fenced: None,
             hold: None,
+        }
+    }
+
+    /// From here on, revisions not known from the data dir are fetched; each
+    /// answer is to be handed to [`Self::resolved`].
+    pub fn connect(&mut self, store: Store, tx: tokio::sync::mpsc::UnboundedSender<Resolved>) {
+        self.revisions.connect(store, tx);
+    }
+
+    /// A revision was looked up: the records waiting for it go on.
+    pub fn resolved(&mut self, r: Resolved) {
+        self.revisions.resolved(&r);
+        let waiting: Vec<Kv> = self
+            .records
+            .iter()
+            .filter(|(i, _)| i.service == r.service && !self.supervisors.contains_key(*i))
+            .filter(|(_, kv)| {
+                InstanceRecord::parse(&kv.value).is_ok_and(|rec| rec.revision == r.revision)
+            })
+            .map(|(_, kv)| kv.clone())
+            .collect();
+        for kv in waiting {
+            self.put(kv);
+        }
+    }
+
+    /// The record with its spec; `None` while the revision is being fetched, or
+    /// when it is not stored (then the instance is reported failed).
+    fn assigned(&mut self, i: &InstanceRef, record: InstanceRecord) -> Option<Assigned> {
+        match self.revisions.lookup(&i.service, record.revision) {
+            Lookup::Found(spec) => {
+                self.unresolvable.remove(i);
+                Some(Assigned {
+                    record,
+                    spec: *spec,
+                })
+            }
+            Lookup::Pending => None,
+            Lookup::Missing(why) => {
+                if self.unresolvable.insert(i.clone()) {
+                    warn!(instance = %i, reason = %why, "cannot run the instance");
+                    let status = InstanceStatus {
+                        phase: Phase::Failed,
+                        message: why,
+                        ..InstanceStatus::pending(&record.id, &self.shared.node)
+                    };
+                    let report = Report::Set(self.status_key(i), Box::new(status));
+                    let _ = self.shared.reports.send(report);
+                }
+                None
+            }
         }
     }
 
@@ -100,12 +166,12 @@ impl Assignments {
     }
 
     fn parse(&self, kv: &Kv) -> Option<InstanceRecord> {
-        match kv.json::<InstanceRecord>() {
+        match InstanceRecord::parse(&kv.value) {
             Ok(r) => Some(r),
             Err(e) => {
                 // The controller removes such a record (which stops whatever ran
                 // under it here); until then there is nothing to act on.
-                warn!(error = %e, "ignoring an instance record that does not parse");
+                warn!(key = %kv.key, error = %e, "ignoring an instance record that does not parse");
                 self.shared.metrics.unparseable_records.inc();
                 None
             }
@@ -198,7 +264,7 @@ impl Assignments {
         }
     }
 
-    fn spawn(&mut self, i: InstanceRef, record: InstanceRecord, persisted: Option<Persisted>) {
+    fn spawn(&mut self, i: InstanceRef, record: Assigned, persisted: Option<Persisted>) {
         let status_key = self.status_key(&i);
         let h = supervisor::spawn(
             self.shared.clone(),
@@ -230,6 +296,11 @@ impl Assignments {
         if self.fenced.is_some() {
             return;
         }
+        // Resolved before the data dir's entry is taken: that entry is what an
+        // adoption needs once the spec is known.
+        let Some(record) = self.assigned(&i, record) else {
+            return;
+        };
         let persisted = self
             .persisted
             .as_mut()
@@ -242,7 +313,7 @@ impl Assignments {
     }
 
     /// Whether a record this agent does not know must wait out the handover hold.
-    fn held(&self, create_revision: i64, record: &InstanceRecord) -> bool {
+    fn held(&self, create_revision: i64, record: &Assigned) -> bool {
         self.hold
             .is_some_and(|h| create_revision < h.revision && Instant::now() < h.end_for(record))
     }
@@ -267,6 +338,22 @@ impl Assignments {
         for kv in waiting {
             let Some(record) = self.parse(&kv) else {
                 continue;
+            };
+            let Some(i) = self.instance_of(&kv.key) else {
+                continue;
+            };
+            if self.unresolvable.contains(&i) {
+                continue;
+            }
+            let Lookup::Found(spec) = self.revisions.lookup(&i.service, record.revision) else {
+                // Still being resolved: the hold must outlast it.
+                let at = Instant::now() + Duration::from_secs(1);
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
+            };
+            let record = Assigned {
+                record,
+                spec: *spec,
             };
             if self.held(kv.create_revision, &record) {
                 let at = hold.end_for(&record);
@@ -294,6 +381,24 @@ impl Assignments {
         if let Some(h) = self.supervisors.remove(i) {
             let _ = h.tx.send(Cmd::Remove);
         }
+        if self.unresolvable.remove(i) {
+            let _ = self.shared.reports.send(Report::Delete(self.status_key(i)));
+        }
+        self.prune_revisions(&i.service);
+    }
+
+    /// Forgets the cached revisions of `service` that no record names any more.
+    /// Supervisors adopted from the data dir before the first listing hold their
+    /// spec themselves, so only the records count.
+    fn prune_revisions(&mut self, service: &ServiceRef) {
+        let used: HashSet<u64> = self
+            .records
+            .iter()
+            .filter(|(i, _)| i.service == *service)
+            .filter_map(|(_, kv)| InstanceRecord::parse(&kv.value).ok())
+            .map(|record| record.revision)
+            .collect();
+        self.revisions.retain(service, &used);
     }
 
     /// Supervisors end only when told to (and are taken out of the map then); one
@@ -309,6 +414,15 @@ impl Assignments {
         for i in crashed {
             let Some(record) = self.records.get(&i).and_then(|kv| self.parse(kv)) else {
                 continue;
+            };
+            // Its revision was resolved when it started (and stays cached while
+            // its record names it).
+            let Lookup::Found(spec) = self.revisions.lookup(&i.service, record.revision) else {
+                continue;
+            };
+            let record = Assigned {
+                record,
+                spec: *spec,
             };
             tracing::error!(instance = %i, "the instance's supervisor failed; supervising it again");
             self.supervisors.remove(&i);

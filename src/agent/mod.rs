@@ -15,6 +15,7 @@ pub mod ports;
 pub mod process;
 pub mod registration;
 pub mod reporter;
+pub mod revisions;
 pub mod state;
 pub mod supervisor;
 
@@ -240,6 +241,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         agent_metrics.clone(),
     ));
 
+    let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
+    agent.connect(store.clone(), resolved_tx);
     let mut informer = watch_prefix(store.clone(), store.keys().instances());
     let shutdown = crate::host::shutdown_signal();
     tokio::pin!(shutdown);
@@ -266,6 +269,10 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
                     WatchEvent::Delete(kv) => agent.remove(&kv.key),
                     WatchEvent::Connected(up) => connected = up,
                 }
+                let _ = count_tx.send(agent.len() as u32);
+            }
+            Some(r) = resolved.recv() => {
+                agent.resolved(r);
                 let _ = count_tx.send(agent.len() as u32);
             }
             changed = registered.changed() => {

@@ -10,16 +10,13 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::model::{Command, InstanceRecord};
+use super::revisions::Assigned;
+use crate::model::Command;
 
 /// The variables rune gives every instance, then the spec's `env` (whose values may
 /// use `${PORT}` and friends). rune's own names win: an instance must not be told a
 /// PORT other than the one it was given.
-pub fn build_env(
-    record: &InstanceRecord,
-    node: &str,
-    ports: &[(String, u16)],
-) -> Vec<(String, String)> {
+pub fn build_env(record: &Assigned, node: &str, ports: &[(String, u16)]) -> Vec<(String, String)> {
     let mut rune: BTreeMap<String, String> = BTreeMap::new();
     if let Some((_, first)) = ports.first() {
         rune.insert("PORT".into(), first.to_string());
@@ -73,7 +70,7 @@ pub fn expand<V: AsRef<str>>(s: &str, vars: &BTreeMap<String, V>) -> String {
 
 /// The argv to exec: a shell string runs through `/bin/sh -c` with `args` appended
 /// shell-quoted; an argv list gets `args` appended. `${VAR}` is expanded in both.
-pub fn build_argv(record: &InstanceRecord, env: &[(String, String)]) -> Vec<String> {
+pub fn build_argv(record: &Assigned, env: &[(String, String)]) -> Vec<String> {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
     let args = record.spec.args.iter().map(|a| expand(a, &vars));
     match &record.spec.command {
@@ -240,10 +237,12 @@ pub fn same_process(pid: u32, start: u64) -> bool {
 mod tests {
     use super::*;
 
-    fn record(command: serde_json::Value, args: &[&str]) -> InstanceRecord {
+    fn record(command: serde_json::Value, args: &[&str]) -> Assigned {
         serde_json::from_value(serde_json::json!({
-            "id": "i1", "namespace": "default", "service": "api", "node": "n1",
-            "desired": "Running", "specRevision": 1, "createdAt": "2024-01-01T00:00:00Z",
+            "record": {
+                "id": "i1", "namespace": "default", "service": "api", "node": "n1",
+                "desired": "Running", "revision": 1, "createdAt": "2024-01-01T00:00:00Z",
+            },
             "spec": {"name": "api", "command": command, "args": args,
                      "env": {"URL": "http://127.0.0.1:${PORT}/", "PORT": "1"},
                      "ports": [{"name": "http"}, {"name": "admin-api"}]}

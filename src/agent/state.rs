@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ExitInfo, InstanceRecord, Phase};
+use super::revisions::Assigned;
+use crate::model::{ExitInfo, Phase};
 
 /// What identifies and describes a running instance process across agent restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,14 +26,22 @@ pub struct Persisted {
     pub restarts: u32,
     pub started_at: Option<Timestamp>,
     pub ready_at: Option<Timestamp>,
-    /// The record last seen, so a restarted agent supervises before etcd answers.
-    #[serde(default)]
-    pub record: Option<InstanceRecord>,
+    /// The record last seen with its spec, so a restarted agent supervises before
+    /// etcd answers. One this agent cannot read (written before spec revisions)
+    /// counts as none: the process is then adopted once its record is listed, or
+    /// stopped when it has none — never left running unsupervised.
+    #[serde(default, deserialize_with = "lenient")]
+    pub record: Option<Assigned>,
     /// Set when the instance ended for good (Exited or Failed): not to be restarted.
     #[serde(default)]
     pub ended: Option<Phase>,
     #[serde(default)]
     pub last_exit: Option<ExitInfo>,
+}
+
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Assigned>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 pub struct DataDir {

@@ -473,7 +473,7 @@ async fn list_instances(
                 "ID", "SERVICE", "NODE", "PID", "PORT", "PHASE", "READY", "RESTARTS", "AGE",
             ];
             if wide {
-                header.extend(["DESIRED", "LAST EXIT", "MESSAGE"]);
+                header.extend(["REVISION", "DESIRED", "LAST EXIT", "MESSAGE"]);
             }
             let mut t = table(&header);
             for d in &docs {
@@ -491,6 +491,7 @@ async fn list_instances(
                     age(Some(d.instance.created_at)),
                 ];
                 if wide {
+                    row.push(d.instance.revision.to_string());
                     row.push(format!("{:?}", d.instance.desired));
                     row.push(opt(s
                         .and_then(|s| s.last_exit.as_ref())

@@ -336,8 +336,12 @@ async fn lead(
                             if is_delete || kv.create_revision == kv.mod_revision {
                                 for k in &known { queue.add(k.clone()); }
                             }
-                        } else if kv.key.starts_with(&keys.statuses()) || kv.key.starts_with(keys.leader().as_str()) {
-                            // Our own writes (status) and the election: nothing to do.
+                        } else if kv.key.starts_with(&keys.statuses())
+                            || kv.key.starts_with(&keys.revisions())
+                            || kv.key.starts_with(keys.leader().as_str())
+                        {
+                            // Our own writes (status, revisions) and the election:
+                            // nothing to do.
                         } else if let Some(k) = keys.service_of(&kv.key) {
                             known.insert(k.clone());
                             queue.add(k);

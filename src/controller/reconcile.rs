@@ -14,8 +14,8 @@ use super::metrics::ControllerMetrics;
 use super::nodes::NodeTracker;
 use super::plan::{self, Observed, Plan, PlanConfig, RecordKind, SpecState, Unparseable};
 use crate::model::{
-    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceRef, StoredService,
-    Versioned,
+    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, Revision, ServiceRef,
+    StoredService, Versioned,
 };
 use crate::store::batch::{self, Write};
 use crate::store::{Kv, Store, StoreError, op};
@@ -79,10 +79,22 @@ fn parsed<T: serde::de::DeserializeOwned>(
     kv: &Kv,
     unparseable: &mut Vec<Unparseable>,
 ) -> Option<T> {
-    match serde_json::from_slice(&kv.value) {
+    parsed_with(ctx, kind, kv, unparseable, |bytes| {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    })
+}
+
+/// [`parsed`] with the record's own parser (one that says more than serde can).
+fn parsed_with<T>(
+    ctx: &Context,
+    kind: RecordKind,
+    kv: &Kv,
+    unparseable: &mut Vec<Unparseable>,
+    parse: impl Fn(&[u8]) -> Result<T, String>,
+) -> Option<T> {
+    match parse(&kv.value) {
         Ok(value) => Some(value),
-        Err(e) => {
-            let error = e.to_string();
+        Err(error) => {
             ctx.first_sighting(&kv.key, kv.mod_revision, kind.as_str(), &error);
             unparseable.push(Unparseable {
                 kind,
@@ -153,8 +165,14 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         .instances
         .iter()
         .filter_map(|kv| {
-            parsed::<InstanceRecord>(ctx, RecordKind::Instance, kv, &mut unparseable)
-                .map(|record| Versioned::new(record, kv.mod_revision))
+            parsed_with(
+                ctx,
+                RecordKind::Instance,
+                kv,
+                &mut unparseable,
+                InstanceRecord::parse,
+            )
+            .map(|record| Versioned::new(record, kv.mod_revision))
         })
         .collect::<Vec<_>>();
     let statuses = state
@@ -164,6 +182,14 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
             parsed::<InstanceStatus>(ctx, RecordKind::InstanceStatus, kv, &mut unparseable)
         })
         .map(|s| (s.id.clone(), s))
+        .collect();
+    let revisions = state
+        .revisions
+        .iter()
+        .filter_map(|kv| {
+            parsed::<Revision>(ctx, RecordKind::Revision, kv, &mut unparseable)
+                .map(|revision| Versioned::new(revision, kv.mod_revision))
+        })
         .collect();
     // A node record that does not parse counts as not registered; it concerns
     // every service, so it is logged and counted, not put on this one's status.
@@ -203,6 +229,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         has_status,
         instances,
         statuses,
+        revisions,
         nodes,
         node_lost_for,
         disruption: health.disrupted,
@@ -221,6 +248,12 @@ async fn apply(
     let (ns, name) = (key.namespace.as_str(), key.name.as_str());
     let k = ctx.store.keys();
     let mut writes: Vec<Write> = Vec::new();
+    // The revision first: transactions commit in order, so no record names a
+    // revision that is not stored yet.
+    if let Some(new) = &plan.new_revision {
+        let key = k.revision(ns, name, new.revision);
+        writes.push(Write::put_json(&key, new).if_absent(&key));
+    }
     for rec in &plan.create {
         let key = k.instance(ns, name, &rec.id);
         writes.push(Write::put_json(&key, rec).if_absent(&key));
@@ -232,6 +265,10 @@ async fn apply(
     for removed in &plan.remove {
         let key = k.instance(ns, name, &removed.value);
         writes.push(Write::delete(&key).if_mod_rev(&key, removed.revision));
+    }
+    for old in &plan.prune_revisions {
+        let key = k.revision(ns, name, old.value);
+        writes.push(Write::delete(&key).if_mod_rev(&key, old.revision));
     }
     // Instance intent first (in transactions bounded by count and bytes), then the
     // status and spec that describe it, together, in the last transaction.
@@ -254,7 +291,9 @@ async fn apply(
         last = last
             .and(Write::delete(&spec_key).if_mod_rev(&spec_key, spec_rev.unwrap_or(0)))
             .and(Write::delete(&op_key).if_mod_rev(&op_key, o.operation_revision.unwrap_or(0)))
-            .and(Write::delete(&status_key));
+            .and(Write::delete(&status_key))
+            // Controller-owned and run by no instance any more (none is left).
+            .and(Write::delete_prefix(&k.revisions_of(ns, name)));
     } else if plan.status != o.status {
         // The status says how operations ended: it may only be written while the
         // operation record is still the one it was decided from. A CLI that sees a
@@ -277,6 +316,7 @@ async fn apply(
     if !plan.create.is_empty() || !plan.stop.is_empty() || plan.rollback.is_some() || plan.purge {
         info!(
             service = %key,
+            revision = plan.new_revision.as_ref().map(|r| r.revision),
             created = plan.create.len(),
             stopping = plan.stop.len(),
             removed = plan.remove.len(),

@@ -7,8 +7,6 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::spec::ServiceSpec;
-
 /// Whether the instance should be running. Scale-down first flips this to `Stopped`
 /// (the agent stops the process gracefully), then the record is removed once the
 /// agent reports the process gone.
@@ -27,10 +25,9 @@ pub struct InstanceRecord {
     pub service: String,
     pub node: String,
     pub desired: DesiredState,
-    /// The spec this instance runs; later spec edits do not touch it.
-    pub spec: ServiceSpec,
-    /// The spec's mod revision the snapshot was taken from.
-    pub spec_revision: i64,
+    /// The spec revision this instance runs (`revisions/<ns>/<svc>/<n>`); later
+    /// spec edits make new revisions and do not touch it.
+    pub revision: u64,
     pub created_at: Timestamp,
     /// The operation that created it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +37,28 @@ pub struct InstanceRecord {
     /// the node's agent reports the process ended or the node is forgotten.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub node_lost: bool,
+}
+
+impl InstanceRecord {
+    /// Parses a stored record. One written before spec revisions (it embeds its
+    /// spec and names no revision) is refused with what to do about it: rune is
+    /// pre-1.0 and does not migrate; the controller removes such a record (its
+    /// process is stopped) and places a new instance on the current spec.
+    pub fn parse(bytes: &[u8]) -> Result<InstanceRecord, String> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            let old = serde_json::from_slice::<serde_json::Value>(bytes)
+                .is_ok_and(|v| v.get("spec").is_some() && v.get("revision").is_none());
+            if old {
+                format!(
+                    "written by a rune before spec revisions (it embeds its spec and names no \
+                     revision); run one rune version across controllers and agents: the record \
+                     is replaced by an instance of the current spec ({e})"
+                )
+            } else {
+                e.to_string()
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

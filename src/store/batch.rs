@@ -54,6 +54,15 @@ impl Write {
         }
     }
 
+    /// Deletes every key under `prefix`.
+    pub fn delete_prefix(prefix: &str) -> Write {
+        Write {
+            bytes: prefix.len() + OVERHEAD,
+            ops: vec![op::delete_prefix(prefix)],
+            compares: Vec::new(),
+        }
+    }
+
     /// Only while `key` was last written at `revision`.
     pub fn if_mod_rev(self, key: &str, revision: i64) -> Write {
         self.guarded(key, cmp::mod_rev(key, revision))

@@ -67,6 +67,17 @@ impl Keys {
         format!("{}instance-status/{ns}/{svc}/{id}", self.root)
     }
 
+    /// Spec revisions, controller-owned and immutable: `revisions/<ns>/<svc>/<n>`.
+    pub fn revisions(&self) -> String {
+        format!("{}revisions/", self.root)
+    }
+    pub fn revisions_of(&self, ns: &str, svc: &str) -> String {
+        format!("{}revisions/{ns}/{svc}/", self.root)
+    }
+    pub fn revision(&self, ns: &str, svc: &str, n: u64) -> String {
+        format!("{}revisions/{ns}/{svc}/{n}", self.root)
+    }
+
     pub fn nodes(&self) -> String {
         format!("{}nodes/", self.root)
     }
@@ -88,7 +99,7 @@ impl Keys {
     }
 
     /// The service any per-service key (services, operations, status, instances,
-    /// instance-status) belongs to; `None` for a key that does not fit the layout
+    /// instance-status, revisions) belongs to; `None` for a key that does not fit the layout
     /// exactly (a segment too many or too few), so that it is reported as such
     /// rather than taken for another service's key.
     pub fn service_of(&self, key: &str) -> Option<ServiceRef> {
@@ -96,7 +107,7 @@ impl Keys {
         let (collection, rest) = rest.split_once('/')?;
         let segments = match collection {
             "services" | "operations" | "status" => 2,
-            "instances" | "instance-status" => 3,
+            "instances" | "instance-status" | "revisions" => 3,
             _ => return None,
         };
         let parts: Vec<&str> = rest.split('/').collect();
@@ -132,6 +143,7 @@ mod tests {
             k.status("ns", "a"),
             k.instance("ns", "a", "id1"),
             k.instance_status("ns", "a", "id1"),
+            k.revision("ns", "a", 3),
         ] {
             assert_eq!(
                 k.service_of(&key),

@@ -378,6 +378,13 @@ pub mod op {
         TxnOp::delete(key, None)
     }
 
+    pub fn delete_prefix(prefix: &str) -> TxnOp {
+        TxnOp::delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+    }
+
     pub fn get(key: &str) -> TxnOp {
         TxnOp::get(key, None)
     }
@@ -424,6 +431,8 @@ pub struct ServiceState {
     pub status: Option<Kv>,
     pub instances: Vec<Kv>,
     pub instance_statuses: Vec<Kv>,
+    /// The service's spec revisions (`revisions/<ns>/<svc>/<n>`), in key order.
+    pub revisions: Vec<Kv>,
     pub revision: i64,
 }
 
@@ -464,9 +473,10 @@ impl Store {
             k.operation(ns, name),
             k.status(ns, name),
         );
-        let (inst, ist, nodes) = (
+        let (inst, ist, revs, nodes) = (
             k.instances_of(ns, name),
             k.instance_statuses_of(ns, name),
+            k.revisions_of(ns, name),
             k.nodes(),
         );
         let mut reads = vec![
@@ -475,6 +485,7 @@ impl Store {
             Read::Key(&status),
             Read::Prefix(&inst),
             Read::Prefix(&ist),
+            Read::Prefix(&revs),
         ];
         if with_nodes {
             reads.push(Read::Prefix(&nodes));
@@ -493,6 +504,7 @@ impl Store {
             status,
             instances: std::mem::take(&mut r[3]),
             instance_statuses: std::mem::take(&mut r[4]),
+            revisions: std::mem::take(&mut r[5]),
             revision,
         };
         Ok((state, nodes))

@@ -26,22 +26,37 @@ fn world() -> (World, Reaper) {
     (w, r)
 }
 
-/// An instance record for `NODE` as the controller would write it.
-fn record(svc: &str, id: &str, desired: &str, spec: Value) -> String {
-    let mut spec = spec;
-    spec["name"] = json!(svc);
+/// An instance record for `NODE` as the controller would write it, naming spec
+/// revision `revision`.
+fn record(svc: &str, id: &str, desired: &str, revision: u64) -> String {
     json!({
         "id": id, "namespace": "default", "service": svc, "node": NODE,
-        "desired": desired, "spec": spec, "specRevision": 1,
+        "desired": desired, "revision": revision,
         "createdAt": "2026-01-01T00:00:00Z",
     })
     .to_string()
 }
 
+/// Stores `spec` as a revision of `svc` (numbered by its content, so one spec is
+/// one revision, as the controller does), then a record naming it.
 fn put_record(w: &World, svc: &str, id: &str, desired: &str, spec: Value) {
+    use std::hash::{Hash, Hasher};
+    let mut spec = spec;
+    spec["name"] = json!(svc);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    spec.to_string().hash(&mut h);
+    let revision = h.finish() % 1_000_000 + 1;
+    let stored = json!({
+        "namespace": "default", "service": svc, "revision": revision, "spec": spec,
+        "specRevision": 1, "createdAt": "2026-01-01T00:00:00Z",
+    });
+    w.etcd.put(
+        &w.key(&format!("revisions/default/{svc}/{revision}")),
+        &stored.to_string(),
+    );
     w.etcd.put(
         &w.key(&format!("instances/default/{svc}/{id}")),
-        &record(svc, id, desired, spec),
+        &record(svc, id, desired, revision),
     );
 }
 
@@ -198,6 +213,33 @@ fn agent_readiness_via_tcp_and_exec() {
     std::fs::write(&flag, "").unwrap();
     let s = status_where(&w, "exec", "i1", "ready via exec", ready);
     assert!(s.get("readinessFailures").is_none(), "{s}");
+}
+
+#[test]
+fn a_record_whose_revision_is_not_stored_is_reported_failed() {
+    let (w, _reaper) = world();
+    let a = w.agent(NODE, &[]);
+    agent_ready(&a);
+    w.etcd.put(
+        &w.key("instances/default/ghost/i1"),
+        &record("ghost", "i1", "Running", 42),
+    );
+    let s = status_where(&w, "ghost", "i1", "failed", |s| s["phase"] == "Failed");
+    let message = s["message"].as_str().unwrap();
+    assert!(
+        message.contains("revision 42") && message.contains("not stored"),
+        "{s}"
+    );
+    // The agent goes on: a record of a stored revision still runs.
+    put_record(&w, "ok", "i1", "Running", json!({"command": "sleep 1000"}));
+    status_where(&w, "ok", "i1", "running", |s| s["phase"] == "Running");
+    // And the failed one's status goes with its record.
+    w.etcd
+        .etcdctl(&["del", &w.key("instances/default/ghost/i1")]);
+    eventually("status removed", LONG, || {
+        status(&w, "ghost", "i1").is_none().then_some(())
+    });
+    assert!(a.http_get("/readyz").is_some_and(|(c, _)| c == 200));
 }
 
 #[test]

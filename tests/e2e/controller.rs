@@ -398,3 +398,115 @@ fn unparseable_records_are_reported_and_have_their_defined_outcome() {
         .success();
     assert!(w.etcd.keys(&w.key("")).iter().all(|k| !k.contains("/api")));
 }
+
+#[test]
+fn a_spec_change_makes_revision_2_and_a_restart_runs_it() {
+    let w = World::new();
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 2, "  env: {V: one}\n"), "api", 2);
+    let revisions_of = |w: &World| -> Vec<u64> {
+        let mut r: Vec<u64> = instances(w, "api")
+            .iter()
+            .filter_map(|i| i["instance"]["revision"].as_u64())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(revisions_of(&w), [1, 1]);
+    // A scale makes no revision; an env change does, and running instances keep
+    // theirs until they are replaced.
+    deploy(&w, &sleeper(&w, "api", 3, "  env: {V: one}\n"), "api", 3);
+    assert_eq!(revisions_of(&w), [1, 1, 1]);
+    cast(&w, &sleeper(&w, "api", 3, "  env: {V: two}\n"));
+    let prefix = w.key("revisions/default/api/");
+    eventually("revision 2 stored", Duration::from_secs(30), || {
+        (w.etcd.keys(&prefix).len() == 2).then_some(())
+    });
+    assert_eq!(revisions_of(&w), [1, 1, 1]);
+    w.rune()
+        .args(["restart", "api", "--timeout", "60s"])
+        .assert()
+        .success();
+    wait_ready(&w, "api", 3);
+    assert_eq!(revisions_of(&w), [2, 2, 2]);
+
+    let out = w
+        .rune()
+        .args(["get", "instances", "api", "-o", "wide"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("REVISION"), "{table}");
+    let column = header.split_whitespace().position(|h| h == "REVISION");
+    for row in table.lines().skip(1) {
+        assert_eq!(
+            row.split_whitespace().nth(column.unwrap()),
+            Some("2"),
+            "{table}"
+        );
+    }
+
+    // Each spec stored once, not per instance; records hold no spec.
+    let out = w
+        .etcd
+        .etcdctl(&["get", "--prefix", &prefix, "--print-value-only"]);
+    let values: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(values.len(), 2);
+    assert_eq!(values[0]["revision"], 1);
+    assert_eq!(values[0]["spec"]["env"]["V"], "one");
+    assert_eq!(values[1]["spec"]["env"]["V"], "two");
+    assert!(values.iter().all(|v| v["spec"].get("scale").is_none()));
+    let out = w.etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        &w.key("instances/"),
+        "--print-value-only",
+    ]);
+    let records = String::from_utf8_lossy(&out.stdout);
+    for line in records.lines().filter(|l| !l.is_empty()) {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(record.get("spec").is_none(), "{record}");
+        assert_eq!(record["revision"], 2, "{record}");
+    }
+
+    // Deleting the service purges its revisions.
+    w.rune()
+        .args(["delete", "service", "api"])
+        .assert()
+        .success();
+    eventually("revisions purged", Duration::from_secs(60), || {
+        w.etcd.keys(&prefix).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn an_instance_record_of_the_old_layout_is_refused_and_replaced() {
+    let w = World::new();
+    let _system = one_node(&w);
+    deploy(&w, &sleeper(&w, "api", 1, ""), "api", 1);
+    w.etcd.put(
+        &w.key("instances/default/api/old1"),
+        r#"{"id":"old1","namespace":"default","service":"api","node":"n1","desired":"Running","spec":{"name":"api","command":"sleep 1"},"specRevision":3,"createdAt":"2026-01-01T00:00:00Z"}"#,
+    );
+    // The controller logs it (and names it in RecordsInvalid while it exists),
+    // then removes it; its place is taken by an instance of the current spec.
+    let (controller, _agent) = &_system;
+    eventually("the refusal is logged", Duration::from_secs(30), || {
+        let logs = controller.logs();
+        logs.lines()
+            .find(|l| l.contains("old1") && l.contains("before spec revisions"))
+            .map(String::from)
+    });
+    eventually("old record removed", Duration::from_secs(30), || {
+        w.etcd
+            .get(&w.key("instances/default/api/old1"))
+            .is_none()
+            .then_some(())
+    });
+    wait_ready(&w, "api", 1);
+}

@@ -15,6 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::time::Instant;
 
+use crate::agent::revisions::Assigned;
 use crate::agent::state::Persisted;
 use crate::model::InstanceRef;
 use crate::model::{
@@ -158,7 +159,7 @@ fn restarts(policy: RestartPolicy, failed: bool) -> bool {
 /// One instance's supervision state and the status it reports.
 pub struct Core {
     instance: InstanceRef,
-    record: InstanceRecord,
+    record: Assigned,
     status: InstanceStatus,
     state: State,
     backoff: Backoff,
@@ -172,12 +173,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(
-        instance: InstanceRef,
-        node: &str,
-        record: InstanceRecord,
-        backoff: Backoff,
-    ) -> Core {
+    pub fn new(instance: InstanceRef, node: &str, record: Assigned, backoff: Backoff) -> Core {
         Core {
             instance,
             status: InstanceStatus::pending(&record.id, node),
@@ -195,7 +191,7 @@ impl Core {
         &self.instance
     }
 
-    pub fn record(&self) -> &InstanceRecord {
+    pub fn record(&self) -> &Assigned {
         &self.record
     }
 
@@ -481,7 +477,7 @@ impl Core {
     /// process is not applied to it (the controller replaces instances for that).
     fn update(&mut self, record: InstanceRecord, now: Now) -> Vec<Effect> {
         let wanted_again = self.state == State::Stopped && record.desired == DesiredState::Running;
-        self.record = record;
+        self.record.record = record;
         if matches!(self.state, State::Running(_)) {
             if self.record.desired == DesiredState::Stopped {
                 return self.stop("stopped on request", AfterStop::Stopped);

@@ -27,8 +27,9 @@ use super::metrics::AgentMetrics;
 use super::ports::Ports;
 use super::process;
 use super::reporter::{Report, Reports};
+use super::revisions::Assigned;
 use super::state::{DataDir, Persisted};
-use crate::model::{ExitInfo, InstanceRecord, InstanceRef, InstanceStatus};
+use crate::model::{ExitInfo, InstanceRef, InstanceStatus};
 use crate::probe::{self, Which};
 pub use decide::{Backoff, Cmd, READY_WITHOUT_PROBE};
 use decide::{Core, Effect, Now, State, unknown_exit};
@@ -69,7 +70,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     instance: InstanceRef,
     status_key: String,
-    record: InstanceRecord,
+    record: Assigned,
     persisted: Option<Persisted>,
 ) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();

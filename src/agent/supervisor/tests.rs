@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::decide::*;
+use crate::agent::revisions::Assigned;
 use crate::agent::state::Persisted;
-use crate::model::{ExitInfo, InstanceRecord, Phase};
+use crate::model::{ExitInfo, Phase};
 use crate::probe::Which;
 
 const BACKOFF: Backoff = Backoff {
@@ -26,14 +27,16 @@ fn secs(n: u64) -> Duration {
 }
 
 /// An instance record of `spec` (merged over a minimal one).
-fn record(spec: &Value, desired: &str) -> InstanceRecord {
+fn record(spec: &Value, desired: &str) -> Assigned {
     let mut full = json!({"name": "api", "command": "x"});
     for (k, v) in spec.as_object().expect("spec is an object") {
         full[k] = v.clone();
     }
     serde_json::from_value(json!({
-        "id": "i1", "namespace": "default", "service": "api", "node": "n1",
-        "desired": desired, "specRevision": 1, "createdAt": "2024-01-01T00:00:00Z",
+        "record": {
+            "id": "i1", "namespace": "default", "service": "api", "node": "n1",
+            "desired": desired, "revision": 1, "createdAt": "2024-01-01T00:00:00Z",
+        },
         "spec": full,
     }))
     .unwrap()
@@ -162,7 +165,7 @@ impl Sim {
     /// The record again, with `desired`.
     fn desire(&mut self, desired: &str) -> Vec<Effect> {
         let r = record(&self.spec, desired);
-        self.command(Cmd::Update(Box::new(r)))
+        self.command(Cmd::Update(Box::new(r.record)))
     }
 
     fn due(&mut self) -> Vec<Effect> {

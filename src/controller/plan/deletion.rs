@@ -16,6 +16,7 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
         && observed.instances.is_empty()
         && observed.operation_revision.is_none()
         && !observed.has_status
+        && !observed.has_revisions()
     {
         // Already purged (an event about its last keys brought us here): writing
         // a status now would bring a deleted service back as a stray key.
@@ -40,7 +41,10 @@ pub(super) fn terminate(observed: &Observed, census: &Census, plan: &mut Plan) {
     );
     conditions::count_replicas(observed, census, &mut plan.status);
     if census.left_for_target(0) == 0 {
-        plan.purge = spec_exists || observed.operation_revision.is_some() || observed.has_status;
+        plan.purge = spec_exists
+            || observed.operation_revision.is_some()
+            || observed.has_status
+            || observed.has_revisions();
     } else {
         plan.requeue(Duration::from_secs(2));
     }

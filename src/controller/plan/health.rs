@@ -58,7 +58,9 @@ pub(super) fn failure(
                 how_it_ended(status)
             ));
         }
-        if let Some(probe) = &record.spec.health.readiness
+        if let Some(probe) = observed
+            .spec_of(record)
+            .and_then(|spec| spec.health.readiness.as_ref())
             && created(record)
             && !status.ready
             && status.readiness_failures >= probe.failure_threshold

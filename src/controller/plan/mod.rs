@@ -15,6 +15,8 @@
 //! - `placement`: which nodes new instances go to, which instances a scale-down stops.
 //! - `conditions`: the replica counts, the conditions and the stable scale.
 //! - `deletion`: a service being deleted: stop everything, then purge its keys.
+//! - `revisions`: the spec revisions instances run (create on change, keep the last
+//!   ten and those still run).
 //! - `records`: stored records that do not parse, and their defined outcomes.
 
 mod census;
@@ -24,6 +26,7 @@ mod health;
 mod operation;
 mod placement;
 mod records;
+mod revisions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -31,8 +34,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::model::{
-    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, ServiceStatus, SpecError,
-    StoredService, Versioned,
+    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, Revision, ServiceSpec,
+    ServiceStatus, SpecError, StoredService, Versioned,
 };
 use census::Census;
 pub use records::{RecordKind, Unparseable};
@@ -61,6 +64,8 @@ pub struct Observed {
     pub has_status: bool,
     pub instances: Vec<Versioned<InstanceRecord>>,
     pub statuses: HashMap<String, InstanceStatus>,
+    /// The service's spec revisions that parse, at their keys' mod revisions.
+    pub revisions: Vec<Versioned<Revision>>,
     /// Nodes whose lease is alive.
     pub nodes: BTreeMap<String, NodeRecord>,
     /// For nodes that are gone: how long they have been gone (as far as we know).
@@ -71,6 +76,26 @@ pub struct Observed {
     /// Stored records that do not parse; see `records` for what becomes of them.
     pub unparseable: Vec<Unparseable>,
     pub now: Timestamp,
+}
+
+impl Observed {
+    /// The spec an instance runs: its revision's. `None` when that revision is
+    /// gone or does not parse (the instance's agent reports it failed).
+    pub fn spec_of(&self, record: &InstanceRecord) -> Option<&ServiceSpec> {
+        self.revisions
+            .iter()
+            .find(|r| r.value.revision == record.revision)
+            .map(|r| &r.value.spec)
+    }
+
+    /// Whether any revision key exists (parsed or not): a purge must remove them.
+    fn has_revisions(&self) -> bool {
+        !self.revisions.is_empty()
+            || self
+                .unparseable
+                .iter()
+                .any(|bad| bad.kind == RecordKind::Revision)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +110,10 @@ pub struct PlanConfig {
 
 #[derive(Debug, Default)]
 pub struct Plan {
+    /// A new spec revision, written before the records that name it.
+    pub new_revision: Option<Revision>,
+    /// Revisions to delete (CAS on their revision): past the last ten, run by none.
+    pub prune_revisions: Vec<Versioned<u64>>,
     pub create: Vec<InstanceRecord>,
     /// Records to rewrite with `desired: Stopped` (CAS on their revision).
     pub stop: Vec<Versioned<InstanceRecord>>,
@@ -95,7 +124,8 @@ pub struct Plan {
     /// compare against (the spec the failed operation ran, as read; a spec written
     /// since is never overwritten).
     pub rollback: Option<Versioned<StoredService>>,
-    /// Every instance is gone and the service is being deleted: remove its keys.
+    /// Every instance is gone and the service is being deleted: remove its keys
+    /// (its revisions too).
     pub purge: bool,
     pub requeue_after: Option<Duration>,
 }
@@ -159,7 +189,9 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             conditions::spec_valid(observed, *revision, &mut plan.status);
             operation::take_up(observed, &census, stored, *revision, &mut plan.status);
             let target = operation::advance(observed, &census, stored, *revision, &mut plan);
-            placement::converge(observed, cfg, &census, stored, *revision, target, &mut plan);
+            let current = revisions::current(observed, stored, *revision, &mut plan);
+            placement::converge(observed, cfg, &census, stored, current, target, &mut plan);
+            revisions::prune(observed, &mut plan);
             conditions::count_replicas(observed, &census, &mut plan.status);
             conditions::node_lost(observed, &census, &mut plan.status);
             conditions::settle(observed, &mut plan);

@@ -13,13 +13,14 @@ use crate::model::{
     ConditionKind, ConditionStatus, DesiredState, InstanceRecord, StoredService, Versioned,
 };
 
-/// Creates or stops instances until `target` are active.
+/// Creates (on spec revision `revision`) or stops instances until `target` are
+/// active.
 pub(super) fn converge(
     observed: &Observed,
     cfg: &PlanConfig,
     census: &Census,
     stored: &StoredService,
-    revision: i64,
+    revision: u64,
     target: u32,
     plan: &mut Plan,
 ) {
@@ -40,16 +41,13 @@ pub(super) fn converge(
         let placed = place(observed, census, want, one_per_node);
         let operation_id = plan.status.running_operation().map(|op| op.id.clone());
         for node in &placed {
-            let mut spec = stored.service.clone();
-            spec.scale = None;
             plan.create.push(InstanceRecord {
                 id: (cfg.new_id)(stored.service.name()),
                 namespace: stored.service.namespace().to_string(),
                 service: stored.service.name().to_string(),
                 node: node.clone(),
                 desired: DesiredState::Running,
-                spec,
-                spec_revision: revision,
+                revision,
                 created_at: observed.now,
                 operation_id: operation_id.clone(),
                 node_lost: false,

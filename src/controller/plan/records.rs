@@ -6,7 +6,9 @@
 //!   invisible to every count and never stopped;
 //! - an operation record is ignored (the service goes on at its current scale);
 //! - the status is rewritten from scratch;
-//! - an instance's status report counts as no report.
+//! - an instance's status report counts as no report;
+//! - a spec revision is ignored (its number is not handed out again, and it is
+//!   deleted once it is older than the last ten).
 
 use super::{Observed, Plan};
 use crate::model::{ConditionKind, ConditionStatus, Versioned};
@@ -18,6 +20,7 @@ pub enum RecordKind {
     Status,
     Instance,
     InstanceStatus,
+    Revision,
 }
 
 impl RecordKind {
@@ -27,6 +30,7 @@ impl RecordKind {
             RecordKind::Status => "status",
             RecordKind::Instance => "instance",
             RecordKind::InstanceStatus => "instance-status",
+            RecordKind::Revision => "revision",
         }
     }
 
@@ -37,6 +41,7 @@ impl RecordKind {
             RecordKind::Status => "rewritten",
             RecordKind::Instance => "removed; its process, if any, is stopped",
             RecordKind::InstanceStatus => "ignored until its agent reports again",
+            RecordKind::Revision => "ignored; its number is not reused",
         }
     }
 }

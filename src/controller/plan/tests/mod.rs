@@ -9,6 +9,7 @@ mod health;
 mod operation;
 mod placement;
 mod records;
+mod revisions;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -76,6 +77,7 @@ impl Sim {
                 has_status: false,
                 instances: vec![],
                 statuses: HashMap::new(),
+                revisions: vec![],
                 nodes: nodes.iter().map(|n| node(n)).collect(),
                 node_lost_for: HashMap::new(),
                 disruption: None,
@@ -98,6 +100,20 @@ impl Sim {
     fn step(&mut self) -> Plan {
         let p = plan(&self.o, &cfg());
         self.rev += 1;
+        if let Some(new) = &p.new_revision {
+            // Through JSON, as etcd stores it: what is read back must compare
+            // equal to the spec it came from, or every look would make a revision.
+            let stored = serde_json::from_slice(&serde_json::to_vec(new).unwrap()).unwrap();
+            self.o.revisions.push(Versioned::new(stored, self.rev));
+        }
+        for pruned in &p.prune_revisions {
+            self.o
+                .revisions
+                .retain(|r| Versioned::new(r.value.revision, r.revision) != *pruned);
+        }
+        if p.purge {
+            self.o.revisions.clear();
+        }
         for created in &p.create {
             self.o
                 .instances
