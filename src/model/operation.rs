@@ -95,15 +95,17 @@ impl ScalePlan {
     }
 
     /// The time the plan spends holding intervals: one between each two steps.
+    /// Saturates: intervals come from users and stored records, so they can be
+    /// absurd (`300000000000y`), and an absurd plan must not panic its reader.
     pub fn length(&self) -> Duration {
-        self.interval * self.steps().saturating_sub(1)
+        self.interval.saturating_mul(self.steps().saturating_sub(1))
     }
 
     /// The contract's timeout default: 5m, or the plan's length plus 5m when longer.
     pub fn default_timeout(&self) -> Duration {
         let length = self.length();
         if length > BASE_TIMEOUT {
-            length + BASE_TIMEOUT
+            length.saturating_add(BASE_TIMEOUT)
         } else {
             BASE_TIMEOUT
         }
