@@ -99,21 +99,54 @@ fn looks_like_json(text: &str) -> bool {
     text.trim_start().starts_with('{')
 }
 
+/// Most events that aliases and merge keys may replay in one input, and most merge
+/// keys (`<<`). The crate's defaults (a million, ten thousand) let a file of a few
+/// hundred bytes (a merge key doubling a map at each level) cost a third of a second
+/// of CPU per parse (seconds unoptimized), and stored specs are parsed on every
+/// reconcile. Real files replay far less: 50 services sharing a command and a
+/// 40-variable `env` (`<<: *common`) replay 4,000 events with 49 merge keys (the
+/// crate's alias-per-anchor ratio stops many more aliases of as few anchors anyway).
+const MAX_REPLAYED_EVENTS: usize = 10_000;
+const MAX_MERGE_KEYS: usize = 1_000;
+
+/// Most bytes of scalars one input may amount to, aliases expanded. The crate's
+/// default, 64 MiB, lets a 60 kB spec expand to 17 MB. A spec is stored in etcd and
+/// snapshotted into each instance record, whose requests etcd caps at 1.5 MiB by
+/// default, so a spec that large could never run; 4 MiB leaves a file room for
+/// several.
+const MAX_SCALAR_BYTES: usize = 4 << 20;
+
 /// YAML 1.2 booleans only: `command: y` or `name: no` stay strings (the "Norway
-/// problem" of YAML 1.1).
+/// problem" of YAML 1.1). The crate's budget (depth, nodes, anchors, aliases) stays
+/// on; alias replay, merge keys and scalar bytes are bounded tighter (above).
 fn yaml_options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
     o.strict_booleans = true;
+    o.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_merge_keys = MAX_MERGE_KEYS;
+    budget.max_total_scalar_bytes = MAX_SCALAR_BYTES;
+    o.budget = Some(budget);
     o
 }
 
 fn parse_one<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
     if looks_like_json(text) {
-        serde_json::from_str(text).map_err(|e| SpecError::from_json(source, e))
+        parse_json(source, text)
     } else {
-        serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|e| SpecError::from_yaml(source, e))
+        parse_yaml(source, text)
     }
+}
+
+/// The JSON half of [`parse_one`] (also what the fuzz harness drives directly).
+pub(super) fn parse_json<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
+    serde_json::from_str(text).map_err(|e| SpecError::from_json(source, e))
+}
+
+/// The YAML half of [`parse_one`] (also what the fuzz harness drives directly).
+pub(super) fn parse_yaml<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, SpecError> {
+    serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| SpecError::from_yaml(source, e))
 }
 
 /// One document of a cast file.

@@ -17,10 +17,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 1m, 1h30m)"))
 }
 
-/// `ts + d`, or `ts` itself when that would pass the calendar's end (durations come
-/// from users, so they can be absurd; a deadline must not panic over one).
+/// `ts + d`, saturating at the calendar's end (durations come from users, so they
+/// can be absurd; a deadline must not panic over one, and one past the calendar's
+/// end is never reached rather than already passed).
 pub fn add(ts: Timestamp, d: Duration) -> Timestamp {
-    ts.checked_add(d).unwrap_or(ts)
+    ts.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -62,6 +63,15 @@ mod tests {
             assert_eq!(parse(&format(d)).unwrap(), d);
         }
         assert_eq!(format(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn adding_past_the_calendar_saturates() {
+        let far = parse("300000000000y").unwrap();
+        assert_eq!(add(Timestamp::UNIX_EPOCH, far), Timestamp::MAX);
+        assert_eq!(add(Timestamp::MAX, Duration::from_nanos(1)), Timestamp::MAX);
+        let minute = Duration::from_secs(60);
+        assert_eq!(add(Timestamp::UNIX_EPOCH, minute).as_second(), 60);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 pub mod document;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod instance;
 pub mod limits;
 pub mod names;

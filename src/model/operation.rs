@@ -166,6 +166,8 @@ impl ScalePlan {
     }
 
     /// The time the plan spends holding intervals: one between each two steps.
+    /// Saturates: intervals come from users and stored records, so they can be
+    /// absurd (`300000000000y`), and an absurd plan must not panic its reader.
     pub fn length(&self) -> Duration {
         self.interval.saturating_mul(self.steps().saturating_sub(1))
     }

@@ -97,6 +97,24 @@ fn a_plan_that_changes_nothing_or_goes_at_once_is_one_step() {
 }
 
 #[test]
+fn an_absurd_interval_saturates_instead_of_panicking() {
+    // `--interval 300000000000y` parses (humantime) and reaches stored records.
+    let huge = duration::parse("300000000000y").unwrap();
+    let plan = ScalePlan {
+        interval: huge,
+        ..gradual(0, u32::MAX, 1, 0)
+    };
+    assert_eq!(plan.length(), Duration::MAX);
+    assert_eq!(plan.default_timeout(), Duration::MAX);
+    let rec = record(OperationKind::Scale, plan, plan.default_timeout());
+    assert_eq!(rec.timeout_from(0), Duration::MAX);
+    assert!(
+        !rec.expired(t(0)),
+        "a deadline past the calendar never passes"
+    );
+}
+
+#[test]
 fn a_step_of_zero_counts_as_one() {
     let plan = gradual(0, 3, 0, 10);
     assert_eq!(plan.steps(), 3);

@@ -214,6 +214,37 @@ fn a_controller_may_lower_the_largest_scale() {
     );
 }
 
+#[test]
+fn anchors_and_merge_keys_shared_by_many_services_parse() {
+    let vars: Vec<String> = (0..40).map(|i| format!("V{i}: value-{i}")).collect();
+    let mut text = format!(
+        "services:\n  - {{name: s0, command: &cmd [run, --fast], env: &common {{{}}}}}\n",
+        vars.join(", ")
+    );
+    // 98 aliases of 2 anchors: past 100, the crate allows 10 aliases per anchor.
+    for i in 1..50 {
+        text += &format!("  - {{name: s{i}, command: *cmd, env: {{<<: *common, OWN: x}}}}\n");
+    }
+    let specs = parse(&text).unwrap();
+    assert_eq!(specs.len(), 50);
+    assert_eq!(specs[49].env.len(), 41);
+    assert_eq!(specs[49].command, specs[0].command);
+}
+
+#[test]
+fn merge_key_chains_are_cut_short() {
+    // Each level merges the previous one twice: 2^20 replays from 1.3 kB.
+    let mut text = "services:\n  - {name: m0, command: x, env: &e0 {A: v}}\n".to_string();
+    for i in 1..21 {
+        let p = i - 1;
+        text += &format!("  - {{name: m{i}, command: x, env: &e{i} {{<<: [*e{p}, *e{p}]}}}}\n");
+    }
+    let started = std::time::Instant::now();
+    let e = error_of(&text);
+    assert!(e.line.is_some(), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{e}");
+}
+
 mod roundtrip {
     use super::*;
     use crate::model::names::Label;

@@ -1,0 +1,8 @@
+//! cargo-fuzz target `cast_file`: `rune::model::fuzz::cast_file` on libFuzzer's inputs (the
+//! same harness `tests/fuzz/` drives on stable; see fuzz/README.md).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    rune::model::fuzz::cast_file(data);
+});

@@ -1,0 +1,8 @@
+//! cargo-fuzz target `instance_status`: `rune::model::fuzz::instance_status` on libFuzzer's inputs (the
+//! same harness `tests/fuzz/` drives on stable; see fuzz/README.md).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    rune::model::fuzz::instance_status(data);
+});

@@ -1,0 +1,8 @@
+//! cargo-fuzz target `node`: `rune::model::fuzz::node` on libFuzzer's inputs (the
+//! same harness `tests/fuzz/` drives on stable; see fuzz/README.md).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    rune::model::fuzz::node(data);
+});
