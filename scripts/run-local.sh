@@ -48,7 +48,10 @@ bin="$root/target/$profile"
 
 pids=()
 cleanup() {
-  trap - INT TERM EXIT
+  # Once stopping, a second Ctrl-C (or a SIGTERM racing the exit) must not cut the
+  # cleanup short and leave daemons running: ignore them until it is done.
+  trap '' INT TERM
+  trap - EXIT
   # Whatever happens to stdout, the daemons are stopped: with `make run | tee log`,
   # Ctrl-C ends tee first, and a write to the dead pipe must neither kill this
   # script (SIGPIPE) nor end it early (set -e on a failed echo).
