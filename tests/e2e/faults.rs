@@ -745,6 +745,15 @@ fn live_pids(w: &World, svc: &str) -> Vec<i32> {
     p
 }
 
+/// A leading controller and two agents with the etcd-outage timings.
+fn outage_system(w: &World) -> [Daemon; 3] {
+    [
+        leading(w, "c1", OUTAGE_CONTROLLER),
+        agent_with(w, "n1", OUTAGE_AGENT),
+        agent_with(w, "n2", OUTAGE_AGENT),
+    ]
+}
+
 #[track_caller]
 fn assert_still_running(w: &World, svc: &str, kept: &[i32]) {
     let now = live_pids(w, svc);
@@ -763,9 +772,7 @@ fn assert_still_running(w: &World, svc: &str, kept: &[i32]) {
 #[test]
 fn faults_etcd_paused_while_steady_stops_nothing() {
     let w = World::new();
-    let _c = leading(&w, "c1", OUTAGE_CONTROLLER);
-    let _a1 = agent_with(&w, "n1", OUTAGE_AGENT);
-    let _a2 = agent_with(&w, "n2", OUTAGE_AGENT);
+    let _system = outage_system(&w);
     deploy(&w, &service_file(&w, "api", 2), "api", 2);
     let before = live_pids(&w, "api");
     assert_eq!(before.len(), 2);
@@ -790,9 +797,7 @@ fn faults_etcd_paused_while_steady_stops_nothing() {
 #[test]
 fn faults_etcd_paused_mid_gradual_scale_changes_only_timing() {
     let w = World::new();
-    let _c = leading(&w, "c1", OUTAGE_CONTROLLER);
-    let _a1 = agent_with(&w, "n1", OUTAGE_AGENT);
-    let _a2 = agent_with(&w, "n2", OUTAGE_AGENT);
+    let _system = outage_system(&w);
     deploy(&w, &service_file(&w, "api", 1), "api", 1);
 
     let checker = Checker::start(&w, "api");
@@ -824,9 +829,7 @@ fn faults_etcd_paused_mid_gradual_scale_changes_only_timing() {
 #[test]
 fn faults_etcd_restarted_while_steady_and_mid_gradual_scale() {
     let mut w = World::new();
-    let _c = leading(&w, "c1", OUTAGE_CONTROLLER);
-    let _a1 = agent_with(&w, "n1", OUTAGE_AGENT);
-    let _a2 = agent_with(&w, "n2", OUTAGE_AGENT);
+    let _system = outage_system(&w);
     deploy(&w, &service_file(&w, "api", 2), "api", 2);
     let before = live_pids(&w, "api");
 
