@@ -28,6 +28,9 @@ pub struct NodeTracker {
     alive: HashSet<String>,
     /// Instance key → the node its record names.
     placements: HashMap<String, String>,
+    /// How many records name each node (kept with `placements`, so that one event
+    /// updates one node instead of rescanning every record).
+    named: HashMap<String, usize>,
     /// Named nodes that are not registered, since when.
     missing_since: HashMap<String, Instant>,
     /// When this controller last became healthy with etcd.
@@ -48,6 +51,7 @@ impl NodeTracker {
         NodeTracker {
             alive: HashSet::new(),
             placements: HashMap::new(),
+            named: HashMap::new(),
             missing_since: HashMap::new(),
             healthy_since: now,
         }
@@ -62,28 +66,58 @@ impl NodeTracker {
     ) {
         self.alive = alive.into_iter().collect();
         self.placements = placements.into_iter().collect();
-        self.refresh_missing(now);
+        self.named.clear();
+        for node in self.placements.values() {
+            *self.named.entry(node.clone()).or_default() += 1;
+        }
+        // Nodes still missing keep their time; the rest are refreshed.
+        let (named, alive) = (&self.named, &self.alive);
+        self.missing_since
+            .retain(|node, _| named.contains_key(node) && !alive.contains(node));
+        let nodes: Vec<String> = self.named.keys().cloned().collect();
+        for node in nodes {
+            self.refresh(&node, now);
+        }
     }
 
     pub fn node_up(&mut self, node: &str, now: Instant) {
         self.alive.insert(node.to_string());
-        self.refresh_missing(now);
+        self.refresh(node, now);
     }
 
     pub fn node_down(&mut self, node: &str, now: Instant) {
         self.alive.remove(node);
-        self.refresh_missing(now);
+        self.refresh(node, now);
     }
 
     pub fn placed(&mut self, instance_key: &str, node: &str, now: Instant) {
-        self.placements
+        let before = self
+            .placements
             .insert(instance_key.to_string(), node.to_string());
-        self.refresh_missing(now);
+        if before.as_deref() == Some(node) {
+            return;
+        }
+        *self.named.entry(node.to_string()).or_default() += 1;
+        self.refresh(node, now);
+        if let Some(before) = before {
+            self.unname(&before, now);
+        }
     }
 
     pub fn unplaced(&mut self, instance_key: &str, now: Instant) {
-        self.placements.remove(instance_key);
-        self.refresh_missing(now);
+        if let Some(node) = self.placements.remove(instance_key) {
+            self.unname(&node, now);
+        }
+    }
+
+    fn unname(&mut self, node: &str, now: Instant) {
+        if let Some(count) = self.named.get_mut(node) {
+            *count -= 1;
+            if *count == 0 {
+                self.named.remove(node);
+            }
+        }
+        self.refresh(node, now);
     }
 
     /// The controller reached etcd again after losing it: lost time starts over.
@@ -91,16 +125,13 @@ impl NodeTracker {
         self.healthy_since = now;
     }
 
-    /// Missing nodes are those named by a record and not registered; a node that
-    /// nothing names any more is forgotten.
-    fn refresh_missing(&mut self, now: Instant) {
-        let named: HashSet<&String> = self.placements.values().collect();
-        self.missing_since
-            .retain(|n, _| named.contains(n) && !self.alive.contains(n));
-        for n in named {
-            if !self.alive.contains(n) {
-                self.missing_since.entry(n.clone()).or_insert(now);
-            }
+    /// A node is missing while a record names it and it is not registered; a node
+    /// that nothing names any more is forgotten.
+    fn refresh(&mut self, node: &str, now: Instant) {
+        if self.named.contains_key(node) && !self.alive.contains(node) {
+            self.missing_since.entry(node.to_string()).or_insert(now);
+        } else {
+            self.missing_since.remove(node);
         }
     }
 
