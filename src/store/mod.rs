@@ -447,25 +447,34 @@ impl ServiceState {
 }
 
 impl Store {
+    /// The service's own keys (spec, operation record, status) at one revision:
+    /// what the CLI decides on. Its instances are left unread (empty here), so a
+    /// command on a service of thousands of instances stays one small read.
     pub async fn service_state(&self, ns: &str, name: &str) -> Result<ServiceState, StoreError> {
-        Ok(self.read_service(ns, name, false).await?.0)
+        let k = &self.keys;
+        let (spec, op, status) = (
+            k.service(ns, name),
+            k.operation(ns, name),
+            k.status(ns, name),
+        );
+        let reads = [Read::Key(&spec), Read::Key(&op), Read::Key(&status)];
+        let (mut r, revision) = self.snapshot(&reads).await?;
+        let mut first = |i: usize| std::mem::take(&mut r[i]).into_iter().next();
+        Ok(ServiceState {
+            spec: first(0),
+            operation: first(1),
+            status: first(2),
+            revision,
+            ..ServiceState::default()
+        })
     }
 
-    /// The service's state and every node record, read at one revision (what a
-    /// reconcile decides on).
+    /// Everything stored about the service and every node record, read at one
+    /// revision (what a reconcile decides on).
     pub async fn service_state_and_nodes(
         &self,
         ns: &str,
         name: &str,
-    ) -> Result<(ServiceState, Vec<Kv>), StoreError> {
-        self.read_service(ns, name, true).await
-    }
-
-    async fn read_service(
-        &self,
-        ns: &str,
-        name: &str,
-        with_nodes: bool,
     ) -> Result<(ServiceState, Vec<Kv>), StoreError> {
         let k = &self.keys;
         let (spec, op, status) = (
@@ -479,34 +488,26 @@ impl Store {
             k.revisions_of(ns, name),
             k.nodes(),
         );
-        let mut reads = vec![
+        let reads = [
             Read::Key(&spec),
             Read::Key(&op),
             Read::Key(&status),
             Read::Prefix(&inst),
             Read::Prefix(&ist),
             Read::Prefix(&revs),
+            Read::Prefix(&nodes),
         ];
-        if with_nodes {
-            reads.push(Read::Prefix(&nodes));
-        }
         let (mut r, revision) = self.snapshot(&reads).await?;
-        let nodes = if with_nodes {
-            r.pop().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let mut first = |i: usize| std::mem::take(&mut r[i]).into_iter().next();
-        let (spec, operation, status) = (first(0), first(1), first(2));
+        let mut take = |i: usize| std::mem::take(&mut r[i]);
         let state = ServiceState {
-            spec,
-            operation,
-            status,
-            instances: std::mem::take(&mut r[3]),
-            instance_statuses: std::mem::take(&mut r[4]),
-            revisions: std::mem::take(&mut r[5]),
+            spec: take(0).into_iter().next(),
+            operation: take(1).into_iter().next(),
+            status: take(2).into_iter().next(),
+            instances: take(3),
+            instance_statuses: take(4),
+            revisions: take(5),
             revision,
         };
-        Ok((state, nodes))
+        Ok((state, take(6)))
     }
 }
