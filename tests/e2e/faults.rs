@@ -15,7 +15,7 @@
 //! - no daemon logged a panic.
 //!
 //! Timings: agents and controllers get the settings the docs prescribe for the
-//! fault at hand (see [`OUTAGE_CONTROLLER`], [`FENCE_AGENT`]): a controller's
+//! fault at hand (see [`outage_controller`], [`FENCE_AGENT`]): a controller's
 //! node-lost grace always exceeds the agents' self-fence window.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,7 +39,7 @@ use crate::support::procs::{
     InstanceProcess as Running, duplicates, instance_processes as running,
 };
 use crate::support::wait::{eventually, wait_until};
-use crate::system::{deploy, instances, service};
+use crate::system::{deploy, fast_controller_with_grace, instances, service};
 
 /// How often the checker samples.
 const SAMPLE: Duration = Duration::from_millis(200);
@@ -53,32 +53,18 @@ const PAUSE: Duration = Duration::from_secs(20);
 
 /// Controllers for etcd outages: fast failover; a node-lost grace (70s) above the
 /// agents' default self-fence window (60s), as the docs require.
-const OUTAGE_CONTROLLER: &[&str] = &[
-    "--lease-duration",
-    "3s",
-    "--renew-deadline",
-    "2s",
-    "--retry-period",
-    "300ms",
-    "--node-lost-grace",
-    "70s",
-];
+fn outage_controller() -> Vec<&'static str> {
+    fast_controller_with_grace("70s")
+}
 /// Agents for etcd outages: the default self-fence window (60s), far longer than
 /// the outage.
 const OUTAGE_AGENT: &[&str] = &["--lease-ttl", "3s"];
 
 /// Controllers where nodes may really be lost: the grace (10s) exceeds the agents'
 /// self-fence window plus the services' stop grace plus the lease TTL (6 + 1 + 2).
-const FENCE_CONTROLLER: &[&str] = &[
-    "--lease-duration",
-    "3s",
-    "--renew-deadline",
-    "2s",
-    "--retry-period",
-    "300ms",
-    "--node-lost-grace",
-    "10s",
-];
+fn fence_controller() -> Vec<&'static str> {
+    fast_controller_with_grace("10s")
+}
 const FENCE_AGENT: &[&str] = &["--lease-ttl", "2s", "--self-fence-after", "6s"];
 const FENCE_WINDOW: Duration = Duration::from_secs(6);
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -748,7 +734,7 @@ fn live_pids(w: &World, svc: &str) -> Vec<i32> {
 /// A leading controller and two agents with the etcd-outage timings.
 fn outage_system(w: &World) -> [Daemon; 3] {
     [
-        leading(w, "c1", OUTAGE_CONTROLLER),
+        leading(w, "c1", &outage_controller()),
         agent_with(w, "n1", OUTAGE_AGENT),
         agent_with(w, "n2", OUTAGE_AGENT),
     ]
@@ -881,8 +867,8 @@ fn faults_leader_killed_repeatedly_mid_gradual_scale() {
     let mut rng = Rng::new("leader kills");
     let names = ["c1", "c2"];
     let mut cs = vec![
-        leading(&w, names[0], FENCE_CONTROLLER),
-        w.controller(names[1], FENCE_CONTROLLER),
+        leading(&w, names[0], &fence_controller()),
+        w.controller(names[1], &fence_controller()),
     ];
     let _a1 = agent_with(&w, "n1", FENCE_AGENT);
     let _a2 = agent_with(&w, "n2", FENCE_AGENT);
@@ -919,7 +905,7 @@ fn faults_leader_killed_repeatedly_mid_gradual_scale() {
             checker.secs(Instant::now())
         );
         cs[i].kill9();
-        cs[i] = w.controller(names[i], FENCE_CONTROLLER);
+        cs[i] = w.controller(names[i], &fence_controller());
     }
     let run = cli.finish(Duration::from_secs(240));
     finish(&w, "api", checker, std::slice::from_ref(&run), Some(12));
@@ -938,8 +924,8 @@ fn faults_leader_killed_repeatedly_mid_gradual_scale() {
 fn faults_a_paused_leader_is_fenced_out_and_steps_down() {
     let w = World::new();
     let cs = [
-        leading(&w, "c1", FENCE_CONTROLLER),
-        w.controller("c2", FENCE_CONTROLLER),
+        leading(&w, "c1", &fence_controller()),
+        w.controller("c2", &fence_controller()),
     ];
     let _a1 = agent_with(&w, "n1", FENCE_AGENT);
     let _a2 = agent_with(&w, "n2", FENCE_AGENT);
@@ -1024,7 +1010,7 @@ fn faults_a_paused_leader_is_fenced_out_and_steps_down() {
 #[test]
 fn faults_an_agent_killed_mid_scale_down_leaves_no_orphan() {
     let w = World::new();
-    let _c = leading(&w, "c1", FENCE_CONTROLLER);
+    let _c = leading(&w, "c1", &fence_controller());
     let mut agents = [
         agent_with(&w, "n1", FENCE_AGENT),
         agent_with(&w, "n2", FENCE_AGENT),
@@ -1116,7 +1102,7 @@ fn faults_an_agent_cut_off_from_etcd_fences_before_its_instances_are_replaced() 
         );
     }
     let etcd_in_ns = w.etcd.client_url_on(&ns.host_addr);
-    let _c = leading(&w, "c1", FENCE_CONTROLLER);
+    let _c = leading(&w, "c1", &fence_controller());
     let _a1 = agent_with(&w, "n1", FENCE_AGENT);
     let wrapper = ns.exec_prefix();
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
@@ -1229,7 +1215,7 @@ fn faults_an_agent_cut_off_from_etcd_fences_before_its_instances_are_replaced() 
 fn faults_twenty_concurrent_scales_end_consistent() {
     let w = World::new();
     let mut rng = Rng::new("concurrent scales");
-    let _c = leading(&w, "c1", FENCE_CONTROLLER);
+    let _c = leading(&w, "c1", &fence_controller());
     let _a1 = agent_with(&w, "n1", FENCE_AGENT);
     let _a2 = agent_with(&w, "n2", FENCE_AGENT);
     deploy(&w, &service_file(&w, "api", 2), "api", 2);
@@ -1290,7 +1276,7 @@ fn faults_twenty_concurrent_scales_end_consistent() {
 #[test]
 fn faults_the_checker_catches_broken_invariants() {
     let w = World::new();
-    let _c = leading(&w, "c1", FENCE_CONTROLLER);
+    let _c = leading(&w, "c1", &fence_controller());
     let _a = agent_with(&w, "n1", FENCE_AGENT);
     deploy(&w, &service_file(&w, "api", 1), "api", 1);
     let m = marker(&w, "api");

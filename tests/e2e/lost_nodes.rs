@@ -137,13 +137,7 @@ fn a_node_name_taken_over_never_runs_an_instance_twice() {
     let w = World::new();
     // The documented rule: the node-lost grace outlasts the self-fence window, so
     // the controller does not replace what the paused agent may still run.
-    let mut flags: Vec<&str> = FAST_CONTROLLER.to_vec();
-    let grace = flags
-        .iter()
-        .position(|f| *f == "--node-lost-grace")
-        .unwrap();
-    flags[grace + 1] = "20s";
-    let _c = w.controller("c1", &flags);
+    let _c = w.controller("c1", &fast_controller_with_grace("20s"));
     let fast = ["--lease-ttl", "2s", "--self-fence-after", "6s"];
     let mut a = w.agent("n1", &fast);
     eventually("a registered", Duration::from_secs(30), || {

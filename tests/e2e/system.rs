@@ -10,6 +10,16 @@ use crate::harness::{Daemon, World};
 use crate::support::procs::pids_with_cmdline;
 use crate::support::wait::{eventually, wait_until};
 
+/// Fast election timings so failover tests finish in seconds.
+pub const FAST_ELECTION: &[&str] = &[
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "300ms",
+];
+
 /// Fast timings so failover and lost-node tests finish in seconds.
 pub const FAST_CONTROLLER: &[&str] = &[
     "--lease-duration",
@@ -21,6 +31,13 @@ pub const FAST_CONTROLLER: &[&str] = &[
     "--node-lost-grace",
     "3s",
 ];
+
+/// Fast election timings with a node-lost grace of the test's choosing (one that
+/// outlasts the agents' self-fence window, as the docs require, where it matters).
+pub fn fast_controller_with_grace(grace: &'static str) -> Vec<&'static str> {
+    [FAST_ELECTION, &["--node-lost-grace", grace]].concat()
+}
+
 pub const FAST_AGENT: &[&str] = &["--lease-ttl", "3s"];
 
 pub fn controller(w: &World, name: &str) -> Daemon {
