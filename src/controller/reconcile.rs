@@ -69,6 +69,23 @@ impl Context {
             .unwrap()
             .observe(self.store.keys(), ev, now);
     }
+
+    /// Logs and counts a record that does not parse, once per stored version (it
+    /// is seen again on every reconcile of its service).
+    fn first_sighting(&self, key: &str, revision: i64, kind: &'static str, error: &str) {
+        let first = {
+            let mut seen = self.unparseable_seen.lock().unwrap();
+            if seen.len() >= 10_000 {
+                // Bounded memory; at worst a record is logged once more.
+                seen.clear();
+            }
+            seen.insert(Versioned::new(key.to_string(), revision))
+        };
+        if first {
+            warn!(%key, revision, kind, %error, "stored record does not parse");
+            self.metrics.unparseable(kind);
+        }
+    }
 }
 
 /// Parses a stored record; one that does not parse is collected (the planner gives
@@ -104,25 +121,6 @@ fn parsed_with<T>(
                 error,
             });
             None
-        }
-    }
-}
-
-impl Context {
-    /// Logs and counts a record that does not parse, once per stored version (it
-    /// is seen again on every reconcile of its service).
-    fn first_sighting(&self, key: &str, revision: i64, kind: &'static str, error: &str) {
-        let first = {
-            let mut seen = self.unparseable_seen.lock().unwrap();
-            if seen.len() >= 10_000 {
-                // Bounded memory; at worst a record is logged once more.
-                seen.clear();
-            }
-            seen.insert(Versioned::new(key.to_string(), revision))
-        };
-        if first {
-            warn!(%key, revision, kind, %error, "stored record does not parse");
-            self.metrics.unparseable(kind);
         }
     }
 }
