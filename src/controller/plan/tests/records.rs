@@ -90,3 +90,29 @@ fn an_unparseable_operation_is_ignored_and_a_deletion_still_purges() {
         "a garbage operation record must not wedge the deletion"
     );
 }
+
+#[test]
+fn an_unparseable_status_is_rewritten_and_an_unparseable_report_counts_as_none() {
+    let mut s = Sim::converged(1, &["n1"]);
+    s.o.unparseable
+        .push(garbage(RecordKind::Status, "/r/status/default/api", 5));
+    s.o.unparseable.push(garbage(
+        RecordKind::InstanceStatus,
+        "/r/instance-status/default/api/x9",
+        6,
+    ));
+    let p = s.step();
+    assert!(p.remove.is_empty(), "only instance records are removed");
+    let c = s.o.status.condition(ConditionKind::RecordsInvalid).unwrap();
+    assert!(
+        c.message
+            .contains("status record /r/status/default/api does not parse (rewritten)"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("ignored until its agent reports again"),
+        "{}",
+        c.message
+    );
+}
