@@ -69,7 +69,10 @@ impl std::error::Error for Error {}
 
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
-        Error::etcd(e.to_string())
+        match e {
+            crate::store::StoreError::Layout(why) => Error::usage(why),
+            e => Error::etcd(e.to_string()),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The agent's view of its assignments: one supervisor per instance record that names
-//! this node, kept in step with the informer on `instances/`.
+//! this node, kept in step with the informer on this node's `assignments/<node>/` (the
+//! controller's node-scoped copies of the instance records).
 //!
 //! Two safety rules live here, beside the bookkeeping:
 //! - **Self-fencing.** While fenced (the node lease could not be renewed for the
@@ -151,13 +152,13 @@ impl Assignments {
         self.hold = Some(hold);
     }
 
-    /// `instances/<ns>/<svc>/<id>` → the instance.
+    /// `assignments/<this node>/<ns>/<svc>/<id>` → the instance.
     fn instance_of(&self, key: &str) -> Option<InstanceRef> {
-        let seg = self.keys.segments("instances", key)?;
-        let [ns, svc, id] = seg.as_slice() else {
+        let seg = self.keys.segments("assignments", key)?;
+        let [node, ns, svc, id] = seg.as_slice() else {
             return None;
         };
-        Some(crate::model::ServiceRef::new(*ns, *svc).instance(*id))
+        (*node == self.shared.node).then(|| ServiceRef::new(*ns, *svc).instance(*id))
     }
 
     fn status_key(&self, i: &InstanceRef) -> String {

@@ -1,8 +1,8 @@
 //! `rune-agent`: one per node. Registers the node, runs the instances the controller
 //! assigns to it as supervised OS processes, probes them and reports their status.
 //!
-//! Layout: this file holds the flags and the main loop (the informer on `instances/`
-//! driving one supervisor task per instance); `registration.rs` the node key and its
+//! Layout: this file holds the flags and the main loop (the informer on this node's
+//! `assignments/<node>/`, driving one supervisor task per instance); `registration.rs` the node key and its
 //! lease; `supervisor/` the per-instance task; `process.rs` spawning, signals and
 //! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
 //! (rotation, and retention of ended instances' logs), `reporter.rs` (status
@@ -153,6 +153,7 @@ impl AgentError {
 
 pub async fn run(args: Args) -> Result<(), AgentError> {
     let node = args.node_name.clone().unwrap_or_else(crate::host::hostname);
+    check_node_name(&node)?;
     let data =
         Arc::new(DataDir::new(&args.data_dir).map_err(|e| {
             AgentError::Setup(format!("data dir {}: {e}", args.data_dir.display()))
@@ -192,6 +193,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     tokio::spawn(logs.keep(retention, known));
 
     let store = connect(&args.etcd).await;
+    check_layout(&store).await?;
     let mut registry = Registry::default();
     agent_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
@@ -243,7 +245,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
 
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
     agent.connect(store.clone(), resolved_tx);
-    let mut informer = watch_prefix(store.clone(), store.keys().instances());
+    // Only this node's assignments: an agent's traffic and memory follow its own
+    // instances, not the fleet's.
+    let mut informer = watch_prefix(store.clone(), store.keys().assignments_of(&node));
     let shutdown = crate::host::shutdown_signal();
     tokio::pin!(shutdown);
     let mut connected = false;
@@ -307,7 +311,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             && renewed.borrow().elapsed() < fence_after
             && agent.fence_settled()
         {
-            match store.list(&store.keys().instances()).await {
+            match store.list(&store.keys().assignments_of(&node)).await {
                 Ok((kvs, _)) => {
                     info!("the node lease is renewed again; resuming supervision");
                     agent.unfence(kvs);
@@ -349,6 +353,38 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         }
     }
     Ok(())
+}
+
+/// Refuses a prefix of another key layout; an etcd hiccup meanwhile is waited out.
+async fn check_layout(store: &Store) -> Result<(), AgentError> {
+    loop {
+        match store.check_layout().await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Layout(why)) => return Err(AgentError::Setup(why)),
+            Err(e) => {
+                warn!(error = %e, "cannot read the layout marker yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// A node name is one segment of the keys the agent owns (`nodes/<node>`,
+/// `assignments/<node>/`): a `/` in it would reach into another node's keys.
+pub fn check_node_name(node: &str) -> Result<(), AgentError> {
+    let ok = !node.is_empty()
+        && node.len() <= 253
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::Setup(format!(
+            "node name {node:?}: use 1 to 253 letters, digits, '-', '.' or '_' \
+             (a host name); set --node-name"
+        )))
+    }
 }
 
 /// Another agent holds our node name now: stop every instance and give up.

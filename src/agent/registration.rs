@@ -138,6 +138,11 @@ pub async fn keep(
     mut count: watch::Receiver<u32>,
 ) -> RegisterError {
     let key = store.keys().node(&reg.record.name);
+    // The count is informational (placement counts records itself): written at most
+    // once per tick, so a node taking a hundred instances rewrites its key once.
+    let mut count_due = false;
+    let mut tick = tokio::time::interval(COUNT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = reg.lease.state.changed() => {
@@ -162,15 +167,22 @@ pub async fn keep(
             }
             changed = count.changed() => {
                 if changed.is_err() { return std::future::pending().await; }
-                reg.record.instances = *count.borrow_and_update();
+                count_due = *count.borrow_and_update() != reg.record.instances;
+            }
+            _ = tick.tick(), if count_due => {
+                reg.record.instances = *count.borrow();
                 let value = serde_json::to_vec(&reg.record).expect("node record serializes");
-                if let Err(e) = store.txn(vec![], vec![op::put_with_lease(&key, value, reg.lease.id)], vec![]).await {
-                    warn!(error = %e, "updating the node record failed");
+                match store.txn(vec![], vec![op::put_with_lease(&key, value, reg.lease.id)], vec![]).await {
+                    Ok(_) => count_due = false,
+                    Err(e) => warn!(error = %e, "updating the node record failed"),
                 }
             }
         }
     }
 }
+
+/// How often, at most, the node record is rewritten with a new instance count.
+const COUNT_EVERY: Duration = Duration::from_secs(2);
 
 /// Registers again until etcd takes it; gives up only when another agent holds the
 /// node name.

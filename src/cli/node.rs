@@ -40,8 +40,11 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
             kv.lease
         )));
     }
-    let (records, _) = store.list(&keys.instances()).await?;
-    let mine: Vec<Versioned<InstanceRecord>> = records
+    // The node's own copies name exactly its instances (a read the size of the
+    // node, not of the fleet). A copy changes in the same transaction as its
+    // record, so "the copy as read" guards the record as well.
+    let (copies, _) = store.list(&keys.assignments_of(&node)).await?;
+    let mine: Vec<Versioned<InstanceRecord>> = copies
         .iter()
         .filter_map(|kv| {
             Some(Versioned::new(
@@ -57,12 +60,13 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
     }
     let writes = mine.iter().map(|instance| {
         let record = &instance.value;
-        let key = keys.instance(&record.namespace, &record.service, &record.id);
-        let status = keys.instance_status(&record.namespace, &record.service, &record.id);
-        // Only records as read; the record and its report go together.
-        Write::delete(&key)
-            .if_mod_rev(&key, instance.revision)
-            .and(Write::delete(&status))
+        let (ns, svc, id) = (&record.namespace, &record.service, &record.id);
+        let copy = keys.assignment(&node, ns, svc, id);
+        // Only records as read; the record, its copy and its report go together.
+        Write::delete(&copy)
+            .if_mod_rev(&copy, instance.revision)
+            .and(Write::delete(&keys.instance(ns, svc, id)))
+            .and(Write::delete(&keys.instance_status(ns, svc, id)))
     });
     for txn in batch::split(writes) {
         // Only while the node stays unregistered.

@@ -115,6 +115,8 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         anyhow::bail!("--renew-deadline must be shorter than --lease-duration");
     }
     let store = Store::connect(&args.etcd).await?;
+    // Before anything is read as rune's: a prefix of another layout stops us here.
+    store.ensure_layout().await?;
     let id = args
         .id
         .clone()

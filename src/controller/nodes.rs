@@ -14,11 +14,12 @@
 //!
 //! Pure: the current time is passed in, so the rules are unit-tested.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::model::NodeRecord;
 use crate::store::watch::WatchEvent;
 use crate::store::{Keys, Kv};
 
@@ -26,6 +27,10 @@ use crate::store::{Keys, Kv};
 pub struct NodeTracker {
     /// Registered nodes (their key exists, so their lease is alive).
     alive: HashSet<String>,
+    /// The registered nodes' records that parse: what placement chooses from. Kept
+    /// here, from the watch, rather than read by each reconcile: a reconcile's reads
+    /// then grow with its own service, not with the fleet's nodes.
+    records: BTreeMap<String, NodeRecord>,
     /// Instance key → the node its record names.
     placements: HashMap<String, String>,
     /// How many records name each node (kept with `placements`, so that one event
@@ -50,6 +55,7 @@ impl NodeTracker {
     pub fn new(now: Instant) -> Self {
         NodeTracker {
             alive: HashSet::new(),
+            records: BTreeMap::new(),
             placements: HashMap::new(),
             named: HashMap::new(),
             missing_since: HashMap::new(),
@@ -135,6 +141,17 @@ impl NodeTracker {
         }
     }
 
+    /// The registered nodes whose records parse, by name, each with the number of
+    /// instance records naming it as this controller knows it (fresher than the
+    /// count the agent reports, which trails by a round trip and a debounce).
+    pub fn records(&self) -> BTreeMap<String, NodeRecord> {
+        let mut records = self.records.clone();
+        for (name, record) in records.iter_mut() {
+            record.instances = self.named.get(name).copied().unwrap_or(0) as u32;
+        }
+        records
+    }
+
     /// How long each missing node counts as lost, and whether replacements pause
     /// (more than `threshold` of the nodes that matter missing at once).
     pub fn health(&self, now: Instant, threshold: f64) -> NodeHealth {
@@ -173,24 +190,43 @@ struct Placement {
     node: String,
 }
 
+/// A node key whose record does not parse: it counts as not registered.
+#[derive(Debug)]
+pub struct BadNode {
+    pub key: String,
+    pub revision: i64,
+    pub error: String,
+}
+
 impl NodeTracker {
-    /// Follows one event of the leader's watch over the whole prefix.
-    pub fn observe(&mut self, keys: &Keys, ev: &WatchEvent, now: Instant) {
+    /// Follows one event of the leader's watch over the whole prefix; returns the
+    /// node records in it that do not parse (to be logged and counted).
+    pub fn observe(&mut self, keys: &Keys, ev: &WatchEvent, now: Instant) -> Vec<BadNode> {
         let node_of = |kv: &Kv| keys.segments("nodes", &kv.key).map(|s| s.join("/"));
         let placement_of = |kv: &Kv| {
             keys.segments("instances", &kv.key)?;
             Some(serde_json::from_slice::<Placement>(&kv.value).ok()?.node)
         };
+        let mut bad = Vec::new();
         match ev {
-            WatchEvent::Reset { kvs, .. } => self.reset(
-                kvs.iter().filter_map(node_of),
-                kvs.iter()
-                    .filter_map(|kv| Some((kv.key.clone(), placement_of(kv)?))),
-                now,
-            ),
+            WatchEvent::Reset { kvs, .. } => {
+                self.records.clear();
+                for kv in kvs {
+                    if let Some(n) = node_of(kv) {
+                        self.record(n, kv, &mut bad);
+                    }
+                }
+                self.reset(
+                    kvs.iter().filter_map(node_of),
+                    kvs.iter()
+                        .filter_map(|kv| Some((kv.key.clone(), placement_of(kv)?))),
+                    now,
+                )
+            }
             WatchEvent::Put(kv) => {
                 if let Some(n) = node_of(kv) {
                     self.node_up(&n, now);
+                    self.record(n, kv, &mut bad);
                 } else if let Some(n) = placement_of(kv) {
                     self.placed(&kv.key, &n, now);
                 }
@@ -198,12 +234,30 @@ impl NodeTracker {
             WatchEvent::Delete(kv) => {
                 if let Some(n) = node_of(kv) {
                     self.node_down(&n, now);
+                    self.records.remove(&n);
                 } else if keys.segments("instances", &kv.key).is_some() {
                     self.unplaced(&kv.key, now);
                 }
             }
             WatchEvent::Connected(true) => self.healthy_again(now),
             WatchEvent::Connected(false) => {}
+        }
+        bad
+    }
+
+    fn record(&mut self, node: String, kv: &Kv, bad: &mut Vec<BadNode>) {
+        match kv.json::<NodeRecord>() {
+            Ok(record) => {
+                self.records.insert(node, record);
+            }
+            Err(error) => {
+                self.records.remove(&node);
+                bad.push(BadNode {
+                    key: kv.key.clone(),
+                    revision: kv.mod_revision,
+                    error,
+                });
+            }
         }
     }
 }

@@ -64,10 +64,16 @@ impl Context {
     /// Feeds the leader's watch to the node tracker.
     pub fn track_nodes(&self, ev: &crate::store::watch::WatchEvent) {
         let now = tokio::time::Instant::now();
-        self.nodes
+        let bad = self
+            .nodes
             .lock()
             .unwrap()
             .observe(self.store.keys(), ev, now);
+        // A node record that does not parse counts as not registered; it concerns
+        // every service, so it is logged and counted, not put on a service's status.
+        for node in bad {
+            self.first_sighting(&node.key, node.revision, "node", &node.error);
+        }
     }
 
     /// Logs and counts a record that does not parse, once per stored version (it
@@ -133,7 +139,7 @@ pub async fn reconcile(ctx: &Context, key: &ServiceRef) -> Result<Action, Reconc
 }
 
 async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreError> {
-    let (state, node_kvs) = ctx.store.service_state_and_nodes(ns, name).await?;
+    let state = ctx.store.service_state_full(ns, name).await?;
     let spec = match &state.spec {
         None => SpecState::Missing,
         Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name).and_then(|stored| {
@@ -189,18 +195,11 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
                 .map(|revision| Versioned::new(revision, kv.mod_revision))
         })
         .collect();
-    // A node record that does not parse counts as not registered; it concerns
-    // every service, so it is logged and counted, not put on this one's status.
-    let nodes: BTreeMap<String, NodeRecord> = node_kvs
-        .iter()
-        .filter_map(|kv| match kv.json::<NodeRecord>() {
-            Ok(n) => Some((n.name.clone(), n)),
-            Err(e) => {
-                ctx.first_sighting(&kv.key, kv.mod_revision, "node", &e);
-                None
-            }
-        })
-        .collect();
+    // The nodes come from the leader's watch (the tracker), not from this read:
+    // a reconcile reads its own service's keys only, however many nodes there are.
+    // They may trail this read by a few events; placement on a node that just
+    // went away is then a lost node's instance, handled as one.
+    let nodes: BTreeMap<String, NodeRecord> = ctx.nodes.lock().unwrap().records();
     // The tracker's verdict, narrowed to the nodes this service's records name.
     let health = ctx
         .nodes
@@ -252,17 +251,46 @@ async fn apply(
         let key = k.revision(ns, name, new.revision);
         writes.push(Write::put_json(&key, new).if_absent(&key));
     }
+    // Each instance record and its node-scoped copy for the agent
+    // (`assignments/<node>/…`) change together, in one transaction.
     for rec in &plan.create {
         let key = k.instance(ns, name, &rec.id);
-        writes.push(Write::put_json(&key, rec).if_absent(&key));
+        let copy = k.assignment(&rec.node, ns, name, &rec.id);
+        writes.push(
+            Write::put_json(&key, rec)
+                .if_absent(&key)
+                .and(Write::put_json(&copy, rec)),
+        );
     }
     for stopped in &plan.stop {
-        let key = k.instance(ns, name, &stopped.value.id);
-        writes.push(Write::put_json(&key, &stopped.value).if_mod_rev(&key, stopped.revision));
+        let rec = &stopped.value;
+        let key = k.instance(ns, name, &rec.id);
+        let copy = k.assignment(&rec.node, ns, name, &rec.id);
+        writes.push(
+            Write::put_json(&key, rec)
+                .if_mod_rev(&key, stopped.revision)
+                .and(Write::put_json(&copy, rec)),
+        );
     }
+    let node_of: BTreeMap<&str, &str> = o
+        .instances
+        .iter()
+        .map(|i| (i.value.id.as_str(), i.value.node.as_str()))
+        .collect();
     for removed in &plan.remove {
         let key = k.instance(ns, name, &removed.value);
-        writes.push(Write::delete(&key).if_mod_rev(&key, removed.revision));
+        let mut write = Write::delete(&key).if_mod_rev(&key, removed.revision);
+        match node_of.get(removed.value.as_str()) {
+            Some(node) => write = write.and(Write::delete(&k.assignment(node, ns, name, &removed.value))),
+            // A record that does not parse names no node we can read: look for
+            // its copy under every node (rare: a record damaged by hand).
+            None => {
+                for copy in assignment_copies(ctx, ns, name, &removed.value).await? {
+                    write = write.and(Write::delete(&copy));
+                }
+            }
+        }
+        writes.push(write);
     }
     for old in &plan.prune_revisions {
         let key = k.revision(ns, name, old.value);
@@ -333,6 +361,20 @@ async fn apply(
         Some(d) => Action::RequeueAfter(d),
         None => Action::AwaitChange,
     })
+}
+
+/// The keys of every node-scoped copy of one instance record, whatever node they
+/// are under (a keys-only scan of `assignments/`).
+async fn assignment_copies(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let k = ctx.store.keys();
+    let suffix = format!("/{ns}/{name}/{id}");
+    let keys = ctx.store.list_keys(&k.assignments()).await?;
+    Ok(keys.into_iter().filter(|key| key.ends_with(&suffix)).collect())
 }
 
 /// One fenced transaction: applies only while we lead and every record is as read.

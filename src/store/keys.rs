@@ -78,6 +78,25 @@ impl Keys {
         format!("{}revisions/{ns}/{svc}/{n}", self.root)
     }
 
+    /// Node-scoped copies of the instance records, for that node's agent alone:
+    /// `assignments/<node>/<ns>/<svc>/<id>`. Written by the controller in the same
+    /// transaction as `instances/…`, so an agent watches (and may be allowed to read)
+    /// only its own node's prefix.
+    pub fn assignments(&self) -> String {
+        format!("{}assignments/", self.root)
+    }
+    pub fn assignments_of(&self, node: &str) -> String {
+        format!("{}assignments/{node}/", self.root)
+    }
+    pub fn assignment(&self, node: &str, ns: &str, svc: &str, id: &str) -> String {
+        format!("{}assignments/{node}/{ns}/{svc}/{id}", self.root)
+    }
+
+    /// The layout marker: which key layout this prefix holds (see `store::layout`).
+    pub fn layout(&self) -> String {
+        format!("{}layout", self.root)
+    }
+
     pub fn nodes(&self) -> String {
         format!("{}nodes/", self.root)
     }
@@ -152,6 +171,15 @@ mod tests {
             );
         }
         assert_eq!(k.service_of(&k.node("n1")), None);
+        assert_eq!(
+            k.service_of(&k.assignment("n1", "ns", "a", "i")),
+            None,
+            "an assignment is the agent's copy: it triggers nothing"
+        );
+        assert_eq!(
+            k.segments("assignments", &k.assignment("n1", "ns", "a", "i")),
+            Some(vec!["n1", "ns", "a", "i"])
+        );
         assert_eq!(
             k.service_of("/t/services/ns/a/x"),
             None,

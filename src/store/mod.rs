@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod cas;
 mod keys;
+pub mod layout;
 pub mod lease;
 mod metrics;
 mod range;
@@ -81,6 +82,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The prefix holds a key layout this build does not read (see `layout.rs`).
+    #[error("{0}")]
+    Layout(String),
 }
 
 /// One key as read from etcd.
@@ -469,24 +473,23 @@ impl Store {
         })
     }
 
-    /// Everything stored about the service and every node record, read at one
-    /// revision (what a reconcile decides on).
-    pub async fn service_state_and_nodes(
+    /// Everything stored about the service, read at one revision (what a
+    /// reconcile decides on): its reads grow with its own instances only.
+    pub async fn service_state_full(
         &self,
         ns: &str,
         name: &str,
-    ) -> Result<(ServiceState, Vec<Kv>), StoreError> {
+    ) -> Result<ServiceState, StoreError> {
         let k = &self.keys;
         let (spec, op, status) = (
             k.service(ns, name),
             k.operation(ns, name),
             k.status(ns, name),
         );
-        let (inst, ist, revs, nodes) = (
+        let (inst, ist, revs) = (
             k.instances_of(ns, name),
             k.instance_statuses_of(ns, name),
             k.revisions_of(ns, name),
-            k.nodes(),
         );
         let reads = [
             Read::Key(&spec),
@@ -495,7 +498,6 @@ impl Store {
             Read::Prefix(&inst),
             Read::Prefix(&ist),
             Read::Prefix(&revs),
-            Read::Prefix(&nodes),
         ];
         let (mut r, revision) = self.snapshot(&reads).await?;
         let mut take = |i: usize| std::mem::take(&mut r[i]);
@@ -508,6 +510,6 @@ impl Store {
             revisions: take(5),
             revision,
         };
-        Ok((state, take(6)))
+        Ok(state)
     }
 }

@@ -119,7 +119,7 @@ impl Store {
         loop {
             let mut kvs = Vec::new();
             match self
-                .pages(prefix.as_bytes().to_vec(), &end, 0, &mut kvs)
+                .pages(prefix.as_bytes().to_vec(), &end, 0, false, &mut kvs)
                 .await
             {
                 Ok(revision) => return Ok((kvs, revision)),
@@ -127,6 +127,47 @@ impl Store {
                 Err(PageError::Store(e)) => return Err(e),
             }
         }
+    }
+
+    /// Every key under `prefix`, without values (for scans of large prefixes whose
+    /// values are not needed).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut compactions = 0;
+        loop {
+            let mut kvs = Vec::new();
+            match self
+                .pages(prefix.as_bytes().to_vec(), &end, 0, true, &mut kvs)
+                .await
+            {
+                Ok(_) => return Ok(kvs.into_iter().map(|kv| kv.key).collect()),
+                Err(PageError::Compacted) => self.compacted(prefix, &mut compactions)?,
+                Err(PageError::Store(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// At most `limit` keys under `prefix`, without values: whether a prefix holds
+    /// anything, in one small read.
+    pub async fn list_keys_limited(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_limit(limit)
+            .with_keys_only();
+        let mut kv = self.kv.clone();
+        let resp = self
+            .request("list", kv.get(prefix, Some(options)))
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
     }
 
     /// Reads several prefixes or keys at one revision (a consistent snapshot): one
@@ -157,7 +198,7 @@ impl Store {
                 {
                     let end = prefix_end(prefix.as_bytes());
                     match self
-                        .pages(after(last.key()), &end, revision, &mut kvs)
+                        .pages(after(last.key()), &end, revision, false, &mut kvs)
                         .await
                     {
                         Ok(_) => {}
@@ -182,14 +223,18 @@ impl Store {
         mut from: Vec<u8>,
         end: &[u8],
         mut revision: i64,
+        keys_only: bool,
         into: &mut Vec<Kv>,
     ) -> Result<i64, PageError> {
         let mut limit = self.page_size;
         loop {
-            let options = GetOptions::new()
+            let mut options = GetOptions::new()
                 .with_range(end.to_vec())
                 .with_limit(limit)
                 .with_revision(revision);
+            if keys_only {
+                options = options.with_keys_only();
+            }
             let mut kv = self.kv.clone();
             let page: GetResponse = match self
                 .request("list", kv.get(from.clone(), Some(options)))
