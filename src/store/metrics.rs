@@ -18,6 +18,10 @@ pub struct StoreMetrics {
     pub requests: Family<OpLabel, Counter>,
     pub errors: Family<OpLabel, Counter>,
     pub latency: Family<OpLabel, Histogram>,
+    /// Keys received from etcd: listed (every page) or watched (every event).
+    /// What a program's view of etcd costs it: for an agent, proportional to its
+    /// own node's instances, not the fleet's.
+    pub keys_received: Counter,
 }
 
 impl Default for StoreMetrics {
@@ -28,6 +32,7 @@ impl Default for StoreMetrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
+            keys_received: Counter::default(),
         }
     }
 }
@@ -40,6 +45,10 @@ impl StoreMetrics {
             self.errors.get_or_create(&l).inc();
         }
         self.latency.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    pub fn received(&self, keys: usize) {
+        self.keys_received.inc_by(keys as u64);
     }
 
     /// Total requests so far (all kinds); the benchmark divides this by instances.
@@ -65,6 +74,11 @@ impl StoreMetrics {
             "rune_etcd_request_errors",
             "failed etcd requests by kind",
             self.errors.clone(),
+        );
+        r.register(
+            "rune_etcd_keys_received",
+            "keys received from etcd, listed or watched",
+            self.keys_received.clone(),
         );
         r.register(
             "rune_etcd_request_duration_seconds",

@@ -191,6 +191,7 @@ impl Store {
                 let TxnOpResponse::Get(first) = r else {
                     return Err(StoreError::Invalid("a read answered as a write".into()));
                 };
+                self.metrics.received(first.kvs().len());
                 let mut kvs: Vec<Kv> = first.kvs().iter().map(Kv::from_etcd).collect();
                 if let Read::Prefix(prefix) = read
                     && first.more()
@@ -250,6 +251,7 @@ impl Store {
             if revision == 0 {
                 revision = page.header().map(|h| h.revision()).unwrap_or(0);
             }
+            self.metrics.received(page.kvs().len());
             into.extend(page.kvs().iter().map(Kv::from_etcd));
             match page.kvs().last() {
                 Some(last) if page.more() => from = after(last.key()),

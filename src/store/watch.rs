@@ -138,6 +138,7 @@ async fn stream(
             }
         }
         *delay = Duration::from_millis(100);
+        store.metrics().received(resp.events().len());
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let kv = Kv::from_etcd(kv);

@@ -37,6 +37,11 @@ fn record(svc: &str, id: &str, desired: &str, revision: u64) -> String {
     .to_string()
 }
 
+/// Where the controller puts `NODE`'s copy of a record: what the agent watches.
+fn record_key(svc: &str, id: &str) -> String {
+    format!("assignments/{NODE}/default/{svc}/{id}")
+}
+
 /// Stores `spec` as a revision of `svc` (numbered by its content, so one spec is
 /// one revision, as the controller does), then a record naming it.
 fn put_record(w: &World, svc: &str, id: &str, desired: &str, spec: Value) {
@@ -55,7 +60,7 @@ fn put_record(w: &World, svc: &str, id: &str, desired: &str, spec: Value) {
         &stored.to_string(),
     );
     w.etcd.put(
-        &w.key(&format!("instances/default/{svc}/{id}")),
+        &w.key(&record_key(svc, id)),
         &record(svc, id, desired, revision),
     );
 }
@@ -168,7 +173,7 @@ fn agent_record_starts_a_process_that_serves_on_its_port() {
     assert!(metrics.contains("rune_etcd_requests"), "{metrics}");
 
     // Record deleted: process stopped, status key gone.
-    w.etcd.etcdctl(&["del", &w.key("instances/default/web/i1")]);
+    w.etcd.etcdctl(&["del", &w.key(&record_key("web", "i1"))]);
     eventually("process gone", LONG, || (!process_alive(pid)).then_some(()));
     eventually("status deleted", LONG, || {
         status(&w, "web", "i1").is_none().then_some(())
@@ -221,7 +226,7 @@ fn a_record_whose_revision_is_not_stored_is_reported_failed() {
     let a = w.agent(NODE, &[]);
     agent_ready(&a);
     w.etcd.put(
-        &w.key("instances/default/ghost/i1"),
+        &w.key(&record_key("ghost", "i1")),
         &record("ghost", "i1", "Running", 42),
     );
     let s = status_where(&w, "ghost", "i1", "failed", |s| s["phase"] == "Failed");
@@ -234,8 +239,7 @@ fn a_record_whose_revision_is_not_stored_is_reported_failed() {
     put_record(&w, "ok", "i1", "Running", json!({"command": "sleep 1000"}));
     status_where(&w, "ok", "i1", "running", |s| s["phase"] == "Running");
     // And the failed one's status goes with its record.
-    w.etcd
-        .etcdctl(&["del", &w.key("instances/default/ghost/i1")]);
+    w.etcd.etcdctl(&["del", &w.key(&record_key("ghost", "i1"))]);
     eventually("status removed", LONG, || {
         status(&w, "ghost", "i1").is_none().then_some(())
     });
@@ -383,8 +387,7 @@ fn agent_sigkill_and_restart_adopts_instances() {
         .status();
     eventually("dead", LONG, || (!process_alive(dpid)).then_some(()));
     // And one record is deleted while no agent runs.
-    w.etcd
-        .etcdctl(&["del", &w.key("instances/default/gone/i1")]);
+    w.etcd.etcdctl(&["del", &w.key(&record_key("gone", "i1"))]);
 
     let a = w.agent(NODE, &["--restart-backoff", "200ms"]);
     agent_ready(&a);

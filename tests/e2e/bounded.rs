@@ -74,6 +74,9 @@ async fn records(store: &Store, name: &str, node: &str, n: usize) {
         spec_revision: stored.mod_revision,
         created_at: jiff::Timestamp::now(),
     };
+    // The prefix marked as a controller marks it before writing any record.
+    let layout = serde_json::json!({"layout": rune::store::layout::LAYOUT, "writtenBy": "test"});
+    store.put(&keys.layout(), layout.to_string()).await.unwrap();
     let revision_key = keys.revision("default", name, 1);
     // (Written again by a second call for another node: the same spec, harmless.)
     let first = Write::put_json(&revision_key, &revision);
@@ -89,7 +92,10 @@ async fn records(store: &Store, name: &str, node: &str, n: usize) {
             operation_id: None,
             node_lost: false,
         };
-        Write::put_json(&keys.instance("default", name, &record.id), &record)
+        Write::put_json(&keys.instance("default", name, &record.id), &record).and(Write::put_json(
+            &keys.assignment(node, "default", name, &record.id),
+            &record,
+        ))
     }));
     for txn in batch::split(writes) {
         let (compares, ops) = txn.into_parts();

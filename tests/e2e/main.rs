@@ -17,6 +17,7 @@ mod deploy;
 mod docs;
 mod faults;
 mod lost_nodes;
+mod node_scope;
 mod operations;
 mod run_local;
 mod scale;
