@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build deps test lint fmt run bench clean
+.PHONY: all build deps test lint fmt run bench bench-fleet clean
 
 all: build
 
@@ -46,6 +46,14 @@ run: deps
 bench: deps
 	$(CARGO) build --release --bins --examples
 	$(CARGO) bench --bench scale
+
+# The control plane at fleet size: hollow nodes (rune-agent --hollow), one etcd, a
+# leader and a standby controller; writes the fleet section of docs/benchmarks.md.
+# RUNE_FLEET_NODES / RUNE_FLEET_SERVICES / RUNE_FLEET_SCALE size it (default 1000
+# nodes, 10000 services x 10).
+bench-fleet: deps
+	$(CARGO) build --release --bins
+	$(CARGO) bench --bench fleet
 
 clean:
 	$(CARGO) clean

@@ -551,6 +551,12 @@ async fn run() {
         &root.join("docs/benchmarks.md").display().to_string(),
     );
     if out != "-" {
+        // The fleet benchmark's section (`make bench-fleet`) is kept as it was.
+        let old = std::fs::read_to_string(&out).unwrap_or_default();
+        let report = match support::measure::section(&old, "fleet") {
+            Some(fleet) => format!("{}\n\n{fleet}\n", report.trim_end()),
+            None => report,
+        };
         std::fs::write(&out, &report).unwrap_or_else(|e| panic!("writing {out}: {e}"));
         eprintln!("bench: wrote {out}");
     }
@@ -594,8 +600,10 @@ fn render(
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Produced by `make bench` (`benches/scale.rs`); rerun it to refresh this file. \
-         One etcd, one `rune-controller` and one `rune-agent` on one machine, release build.\n"
+        "Sections 1–3 are produced by `make bench` (`benches/scale.rs`): one etcd, one \
+         `rune-controller` and one `rune-agent` on one machine, release build. The fleet \
+         section at the end is produced by `make bench-fleet` (`benches/fleet.rs`); each \
+         rerun refreshes its own sections only.\n"
     );
     let _ = writeln!(s, "## Machine\n");
     let mut t = table(&["", ""]);

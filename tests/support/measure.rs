@@ -134,3 +134,40 @@ fn first_line_of(cmd: &str, args: &[&str]) -> String {
         })
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Requests of the given kinds on a daemon's /metrics (e.g. the writes: `txn`,
+/// `put`, `delete`).
+pub fn etcd_requests_of(addr: &str, ops: &[&str]) -> u64 {
+    let (_, body) = http_get(addr, "/metrics").expect("daemon /metrics answers");
+    body.lines()
+        .filter(|l| l.starts_with("rune_etcd_requests_total{"))
+        .filter(|l| ops.iter().any(|op| l.contains(&format!("op=\"{op}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn section_markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    )
+}
+
+/// The section `name` of a report (markers included), if it has one: what another
+/// benchmark rewriting the file keeps.
+pub fn section(report: &str, name: &str) -> Option<String> {
+    let (begin, end) = section_markers(name);
+    let start = report.find(&begin)?;
+    let stop = report[start..].find(&end)? + start + end.len();
+    Some(report[start..stop].to_string())
+}
+
+/// `report` with section `name` set to `body` (replaced where it is, else appended).
+pub fn with_section(report: &str, name: &str, body: &str) -> String {
+    let (begin, end) = section_markers(name);
+    let block = format!("{begin}\n{}\n{end}", body.trim_end());
+    match section(report, name) {
+        Some(old) => report.replacen(&old, &block, 1),
+        None => format!("{}\n\n{block}\n", report.trim_end()),
+    }
+}
