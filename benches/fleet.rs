@@ -388,7 +388,7 @@ async fn main() {
             "the controller exited; see {}",
             scratch_dir.display()
         );
-        if samples.len() % 20 == 0 {
+        if samples.len().is_multiple_of(20) {
             eprintln!("fleet: {n}/{total} after {at:.0?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
