@@ -281,7 +281,9 @@ async fn apply(
         let key = k.instance(ns, name, &removed.value);
         let mut write = Write::delete(&key).if_mod_rev(&key, removed.revision);
         match node_of.get(removed.value.as_str()) {
-            Some(node) => write = write.and(Write::delete(&k.assignment(node, ns, name, &removed.value))),
+            Some(node) => {
+                write = write.and(Write::delete(&k.assignment(node, ns, name, &removed.value)))
+            }
             // A record that does not parse names no node we can read: look for
             // its copy under every node (rare: a record damaged by hand).
             None => {
@@ -374,7 +376,10 @@ async fn assignment_copies(
     let k = ctx.store.keys();
     let suffix = format!("/{ns}/{name}/{id}");
     let keys = ctx.store.list_keys(&k.assignments()).await?;
-    Ok(keys.into_iter().filter(|key| key.ends_with(&suffix)).collect())
+    Ok(keys
+        .into_iter()
+        .filter(|key| key.ends_with(&suffix))
+        .collect())
 }
 
 /// One fenced transaction: applies only while we lead and every record is as read.

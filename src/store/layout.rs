@@ -43,15 +43,26 @@ impl Store {
             if let Some(kv) = self.get(&key).await? {
                 return self.judge(Some(&kv.value));
             }
-            if !self.list_keys_limited(&self.keys().instances(), 1).await?.is_empty() {
+            if !self
+                .list_keys_limited(&self.keys().instances(), 1)
+                .await?
+                .is_empty()
+            {
                 return self.judge(None);
             }
             let marker = Marker {
                 layout: LAYOUT,
                 written_by: format!("rune {}", env!("CARGO_PKG_VERSION")),
             };
-            let put = op::put(&key, serde_json::to_vec(&marker).expect("marker serializes"));
-            if self.txn(vec![cmp::absent(&key)], vec![put], vec![]).await?.succeeded {
+            let put = op::put(
+                &key,
+                serde_json::to_vec(&marker).expect("marker serializes"),
+            );
+            if self
+                .txn(vec![cmp::absent(&key)], vec![put], vec![])
+                .await?
+                .succeeded
+            {
                 return Ok(());
             }
             // Another controller marked it meanwhile: judge what it wrote.
