@@ -6,9 +6,11 @@
 //! lease; `supervisor/` the per-instance task; `process.rs` spawning, signals and
 //! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
 //! (rotation, and retention of ended instances' logs), `reporter.rs` (status
-//! writes) and `metrics.rs`.
+//! writes) and `metrics.rs`. `hollow.rs` is `--hollow N`: simulated nodes for testing
+//! and benchmarking the control plane, which start no processes.
 
 mod assignments;
+pub mod hollow;
 pub mod logs;
 pub mod metrics;
 pub mod ports;
@@ -90,6 +92,15 @@ pub struct Args {
     /// the next agent to adopt).
     #[arg(long, env = "RUNE_STOP_INSTANCES_ON_EXIT")]
     pub stop_instances_on_exit: bool,
+    /// Testing and benchmarking: run this many simulated nodes named
+    /// `<node-name>-<i>` in this process (registered and reporting like real agents,
+    /// starting no processes); 1 to 10000.
+    #[arg(long, env = "RUNE_HOLLOW", value_name = "N")]
+    pub hollow: Option<u64>,
+    /// With --hollow: how long a simulated instance stays not ready after it
+    /// "started"; 0s reports it ready at once.
+    #[arg(long, env = "RUNE_HOLLOW_READY_AFTER", default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "hollow")]
+    pub hollow_ready_after: Duration,
     /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -152,6 +163,9 @@ impl AgentError {
 }
 
 pub async fn run(args: Args) -> Result<(), AgentError> {
+    if let Some(n) = args.hollow {
+        return hollow::run(&args, n).await;
+    }
     let node = args.node_name.clone().unwrap_or_else(crate::host::hostname);
     check_node_name(&node)?;
     let data =

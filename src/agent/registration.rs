@@ -51,10 +51,15 @@ pub async fn register(
     let persisted = data.lease_id();
     if let Some(kv) = store.get(&key).await? {
         let theirs: Option<NodeRecord> = kv.json().ok();
-        if persisted == Some(kv.lease)
-            && kv.lease != 0
-            && store.lease_ttl(kv.lease).await?.is_some()
-        {
+        let ours = persisted == Some(kv.lease) && kv.lease != 0;
+        if !ours {
+            return Err(RegisterError::Taken {
+                node: record.name.clone(),
+                address: theirs.map(|r| r.address).unwrap_or_else(|| "?".into()),
+                lease: kv.lease,
+            });
+        }
+        if store.lease_ttl(kv.lease).await?.is_some() {
             // Our own lease, still alive: keep it, so nothing on it vanishes.
             record.lease_id = kv.lease;
             let lease = store.keep_alive(kv.lease, ttl);
@@ -66,11 +71,22 @@ pub async fn register(
                 created_at_revision: None,
             });
         }
-        return Err(RegisterError::Taken {
-            node: record.name.clone(),
-            address: theirs.map(|r| r.address).unwrap_or_else(|| "?".into()),
-            lease: kv.lease,
-        });
+        // Our own key on our own lease that has expired: etcd revokes expired leases
+        // asynchronously (under load, seconds late), so the key may outlive the
+        // lease briefly. Nobody else writes on our lease: remove the key (only as
+        // read) and register anew, rather than mistake our own registration for
+        // another agent's.
+        info!(
+            lease = kv.lease,
+            "our expired registration is still listed; replacing it"
+        );
+        store
+            .txn(
+                vec![cmp::mod_rev(&key, kv.mod_revision)],
+                vec![op::delete(&key)],
+                vec![],
+            )
+            .await?;
     }
     let lease = store.lease(ttl).await?;
     record.lease_id = lease.id;

@@ -12,6 +12,8 @@ use super::duration;
 
 /// Instances of one service.
 pub const MAX_SCALE: u32 = 10_000;
+/// Hollow (simulated) nodes of one `rune-agent --hollow N`, a testing tool.
+pub const MAX_HOLLOW_NODES: u32 = 10_000;
 /// `scaling.interval` and `rune scale --interval`: the hold between gradual steps.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// `rune scale/restart/stop --timeout`: how long an operation may take.

@@ -16,6 +16,7 @@ mod controller;
 mod deploy;
 mod docs;
 mod faults;
+mod hollow;
 mod lost_nodes;
 mod node_scope;
 mod operations;
