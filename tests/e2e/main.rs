@@ -18,6 +18,7 @@ mod docs;
 mod faults;
 mod lost_nodes;
 mod operations;
+mod rbac;
 mod run_local;
 mod scale;
 mod store;
