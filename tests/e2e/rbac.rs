@@ -189,7 +189,7 @@ fn the_documented_roles_run_the_system_and_confine_each_agent() {
         .collect();
     let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
     let _c = w.controller("c1", &controller_args);
-    let _n1 = s.agent("n1", FAST_AGENT);
+    let mut n1 = s.agent("n1", FAST_AGENT);
     // n2 stops its instances and revokes its lease on SIGTERM; a long TTL, so the
     // lease is gone at once only if the revoke worked.
     let mut n2 = s.agent("n2", &["--lease-ttl", "60s", "--stop-instances-on-exit"]);
@@ -305,6 +305,25 @@ fn the_documented_roles_run_the_system_and_confine_each_agent() {
     );
     assert_eq!(w.etcd.get(&w.key("nodes/n2")), None);
     assert_eq!(w.etcd.get(&status), None);
+
+    // A lost node is forgotten by the node admin, not by an operator alone.
+    n1.kill9();
+    eventually("n1's lease expires", Duration::from_secs(30), || {
+        w.etcd.get(&w.key("nodes/n1")).is_none().then_some(())
+    });
+    assert!(!ids_on(w, "api", "n1").is_empty());
+    w.rune()
+        .args(["node", "forget", "n1"])
+        .assert()
+        .code(5)
+        .stderr(predicates::str::contains("permission denied"));
+    w.rune()
+        .env("RUNE_ETCD_USER", "rune-node-admin")
+        .env("RUNE_ETCD_PASSWORD", s.password("rune-node-admin"))
+        .args(["node", "forget", "n1"])
+        .assert()
+        .success();
+    assert!(ids_on(w, "api", "n1").is_empty());
 
     // Wrong credentials: a clear refusal naming the endpoint and the user, at once.
     let started = Instant::now();
