@@ -305,7 +305,7 @@ pub async fn run(args: &Args, count: u64) -> Result<(), AgentError> {
     let _lock = data.lock().map_err(AgentError::Taken)?;
     let data_root = args.data_dir.join("hollow");
 
-    let store = super::connect(&args.etcd).await;
+    let store = super::connect(&args.etcd).await?;
     super::check_layout(&store).await?;
     let metrics = Arc::new(AgentMetrics::default());
     let registered_gauge = Gauge::<i64>::default();

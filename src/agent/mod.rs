@@ -122,12 +122,14 @@ pub async fn main() -> i32 {
     }
 }
 
-async fn connect(args: &EtcdArgs) -> Store {
-    // A daemon outlives etcd outages, also one at its own start.
+pub(crate) async fn connect(args: &EtcdArgs) -> Result<Store, AgentError> {
+    // A daemon outlives etcd outages, also one at its own start; refused
+    // credentials are final (no retry makes them right).
     let mut delay = Duration::from_millis(500);
     loop {
         match Store::connect(args).await {
-            Ok(s) => return s,
+            Ok(s) => return Ok(s),
+            Err(e @ StoreError::Unauthenticated { .. }) => return Err(e.into()),
             Err(e) => {
                 warn!(error = %e, "cannot reach etcd yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -206,7 +208,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     };
     tokio::spawn(logs.keep(retention, known));
 
-    let store = connect(&args.etcd).await;
+    let store = connect(&args.etcd).await?;
     check_layout(&store).await?;
     let mut registry = Registry::default();
     agent_metrics.register(&mut registry);

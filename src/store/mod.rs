@@ -54,6 +54,22 @@ pub struct EtcdArgs {
     /// Client key (PEM) for mutual TLS.
     #[arg(long = "etcd-key", env = "RUNE_ETCD_KEY", global = true)]
     pub key: Option<std::path::PathBuf>,
+    /// etcd user (etcd's username/password authentication); the password comes
+    /// from --etcd-password-file, else from RUNE_ETCD_PASSWORD.
+    #[arg(long = "etcd-user", env = "RUNE_ETCD_USER", global = true)]
+    pub user: Option<String>,
+    /// File holding the etcd user's password (its first line); safer than
+    /// RUNE_ETCD_PASSWORD.
+    #[arg(
+        long = "etcd-password-file",
+        env = "RUNE_ETCD_PASSWORD_FILE",
+        global = true
+    )]
+    pub password_file: Option<std::path::PathBuf>,
+    /// The password from `RUNE_ETCD_PASSWORD` (environment only: a flag would show
+    /// it in `ps`); `--etcd-password-file` wins.
+    #[arg(skip = Password::from_env())]
+    pub password: Option<Password>,
 }
 
 impl EtcdArgs {
@@ -64,7 +80,68 @@ impl EtcdArgs {
             ca: None,
             cert: None,
             key: None,
+            user: None,
+            password_file: None,
+            password: None,
         }
+    }
+
+    /// The user and password to authenticate with, if a user is set: the password
+    /// from `--etcd-password-file`, else `RUNE_ETCD_PASSWORD`.
+    fn credentials(&self) -> Result<Option<(String, String)>, StoreError> {
+        let Some(user) = self.user.as_deref().filter(|u| !u.is_empty()) else {
+            if self.password_file.is_some() {
+                return Err(StoreError::Invalid(
+                    "--etcd-password-file needs --etcd-user (RUNE_ETCD_USER)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let password = match (&self.password_file, &self.password) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    StoreError::Invalid(format!("--etcd-password-file {}: {e}", path.display()))
+                })?;
+                let first = text.lines().next().unwrap_or_default().to_string();
+                if first.is_empty() {
+                    return Err(StoreError::Invalid(format!(
+                        "--etcd-password-file {}: the first line (the password) is empty",
+                        path.display()
+                    )));
+                }
+                first
+            }
+            (None, Some(p)) => p.0.clone(),
+            (None, None) => {
+                return Err(StoreError::Invalid(format!(
+                    "--etcd-user {user} needs a password: --etcd-password-file \
+                     (RUNE_ETCD_PASSWORD_FILE), or RUNE_ETCD_PASSWORD"
+                )));
+            }
+        };
+        Ok(Some((user.to_string(), password)))
+    }
+}
+
+/// A password, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl Password {
+    /// `RUNE_ETCD_PASSWORD`, when set and not empty.
+    pub const ENV: &str = "RUNE_ETCD_PASSWORD";
+
+    fn from_env() -> Option<Password> {
+        std::env::var(Self::ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Password)
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
     }
 }
 
@@ -79,6 +156,14 @@ pub enum StoreError {
     Timeout {
         endpoints: String,
         timeout: Duration,
+    },
+    /// etcd refused the user and password (or takes none: its authentication is
+    /// off). Never retried: the same credentials get the same answer.
+    #[error("etcd at {endpoints} refused to authenticate user {user:?}: {detail}")]
+    Unauthenticated {
+        endpoints: String,
+        user: String,
+        detail: String,
     },
     #[error("{0}")]
     Invalid(String),
@@ -134,6 +219,8 @@ pub struct Store {
     page_size: i64,
     keys: Keys,
     endpoints: String,
+    /// The etcd user the requests are made as, if any (named when etcd refuses one).
+    user: Option<String>,
     request_timeout: Duration,
     metrics: Arc<StoreMetrics>,
 }
@@ -156,6 +243,8 @@ impl Store {
             endpoints: endpoints.clone(),
             detail,
         };
+        let credentials = args.credentials()?;
+        let user = credentials.as_ref().map(|(u, _)| u.clone());
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             // HTTP/2 keep-alive notices a dead etcd under a long-lived watch.
@@ -164,14 +253,52 @@ impl Store {
         if let Some(tls) = tls_options(args)? {
             options = options.with_tls(tls);
         }
+        if let Some((user, password)) = &credentials {
+            // etcd's simple tokens expire after --auth-token-ttl (300 s) unused:
+            // a request refused for an expired token authenticates again and is
+            // sent once more (unary requests and the opening of streams; see
+            // `watch.rs` for a watch refused for its token).
+            options = options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        }
         let started = Instant::now();
-        let client = tokio::time::timeout(
-            deadline,
-            Client::connect(args.endpoints.clone(), Some(options)),
-        )
-        .await
-        .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        // Without a user the client connects lazily and `status()` below proves the
+        // connection; with one, connecting authenticates at once, so an etcd not
+        // up yet is retried here, within the same deadline, and a refusal is final.
+        let client = loop {
+            let remaining = deadline.saturating_sub(started.elapsed());
+            let attempt = tokio::time::timeout(
+                remaining,
+                Client::connect(args.endpoints.clone(), Some(options.clone())),
+            )
+            .await
+            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?;
+            match attempt {
+                Ok(client) => break client,
+                Err(e) => {
+                    if let (Some(user), Some(refused)) = (&user, refusal(&e)) {
+                        let hint = if refused.contains("not enabled") {
+                            "drop --etcd-user, or enable etcd's authentication"
+                        } else {
+                            "check --etcd-user and the password in --etcd-password-file \
+                             or RUNE_ETCD_PASSWORD"
+                        };
+                        let detail = format!("{refused} ({hint})");
+                        return Err(StoreError::Unauthenticated {
+                            endpoints: endpoints.clone(),
+                            user: user.clone(),
+                            detail,
+                        });
+                    }
+                    let pause = Duration::from_millis(200);
+                    if user.is_none() || started.elapsed() + pause >= deadline {
+                        return Err(unreachable(e.to_string()));
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        };
         let store = Store {
             kv: client
                 .kv_client()
@@ -183,6 +310,7 @@ impl Store {
             page_size: range::page_size_from_env(),
             keys: Keys::new(&args.prefix),
             endpoints: endpoints.clone(),
+            user,
             request_timeout: REQUEST_TIMEOUT,
             metrics: Arc::new(StoreMetrics::default()),
         };
@@ -204,6 +332,18 @@ impl Store {
             Ok(Err(e)) => Err(unreachable(e)),
             Err(_) => Err(unreachable(format!("no answer within {deadline:?}"))),
         }
+    }
+
+    /// Authenticates again (a new token), when a user is set. For a watch etcd
+    /// refused for its token: the refusal comes in the watch's first response (a
+    /// cancellation), which etcd-client's own token refresh does not look at.
+    pub(crate) async fn reauthenticate(&self) -> Result<(), StoreError> {
+        if self.user.is_none() {
+            return Ok(());
+        }
+        let client = self.client.clone();
+        self.call("auth", async move { client.refresh_token().await })
+            .await
     }
 
     pub fn keys(&self) -> &Keys {
@@ -277,10 +417,23 @@ impl Store {
                     tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
                 ) =>
             {
-                StoreError::Refused {
-                    endpoints,
-                    detail: s.message().to_string(),
+                let mut detail = s.message().to_string();
+                if let Some(user) = &self.user
+                    && matches!(
+                        s.code(),
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                    )
+                {
+                    // Which role lacks the permission: the user's.
+                    detail = format!("{detail} (as etcd user {user:?})");
                 }
+                if self.user.is_none() && detail.contains("user name is empty") {
+                    detail = format!(
+                        "{detail} (this etcd has authentication enabled: set --etcd-user, \
+                         or a client certificate whose CN is an etcd user)"
+                    );
+                }
+                StoreError::Refused { endpoints, detail }
             }
             other => StoreError::Unreachable {
                 endpoints,
@@ -331,6 +484,22 @@ impl Store {
             revision,
             ranges,
         })
+    }
+}
+
+/// What etcd answered when it refused to authenticate (wrong user or password,
+/// authentication not enabled); `None` for failures to reach it, which are retried.
+fn refusal(e: &etcd_client::Error) -> Option<String> {
+    match e {
+        etcd_client::Error::GRpcStatus(s)
+            if !matches!(
+                s.code(),
+                tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
+            ) =>
+        {
+            Some(s.message().to_string())
+        }
+        _ => None,
     }
 }
 
@@ -511,5 +680,54 @@ impl Store {
             revision,
         };
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(user: Option<&str>, file: Option<&std::path::Path>, env: Option<&str>) -> EtcdArgs {
+        EtcdArgs {
+            user: user.map(String::from),
+            password_file: file.map(std::path::Path::to_path_buf),
+            password: env.map(|p| Password(p.to_string())),
+            ..EtcdArgs::local(vec![], "/rune")
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_file_else_the_environment() {
+        let dir = std::env::temp_dir().join(format!("rune-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret word\nignored\n").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+
+        assert_eq!(args(None, None, Some("x")).credentials().unwrap(), None);
+        let pair = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
+        assert_eq!(
+            args(Some("u"), Some(&file), Some("env"))
+                .credentials()
+                .unwrap(),
+            pair("u", "s3cret word"),
+            "the file's first line, and the file wins"
+        );
+        assert_eq!(
+            args(Some("u"), None, Some("env")).credentials().unwrap(),
+            pair("u", "env")
+        );
+        for (a, says) in [
+            (args(Some("u"), None, None), "needs a password"),
+            (args(Some("u"), Some(&empty), None), "is empty"),
+            (args(Some("u"), Some(&dir.join("nope")), None), "nope"),
+            (args(None, Some(&file), None), "needs --etcd-user"),
+        ] {
+            let e = a.credentials().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        assert!(!format!("{:?}", args(Some("u"), None, Some("env"))).contains("env\""));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -129,7 +129,17 @@ async fn stream(
             return Err("compacted".into());
         }
         if resp.canceled() {
-            return Err(format!("watch canceled: {}", resp.cancel_reason()));
+            let reason = resp.cancel_reason();
+            if reason.contains("invalid auth token") {
+                // etcd forgot our token (it expired unused, or etcd restarted): it
+                // refuses a new watch in its first response, where the client's own
+                // refresh does not look. Authenticate again; the next attempt goes.
+                if let Err(e) = store.reauthenticate().await {
+                    return Err(format!("watch refused for its auth token; {e}"));
+                }
+                return Err("watch refused for its auth token; authenticated again".into());
+            }
+            return Err(format!("watch canceled: {reason}"));
         }
         if !*connected {
             *connected = true;

@@ -20,6 +20,8 @@ pub struct World {
     pub etcd: Etcd,
     pub prefix: String,
     pub dir: PathBuf,
+    /// Environment every [`World::rune`] gets (etcd credentials, say).
+    pub cli_env: Vec<(String, String)>,
 }
 
 impl World {
@@ -33,7 +35,12 @@ impl World {
         let prefix = format!("/{}", unique("t"));
         let dir = scratch_root().join(unique("rune-test"));
         std::fs::create_dir_all(&dir).unwrap();
-        World { etcd, prefix, dir }
+        World {
+            etcd,
+            prefix,
+            dir,
+            cli_env: Vec::new(),
+        }
     }
 
     /// `rune` with this world's etcd settings.
@@ -46,6 +53,9 @@ impl World {
             .env("RUNE_CONFIG", self.dir.join("no-rune-config.yaml"))
             .env_remove("RUNE_CONTEXT")
             .timeout(Duration::from_secs(120));
+        for (k, v) in &self.cli_env {
+            c.env(k, v);
+        }
         c
     }
 

@@ -20,6 +20,7 @@ mod hollow;
 mod lost_nodes;
 mod node_scope;
 mod operations;
+mod rbac;
 mod run_local;
 mod scale;
 mod store;

@@ -35,6 +35,10 @@ pub struct EtcdConfig {
     /// reach it from a network namespace through a veth with a loopback-range
     /// address); see [`Etcd::client_url_on`].
     pub extra_client_hosts: Vec<String>,
+    /// `user:password` for etcdctl (the health checks and [`Etcd::etcdctl`]), for an
+    /// etcd whose authentication is or will be enabled (etcdctl ignores it while
+    /// authentication is off).
+    pub etcdctl_user: Option<String>,
 }
 
 impl Default for EtcdConfig {
@@ -50,6 +54,7 @@ impl Default for EtcdConfig {
             own_process_group: false,
             stop_grace: None,
             extra_client_hosts: Vec::new(),
+            etcdctl_user: None,
         }
     }
 }
@@ -150,7 +155,11 @@ impl Etcd {
             {
                 return Some(false);
             }
-            let ok = Command::new("etcdctl")
+            let mut etcdctl = Command::new("etcdctl");
+            if let Some(user) = &self.config.etcdctl_user {
+                etcdctl.args(["--user", user]);
+            }
+            let ok = etcdctl
                 .args([
                     "--endpoints",
                     &self.client_url,
@@ -208,9 +217,13 @@ impl Etcd {
         );
     }
 
-    /// etcdctl against this etcd.
+    /// etcdctl against this etcd (as [`EtcdConfig::etcdctl_user`], if set).
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("etcdctl")
+        let mut etcdctl = Command::new("etcdctl");
+        if let Some(user) = &self.config.etcdctl_user {
+            etcdctl.args(["--user", user]);
+        }
+        etcdctl
             .arg("--endpoints")
             .arg(&self.client_url)
             .args(args)
