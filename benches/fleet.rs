@@ -85,12 +85,19 @@ struct Bench {
 
 impl Bench {
     fn daemon(&self, name: &str, exe: &str, args: &[&str], grace: Duration) -> Daemon {
+        // The controllers log what a term does (its listing, each reconcile that
+        // creates instances): the failover's timeline is in c2.log.
+        let level = if exe == "rune-controller" {
+            "info"
+        } else {
+            "warn"
+        };
         let http = format!("127.0.0.1:{}", free_port());
         let log = |n: &str| std::fs::File::create(self.scratch.join(format!("{n}.log"))).unwrap();
         let child = Command::new(self.bin.join(exe))
             .env("RUNE_ETCD_ENDPOINTS", &self.etcd_url)
             .env("RUNE_ETCD_PREFIX", PREFIX)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .args(["--listen", &http])
             .args(args)
             .process_group(0)
@@ -420,6 +427,7 @@ async fn main() {
     );
     let writes = (
         etcd_requests_of(&c1.http, &["txn", "put", "delete"]),
+        // ("txn" counts writing transactions; reads at one revision are "snapshot".)
         agents
             .iter()
             .map(|a| etcd_requests_of(&a.http, &["txn", "put", "delete"]))

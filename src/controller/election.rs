@@ -134,11 +134,18 @@ async fn campaign_with(
         .map(|kv| kv.create_revision)
         .ok_or(ElectionError::KeyVanished)?;
     let mut announced = false;
+    // Woken by any change of the election keys (the leader's key deleted, or its
+    // lease expired), as etcd's concurrency package waits for the deletion of the
+    // key before ours; the retry period is only the fallback.
+    let mut changes = None;
     loop {
         if *lease.state.borrow() == LeaseState::Lost {
             return Err(ElectionError::LeaseExpired);
         }
-        let (kvs, _) = store.list(&store.keys().leader()).await?;
+        let (kvs, revision) = store.list(&store.keys().leader()).await?;
+        let changes = changes.get_or_insert_with(|| {
+            crate::store::watch::watch_prefix_after(store.clone(), store.keys().leader(), revision)
+        });
         let leader = kvs.iter().min_by_key(|kv| kv.create_revision);
         match leader {
             Some(l) if l.key == key => {
@@ -160,6 +167,13 @@ async fn campaign_with(
         if !kvs.iter().any(|kv| kv.key == key) {
             return Err(ElectionError::KeyVanished);
         }
-        tokio::time::sleep(cfg.retry_period).await;
+        tokio::select! {
+            ev = changes.recv() => {
+                if ev.is_none() {
+                    tokio::time::sleep(cfg.retry_period).await;
+                }
+            }
+            _ = tokio::time::sleep(cfg.retry_period) => {}
+        }
     }
 }

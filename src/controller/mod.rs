@@ -8,6 +8,7 @@ pub mod nodes;
 pub mod plan;
 pub mod queue;
 pub mod reconcile;
+mod triage;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -323,11 +324,11 @@ async fn lead(
                 ctx.track_nodes(&ev);
                 match ev {
                     WatchEvent::Reset { kvs, .. } => {
-                        known.clear();
-                        for kv in &kvs {
-                            if let Some(k) = keys.service_of(&kv.key) { known.insert(k); }
-                        }
-                        for k in &known { queue.add(k.clone()); }
+                        // Services with work waiting first (see triage.rs).
+                        let ordered = triage::order(&keys, &kvs);
+                        info!(keys = kvs.len(), services = ordered.len(), "listed everything; reconciling every service");
+                        known = ordered.iter().cloned().collect();
+                        for k in ordered { queue.add(k); }
                     }
                     WatchEvent::Put(kv) | WatchEvent::Delete(kv) => {
                         // A node registered (created) or gone (deleted): placement

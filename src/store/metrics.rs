@@ -53,10 +53,12 @@ impl StoreMetrics {
 
     /// Total requests so far (all kinds); the benchmark divides this by instances.
     pub fn total_requests(&self) -> u64 {
-        ["get", "list", "put", "delete", "txn", "watch", "lease"]
-            .into_iter()
-            .map(|op| self.requests_of(op))
-            .sum()
+        [
+            "get", "list", "snapshot", "put", "delete", "txn", "watch", "lease",
+        ]
+        .into_iter()
+        .map(|op| self.requests_of(op))
+        .sum()
     }
 
     /// Requests of one kind so far (`list` counts every page of a listing).

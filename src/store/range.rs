@@ -180,7 +180,8 @@ impl Store {
         'again: loop {
             let mut kv = self.kv.clone();
             let txn = Txn::new().and_then(reads.iter().map(|r| r.op(limit)).collect::<Vec<_>>());
-            let resp = match self.request("txn", kv.txn(txn)).await {
+            // Counted as a read ("snapshot"), not with the writing transactions.
+            let resp = match self.request("snapshot", kv.txn(txn)).await {
                 Ok(r) => r,
                 Err(e) if halved(&mut limit, &e) => continue,
                 Err(e) => return Err(self.classify(e)),
