@@ -3,6 +3,7 @@
 //! a few workers. Never runs instances itself.
 
 pub mod election;
+mod informer;
 pub mod metrics;
 pub mod nodes;
 pub mod plan;
@@ -23,11 +24,11 @@ use tracing::{error, info, warn};
 use crate::logging::{self, LogFormat};
 use crate::model::{ServiceRef, limits};
 use crate::serve::{self, Readiness};
-use crate::store::watch::{WatchEvent, watch_prefix};
+use crate::store::watch::WatchEvent;
 use crate::store::{EtcdArgs, Store};
 use election::ElectionConfig;
+use informer::Informer;
 use metrics::ControllerMetrics;
-use nodes::NodeTracker;
 use plan::PlanConfig;
 use queue::WorkQueue;
 use reconcile::{Action, Context, ReconcileError};
@@ -144,10 +145,21 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         });
     }
     let _ = ready_tx.send(Readiness::Ready);
+    // Watched from the start, also while standing by: a new term starts from it.
+    let mut informer = Informer::start(&store, metrics.clone());
     loop {
-        let leadership = tokio::select! {
-            l = election::campaign(&store, &id, &election) => l,
-            _ = shutdown.cancelled() => return Ok(()),
+        let campaign = election::campaign(&store, &id, &election);
+        tokio::pin!(campaign);
+        let leadership = loop {
+            tokio::select! {
+                l = &mut campaign => break l,
+                ev = informer.next() => {
+                    if ev.is_none() {
+                        anyhow::bail!("the watch on etcd ended");
+                    }
+                }
+                _ = shutdown.cancelled() => return Ok(()),
+            }
         };
         let leadership = match leadership {
             Ok(l) => Arc::new(l),
@@ -173,12 +185,13 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 max_scale: args.max_scale,
             },
             metrics: metrics.clone(),
-            nodes: Mutex::new(NodeTracker::new(tokio::time::Instant::now())),
+            nodes: informer.nodes.clone(),
             disruption_threshold: args.node_disruption_threshold,
             unparseable_seen: Mutex::new(Default::default()),
         });
         let lead = lead(
             ctx,
+            &mut informer,
             args.workers,
             args.resync,
             term.clone(),
@@ -288,6 +301,7 @@ const FIRST_WARN_AFTER: Duration = Duration::from_secs(1);
 /// Does the leader's work until cancelled; returns why it stopped early.
 async fn lead(
     ctx: Arc<Context>,
+    informer: &mut Informer,
     workers: usize,
     resync: Duration,
     term: CancellationToken,
@@ -307,10 +321,22 @@ async fn lead(
             while worker.process_next_work_item(&term).await {}
         }));
     }
-    let mut events = watch_prefix(ctx.store.clone(), ctx.store.keys().root().to_string());
     let mut tick = tokio::time::interval(resync);
     let keys = ctx.store.keys().clone();
     let mut known: std::collections::HashSet<queue::Key> = Default::default();
+    informer.new_term();
+    if informer.synced {
+        // Every service once, those with work waiting first (see triage.rs).
+        let ordered = informer.triage.order();
+        info!(
+            services = ordered.len(),
+            "new term: reconciling every service"
+        );
+        known = ordered.iter().cloned().collect();
+        for k in ordered {
+            queue.add(k);
+        }
+    }
     let reason = loop {
         tokio::select! {
             _ = term.cancelled() => break "cancelled".to_string(),
@@ -318,14 +344,13 @@ async fn lead(
             _ = tick.tick() => {
                 for k in &known { queue.add(k.clone()); }
             }
-            ev = events.recv() => {
+            ev = informer.next() => {
                 let Some(ev) = ev else { break "watch ended".to_string() };
                 let is_delete = matches!(&ev, WatchEvent::Delete(_));
-                ctx.track_nodes(&ev);
                 match ev {
                     WatchEvent::Reset { kvs, .. } => {
                         // Services with work waiting first (see triage.rs).
-                        let ordered = triage::order(&keys, &kvs);
+                        let ordered = informer.triage.order();
                         info!(keys = kvs.len(), services = ordered.len(), "listed everything; reconciling every service");
                         known = ordered.iter().cloned().collect();
                         for k in ordered { queue.add(k); }

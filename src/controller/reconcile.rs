@@ -51,9 +51,9 @@ pub struct Context {
     pub leadership: Arc<Leadership>,
     pub config: PlanConfig,
     pub metrics: Arc<ControllerMetrics>,
-    /// Node health from the leader's watch (this term's memory: a new leader
-    /// conservatively waits a full grace period again).
-    pub nodes: Mutex<NodeTracker>,
+    /// Node health and records from the informer (kept across terms; a new term
+    /// counts node loss from its start, see `Informer::new_term`).
+    pub nodes: Arc<Mutex<NodeTracker>>,
     /// Share of nodes lost at once above which replacements pause.
     pub disruption_threshold: f64,
     /// Unparseable records already logged and counted: each key at its mod revision.
@@ -61,21 +61,6 @@ pub struct Context {
 }
 
 impl Context {
-    /// Feeds the leader's watch to the node tracker.
-    pub fn track_nodes(&self, ev: &crate::store::watch::WatchEvent) {
-        let now = tokio::time::Instant::now();
-        let bad = self
-            .nodes
-            .lock()
-            .unwrap()
-            .observe(self.store.keys(), ev, now);
-        // A node record that does not parse counts as not registered; it concerns
-        // every service, so it is logged and counted, not put on a service's status.
-        for node in bad {
-            self.first_sighting(&node.key, node.revision, "node", &node.error);
-        }
-    }
-
     /// Logs and counts a record that does not parse, once per stored version (it
     /// is seen again on every reconcile of its service).
     fn first_sighting(&self, key: &str, revision: i64, kind: &'static str, error: &str) {

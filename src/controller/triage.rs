@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{OperationPhase, ServiceRef};
+use crate::store::watch::WatchEvent;
 use crate::store::{Keys, Kv};
 
 /// What triage reads of a status: whether the spec and operation were observed,
@@ -51,29 +52,75 @@ impl Seen {
     }
 }
 
-/// Every service the listing names, those with work waiting first.
-pub fn order(keys: &Keys, kvs: &[Kv]) -> Vec<ServiceRef> {
-    let mut seen: BTreeMap<ServiceRef, Seen> = BTreeMap::new();
-    for kv in kvs {
-        let Some(service) = keys.service_of(&kv.key) else {
-            continue;
-        };
-        let entry = seen.entry(service.clone()).or_default();
-        let rest = &kv.key[keys.root().len()..];
-        if rest.starts_with("services/") {
-            entry.spec = kv.mod_revision;
-        } else if rest.starts_with("operations/") {
-            entry.operation = kv.mod_revision;
-        } else if rest.starts_with("status/") {
-            entry.status = Some(serde_json::from_slice(&kv.value).unwrap_or_default());
+/// What the informer has seen of each service's spec, operation and status: kept
+/// up to date from the watch (by standbys too), so a new term orders its first pass
+/// without reading anything.
+#[derive(Default)]
+pub struct Triage {
+    seen: BTreeMap<ServiceRef, Seen>,
+}
+
+impl Triage {
+    /// Follows one event of the watch over the whole prefix.
+    pub fn observe(&mut self, keys: &Keys, ev: &WatchEvent) {
+        match ev {
+            WatchEvent::Reset { kvs, .. } => {
+                self.seen.clear();
+                for kv in kvs {
+                    self.put(keys, kv);
+                }
+            }
+            WatchEvent::Put(kv) => self.put(keys, kv),
+            WatchEvent::Delete(kv) => self.delete(keys, kv),
+            WatchEvent::Connected(_) => {}
         }
     }
-    let (first, rest): (Vec<_>, Vec<_>) = seen.into_iter().partition(|(_, s)| s.waiting());
-    first
-        .into_iter()
-        .chain(rest)
-        .map(|(service, _)| service)
-        .collect()
+
+    fn put(&mut self, keys: &Keys, kv: &Kv) {
+        let Some(service) = keys.service_of(&kv.key) else {
+            return;
+        };
+        let entry = self.seen.entry(service).or_default();
+        match collection(keys, &kv.key) {
+            "services" => entry.spec = kv.mod_revision,
+            "operations" => entry.operation = kv.mod_revision,
+            "status" => entry.status = Some(serde_json::from_slice(&kv.value).unwrap_or_default()),
+            _ => {}
+        }
+    }
+
+    fn delete(&mut self, keys: &Keys, kv: &Kv) {
+        let Some(service) = keys.service_of(&kv.key) else {
+            return;
+        };
+        // The service stays known (its other keys may remain); a reconcile of a
+        // service with no keys at all does nothing.
+        let entry = self.seen.entry(service).or_default();
+        match collection(keys, &kv.key) {
+            "services" => entry.spec = 0,
+            "operations" => entry.operation = 0,
+            "status" => entry.status = None,
+            _ => {}
+        }
+    }
+
+    /// Every service seen, those with work waiting first.
+    pub fn order(&self) -> Vec<ServiceRef> {
+        let (first, rest): (Vec<_>, Vec<_>) = self.seen.iter().partition(|(_, s)| s.waiting());
+        first
+            .into_iter()
+            .chain(rest)
+            .map(|(service, _)| service.clone())
+            .collect()
+    }
+}
+
+/// The collection a key is in: `services`, `operations`, `status`, ….
+fn collection<'a>(keys: &Keys, key: &'a str) -> &'a str {
+    key[keys.root().len()..]
+        .split('/')
+        .next()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -127,7 +174,9 @@ mod tests {
         kvs.push(kv(&k.service("ns", "f-no-status"), "x", 20));
         // Instance keys alone name a service too.
         kvs.push(kv(&k.instance("ns", "g-orphan", "i1"), "{}", 21));
-        let names: Vec<String> = order(&k, &kvs).into_iter().map(|s| s.name).collect();
+        let mut triage = Triage::default();
+        triage.observe(&k, &WatchEvent::Reset { kvs, revision: 30 });
+        let names: Vec<String> = triage.order().into_iter().map(|s| s.name).collect();
         assert_eq!(
             names,
             [
@@ -139,6 +188,26 @@ mod tests {
                 "a-settled",
                 "c-settled"
             ]
+        );
+        // Watched changes move services between the two groups.
+        triage.observe(
+            &k,
+            &WatchEvent::Put(kv(&k.operation("ns", "c-settled"), "x", 40)),
+        );
+        triage.observe(
+            &k,
+            &WatchEvent::Put(kv(
+                &k.status("ns", "b-new-spec"),
+                r#"{"observedGeneration":9}"#,
+                41,
+            )),
+        );
+        let names: Vec<String> = triage.order().into_iter().map(|s| s.name).collect();
+        assert_eq!(names[0], "c-settled");
+        assert_eq!(
+            names.last().unwrap(),
+            "b-new-spec",
+            "settled now; in name order"
         );
     }
 }
