@@ -473,21 +473,16 @@ async fn main() {
     let failover_svc = service_name(services - 1);
     let blocking_svc = service_name(services - 2);
     let killed = Instant::now();
+    let killed_at = Timestamp::now();
     c1.proc.kill();
     let bigger = (scale + 1).to_string();
     let no_wait = ["scale", &failover_svc, &bigger, "--no-wait"];
     let blocking = ["scale", &blocking_svc, &bigger, "--timeout", "5m"];
     let (scale_a, scale_b) = tokio::join!(b.rune(&no_wait), b.rune(&blocking));
-    let mut became_leader = None;
     let first_write = {
         let records = key(&format!("instances/{NS}/{failover_svc}/"));
         let deadline = Instant::now() + Duration::from_secs(300);
-        let mut polls = 0u64;
         loop {
-            polls += 1;
-            if became_leader.is_none() && polls.is_multiple_of(10) && leading(&c2) {
-                became_leader = Some(killed.elapsed());
-            }
             if b.count(&records).await > scale as i64 {
                 break Some(killed.elapsed());
             }
@@ -498,6 +493,14 @@ async fn main() {
         }
     };
     let scale_done = scale_b.map(|_| killed.elapsed());
+    // When c2 won, from its own log line ("became leader"): the part of the
+    // failover that is the dead leader's lease running out.
+    let became_leader = std::fs::read_to_string(scratch_dir.join("c2.err.log"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("became leader"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<Timestamp>().ok())
+        .map(|at| Duration::from_secs_f64(ms_between(killed_at, at).max(0.0) / 1e3));
     let leader_after = leading(&c2);
     if let Err(e) = &scale_a {
         failures.push(e.clone());
