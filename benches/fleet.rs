@@ -34,14 +34,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use comfy_table::{Table, presets};
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use jiff::Timestamp;
 
 use support::etcd::{Etcd, EtcdConfig};
 use support::measure::{
     clock_ticks, cpu_seconds, etcd_requests, etcd_requests_of, machine, median, percentile,
-    status_mib, with_section,
+    status_mib, table, with_section,
 };
 use support::net::{free_port, http_get};
 use support::procs::Proc;
@@ -769,15 +768,7 @@ async fn main() {
     drop(scratch);
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::ASCII_MARKDOWN)
-        .set_header(header.to_vec());
-    t
-}
-
-/// What bounds the figures (filled in from the run that produced the committed
-/// numbers; see the text of docs/benchmarks.md).
+/// How the figures are measured.
 fn notes(total: usize) -> String {
     format!(
         "How measured: throughput is {total} instances over the time from the first spec \
