@@ -57,8 +57,8 @@ pub struct LogsArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
     /// Prefix every line with its instance id, also when there is only one.
-    #[arg(long)]
-    pub prefix: bool,
+    #[arg(long = "prefix")]
+    pub prefix_lines: bool,
     /// Prefix every line with when the agent knew it was written (an upper bound).
     #[arg(long)]
     pub timestamps: bool,
@@ -265,7 +265,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
         timestamps: args.timestamps,
         follow: args.follow,
     });
-    let mut prefix = args.prefix || chosen.len() > 1;
+    let mut prefix = args.prefix_lines || chosen.len() > 1;
     let (lines_tx, mut lines_rx) = mpsc::unbounded_channel();
     let start = |rec: &InstanceRecord, tail: Option<usize>| -> JoinHandle<Outcome> {
         tokio::spawn(stream(
