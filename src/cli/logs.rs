@@ -326,6 +326,8 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
     struct Followed {
         rec: InstanceRecord,
         task: JoinHandle<Outcome>,
+        /// The tail it was started with (a retry asks the same; nothing printed yet).
+        tail: Option<usize>,
         warned: bool,
         gone_since: Option<Instant>,
         finished: bool,
@@ -339,6 +341,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
             Followed {
                 rec: r.clone(),
                 task,
+                tail: args.tail,
                 warned: false,
                 gone_since: None,
                 finished: false,
@@ -361,7 +364,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                     if !followed.contains_key(&r.id) {
                         let task = start(r, None);
                         followed.insert(r.id.clone(), Followed {
-                            rec: r.clone(), task, warned: false, gone_since: None, finished: false,
+                            rec: r.clone(), task, tail: None, warned: false, gone_since: None, finished: false,
                         });
                     }
                 }
@@ -382,7 +385,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                                 eprintln!("warning: node {node}: {why}: no logs of instance {} yet; retrying", f.rec.id);
                                 f.warned = true;
                             }
-                            f.task = start(&f.rec, args.tail);
+                            f.task = start(&f.rec, f.tail);
                         }
                         Outcome::Failed { node, why, .. } => {
                             if listed {

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
 use super::Logs;
 use super::read::{self, Reader};
@@ -122,7 +123,7 @@ async fn instance_log(
         timestamps: flag(&p.timestamps),
     };
     let instance = ServiceRef::new(ns, svc).instance(id);
-    let mut reader = Reader::new(s.logs.path(&instance), query);
+    let reader = Reader::new(s.logs.path(&instance), query);
     if !reader.exists() {
         return text(
             StatusCode::NOT_FOUND,
@@ -130,29 +131,29 @@ async fn instance_log(
         );
     }
     let follow = flag(&p.follow);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    // Blocking file IO on the blocking pool; ends when the client goes away (the
-    // body, and with it the receiver, is dropped).
-    tokio::task::spawn_blocking(move || {
-        // Sends what was read; false when the client is gone or reading failed.
-        let send = |read: std::io::Result<Vec<u8>>| match read {
-            Ok(b) => b.is_empty() || tx.blocking_send(Ok(Bytes::from(b))).is_ok(),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                false
-            }
+    let (tx, rx) = mpsc::channel::<Chunk>(16);
+    // The file IO runs on the blocking pool, one look at a time, so a follower
+    // holds no thread between looks; it ends when the client goes away (the body,
+    // and with it the receiver, is dropped).
+    tokio::spawn(async move {
+        let Some(mut reader) = look(reader, tx.clone(), Look::History).await else {
+            return;
         };
-        if !send(reader.history()) {
-            return;
-        }
         if !follow {
-            send(Ok(reader.finish()));
+            let rest = reader.finish();
+            if !rest.is_empty() {
+                let _ = tx.send(Ok(Bytes::from(rest))).await;
+            }
             return;
         }
-        while !tx.is_closed() {
-            std::thread::sleep(read::POLL);
-            if !send(reader.follow()) {
-                return;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(read::POLL) => {}
+                _ = tx.closed() => return,
+            }
+            match look(reader, tx.clone(), Look::Follow).await {
+                Some(r) => reader = r,
+                None => return,
             }
         }
     });
@@ -163,6 +164,36 @@ async fn instance_log(
         body,
     )
         .into_response()
+}
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+enum Look {
+    History,
+    Follow,
+}
+
+/// One look at the log on the blocking pool, sending what it read. The reader
+/// back, or `None` when the stream is over (client gone, or an error, sent).
+async fn look(mut reader: Reader, tx: mpsc::Sender<Chunk>, what: Look) -> Option<Reader> {
+    tokio::task::spawn_blocking(move || {
+        let mut emit = |b: Vec<u8>| tx.blocking_send(Ok(Bytes::from(b))).is_ok();
+        let read = match what {
+            Look::History => reader.history(&mut emit),
+            Look::Follow => reader.follow(&mut emit),
+        };
+        match read {
+            Ok(true) => Some(reader),
+            Ok(false) => None,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                None
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]

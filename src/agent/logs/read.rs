@@ -94,15 +94,38 @@ fn look(path: &Path, rotated: &Path) -> io::Result<Seen> {
     Ok(Seen { len, rotated })
 }
 
-fn read_range(path: &Path, from: u64, to: u64) -> io::Result<Vec<u8>> {
+/// How much of a file is read (and sent) at once.
+const CHUNK: u64 = 256 * 1024;
+
+/// Sends the complete lines of `path`'s bytes `[from, to)`, a chunk at a time,
+/// stamped `at`. Returns false when `emit` did (the client is gone).
+fn send_range(
+    path: &Path,
+    (from, to): (u64, u64),
+    lines: &mut Lines,
+    at: SystemTime,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> io::Result<bool> {
     if to <= from {
-        return Ok(Vec::new());
+        return Ok(true);
     }
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(from))?;
-    let mut out = Vec::with_capacity((to - from) as usize);
-    f.take(to - from).read_to_end(&mut out)?;
-    Ok(out)
+    let mut left = to - from;
+    let mut buf = Vec::with_capacity(CHUNK.min(left) as usize);
+    while left > 0 {
+        buf.clear();
+        let n = (&mut f).take(CHUNK.min(left)).read_to_end(&mut buf)?;
+        if n == 0 {
+            break; // Truncated meanwhile: the next look sees it.
+        }
+        left -= n as u64;
+        let out = lines.push(&buf, at);
+        if !out.is_empty() && !emit(out) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Splits bytes into complete lines, keeping a partial last line for later, and
@@ -188,9 +211,10 @@ impl Reader {
         self.path.exists() || self.rotated.exists()
     }
 
-    /// What is written already, per the query (tail and since); leaves the reader
-    /// at the log's end for [`Self::follow`].
-    pub fn history(&mut self) -> io::Result<Vec<u8>> {
+    /// What is written already, per the query (tail and since), sent a chunk at a
+    /// time; leaves the reader at the log's end for [`Self::follow`]. Returns false
+    /// when `emit` did.
+    pub fn history(&mut self, emit: &mut dyn FnMut(Vec<u8>) -> bool) -> io::Result<bool> {
         let seen = look(&self.path, &self.rotated)?;
         let mtime = |p: &Path| {
             std::fs::metadata(p)
@@ -198,7 +222,6 @@ impl Reader {
                 .unwrap_or(SystemTime::UNIX_EPOCH)
         };
         let recent = |t: SystemTime| self.query.since.is_none_or(|s| t >= s);
-        let mut out = Vec::new();
         // The log itself, from its tail offset.
         let (log_mtime, mut from, mut wanted) = (mtime(&self.path), 0, self.query.tail);
         if seen.len > 0 && !recent(log_mtime) {
@@ -219,16 +242,24 @@ impl Reader {
                 Some(n) => tail_offset(&mut File::open(&self.rotated)?, rlen, n)?.0,
                 None => 0,
             };
-            let bytes = read_range(&self.rotated, start, rlen)?;
-            out.extend(self.lines.push(&bytes, rmtime));
+            if !send_range(&self.rotated, (start, rlen), &mut self.lines, rmtime, emit)? {
+                return Ok(false);
+            }
             // A rotation's last line is complete whatever it ends with.
-            out.extend(self.lines.flush(rmtime));
+            let rest = self.lines.flush(rmtime);
+            if !rest.is_empty() && !emit(rest) {
+                return Ok(false);
+            }
         }
-        let bytes = read_range(&self.path, from, seen.len)?;
-        out.extend(self.lines.push(&bytes, log_mtime));
         self.offset = seen.len;
         self.seen = seen;
-        Ok(out)
+        send_range(
+            &self.path,
+            (from, seen.len),
+            &mut self.lines,
+            log_mtime,
+            emit,
+        )
     }
 
     /// The partial last line of what was read, when the stream ends.
@@ -239,29 +270,34 @@ impl Reader {
         self.lines.flush(at)
     }
 
-    /// What was appended since the last look: after a rotation, the rest of the old
-    /// log from its copy `.1`, then the new log from its start.
-    pub fn follow(&mut self) -> io::Result<Vec<u8>> {
+    /// What was appended since the last look, sent a chunk at a time: after a
+    /// rotation, the rest of the old log from its copy `.1`, then the new log from
+    /// its start. Returns false when `emit` did.
+    pub fn follow(&mut self, emit: &mut dyn FnMut(Vec<u8>) -> bool) -> io::Result<bool> {
         let now = look(&self.path, &self.rotated)?;
         let at = SystemTime::now();
-        let mut out = Vec::new();
         if was_rotated(self.offset, self.seen, now) {
             if let Some((rlen, _)) = now.rotated
-                && rlen > self.offset
+                && !send_range(
+                    &self.rotated,
+                    (self.offset, rlen),
+                    &mut self.lines,
+                    at,
+                    emit,
+                )?
             {
-                let bytes = read_range(&self.rotated, self.offset, rlen)?;
-                out.extend(self.lines.push(&bytes, at));
+                return Ok(false);
             }
-            out.extend(self.lines.flush(at));
+            let rest = self.lines.flush(at);
+            if !rest.is_empty() && !emit(rest) {
+                return Ok(false);
+            }
             self.offset = 0;
         }
-        if now.len > self.offset {
-            let bytes = read_range(&self.path, self.offset, now.len)?;
-            out.extend(self.lines.push(&bytes, at));
-            self.offset = now.len;
-        }
+        let from = self.offset;
+        self.offset = now.len.max(from);
         self.seen = now;
-        Ok(out)
+        send_range(&self.path, (from, now.len), &mut self.lines, at, emit)
     }
 }
 
@@ -269,6 +305,30 @@ impl Reader {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn history(r: &mut Reader) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(
+            r.history(&mut |b| {
+                out.extend(b);
+                true
+            })
+            .unwrap()
+        );
+        out
+    }
+
+    fn follow(r: &mut Reader) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(
+            r.follow(&mut |b| {
+                out.extend(b);
+                true
+            })
+            .unwrap()
+        );
+        out
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("rune-read-{}-{name}", std::process::id()));
@@ -335,6 +395,38 @@ mod tests {
     }
 
     #[test]
+    fn a_large_log_is_sent_in_chunks_of_whole_lines_until_the_client_goes() {
+        let d = scratch("chunks");
+        let path = d.join("ns_svc_id.log");
+        let text: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let mut chunks = Vec::new();
+        let mut r = Reader::new(path.clone(), Query::default());
+        assert!(
+            r.history(&mut |b| {
+                chunks.push(b);
+                true
+            })
+            .unwrap()
+        );
+        assert!(chunks.len() > 1, "{}", chunks.len());
+        assert!(chunks.iter().all(|c| c.ends_with(b"\n")));
+        assert_eq!(chunks.concat(), text.as_bytes());
+        // The client gone after the first chunk: reading stops there.
+        let mut sent = 0;
+        let mut r = Reader::new(path, Query::default());
+        assert!(
+            !r.history(&mut |_| {
+                sent += 1;
+                false
+            })
+            .unwrap()
+        );
+        assert_eq!(sent, 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn following_reads_across_copy_then_truncate() {
         let d = scratch("follow");
         let path = d.join("ns_svc_id.log");
@@ -347,20 +439,20 @@ mod tests {
                 ..Query::default()
             },
         );
-        assert_eq!(r.history().unwrap(), b"2\n3\n");
+        assert_eq!(history(&mut r), b"2\n3\n");
         w.write_all(b"4\n5").unwrap();
-        assert_eq!(r.follow().unwrap(), b"4\n");
+        assert_eq!(follow(&mut r), b"4\n");
         // 6 lands before the copy: it is read from `.1`; 7 in the new log.
         w.write_all(b"\n6\n").unwrap();
         assert!(super::super::rotate_if_needed(&path, 1).unwrap());
         w.write_all(b"7\n").unwrap();
-        assert_eq!(r.follow().unwrap(), b"5\n6\n7\n");
+        assert_eq!(follow(&mut r), b"5\n6\n7\n");
         w.write_all(b"8\n").unwrap();
-        assert_eq!(r.follow().unwrap(), b"8\n");
+        assert_eq!(follow(&mut r), b"8\n");
 
         // A new reader: everything is the rotation, then the log.
         let mut r = Reader::new(path.clone(), Query::default());
-        assert_eq!(r.history().unwrap(), b"1\n2\n3\n4\n5\n6\n7\n8\n");
+        assert_eq!(history(&mut r), b"1\n2\n3\n4\n5\n6\n7\n8\n");
         let mut r = Reader::new(
             path.clone(),
             Query {
@@ -368,7 +460,7 @@ mod tests {
                 ..Query::default()
             },
         );
-        assert_eq!(r.history().unwrap(), b"6\n7\n8\n");
+        assert_eq!(history(&mut r), b"6\n7\n8\n");
         // Since: a rotation last written before is left out.
         let later = SystemTime::now() + Duration::from_secs(3600);
         let mut r = Reader::new(
@@ -378,7 +470,7 @@ mod tests {
                 ..Query::default()
             },
         );
-        assert_eq!(r.history().unwrap(), b"");
+        assert_eq!(history(&mut r), b"");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
