@@ -206,8 +206,21 @@ async fn stream(
             let _ = lines_tx.send((id.clone(), line.to_vec()));
         }
     };
+    // Without -f an agent that stops sending mid-log is given up on.
+    let idle = if req.follow {
+        Duration::MAX
+    } else {
+        Duration::from_secs(30)
+    };
     loop {
-        match body.frame().await {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(f) => f,
+            Err(_) => {
+                send(lines.flush(std::time::SystemTime::now()));
+                return Outcome::Broke(format!("node {}: no data for 30s", rec.node));
+            }
+        };
+        match frame {
             None => {
                 send(lines.flush(std::time::SystemTime::now()));
                 return Outcome::Done;
@@ -350,6 +363,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
+    let mut etcd_warned = false;
     loop {
         tokio::select! {
             Some((id, line)) = lines_rx.recv() => {
@@ -358,7 +372,20 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let now = pick(instances(store, &ns, &svc).await?);
+                // etcd away for a moment: keep streaming what streams, and look again.
+                let now = match instances(store, &ns, &svc).await {
+                    Ok(v) => {
+                        etcd_warned = false;
+                        pick(v)
+                    }
+                    Err(e) => {
+                        if !etcd_warned {
+                            eprintln!("warning: cannot list the instances (still streaming): {e}");
+                            etcd_warned = true;
+                        }
+                        continue;
+                    }
+                };
                 // New instances join, from their first line.
                 for r in &now {
                     if !followed.contains_key(&r.id) {
@@ -417,7 +444,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                 });
                 if followed.is_empty()
                     && (args.instance.is_some()
-                        || store.get(&store.keys().service(&ns, &svc)).await?.is_none())
+                        || matches!(store.get(&store.keys().service(&ns, &svc)).await, Ok(None)))
                 {
                     // The one instance asked for ended, or the service is gone.
                     break;
