@@ -232,7 +232,11 @@ async fn stream(
             }
             Some(Err(e)) => {
                 send(lines.flush(std::time::SystemTime::now()));
-                return Outcome::Broke(format!("node {}: {}", rec.node, root_cause(&e)));
+                return Outcome::Broke(format!(
+                    "node {}: the connection broke ({}; agent down?)",
+                    rec.node,
+                    root_cause(&e)
+                ));
             }
         }
     }
@@ -313,7 +317,10 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                     .push(rec.id.clone()),
                 Outcome::Broke(why) => {
                     read += 1;
-                    eprintln!("warning: the log of {} was cut short: {why}", rec.id)
+                    eprintln!(
+                        "warning: {why}: the log of instance {} was cut short",
+                        rec.id
+                    )
                 }
             }
             for line in by_id.remove(&rec.id).unwrap_or_default() {
@@ -422,13 +429,13 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                         }
                         Outcome::Broke(why) => {
                             if listed {
-                                eprintln!("warning: lost the log stream of instance {}: {why}", f.rec.id);
+                                eprintln!("warning: {why}: no more logs of instance {}", f.rec.id);
                             }
                             f.finished = true;
                         }
                         Outcome::Done => {
                             if listed {
-                                eprintln!("warning: the log stream of instance {} ended (its agent stopped?)", f.rec.id);
+                                eprintln!("warning: node {}: the agent ended the stream (stopped?): no more logs of instance {}", f.rec.node, f.rec.id);
                             }
                             f.finished = true;
                         }

@@ -71,10 +71,11 @@ fn logs(w: &World, args: &[&str]) -> std::process::Output {
     w.rune().arg("logs").args(args).output().unwrap()
 }
 
-/// A `rune logs -f` in the background and the lines it printed so far.
+/// A `rune logs -f` in the background, and what it printed so far.
 struct Follower {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Follower {
@@ -83,6 +84,7 @@ impl Follower {
         all.extend_from_slice(args);
         let mut child = spawn_rune(w, &all);
         let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         std::thread::spawn(move || {
@@ -91,7 +93,21 @@ impl Follower {
                 sink.lock().unwrap().push(l);
             }
         });
-        Follower { child, lines }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        Follower {
+            child,
+            lines,
+            stderr,
+        }
     }
 
     /// The line numbers printed for `id`, in order.
@@ -106,15 +122,15 @@ impl Follower {
             .collect()
     }
 
-    /// Kills it by its pid and returns what it wrote to stderr.
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Kills it by its pid; returns what it wrote to stderr.
     fn stop(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
+        self.stderr()
     }
 }
 
@@ -296,8 +312,37 @@ fn logs_need_the_token_and_a_node_down_is_named_while_the_rest_print() {
         "{record}"
     );
 
-    // n2 dies: its instances are named in a warning; n1's still print.
+    // Following all four, n2 dies: its streams end with a warning naming each
+    // instance; n1's lines keep coming.
+    let mut f = Follower::start(&w, &["spread", "--tail", "1"]);
+    eventually("every instance followed", LONG, || {
+        placed
+            .keys()
+            .all(|id| !f.numbers(id).is_empty())
+            .then_some(())
+    });
     a2.kill9();
+    let counts = |f: &Follower| on1.iter().map(|id| f.numbers(id).len()).collect::<Vec<_>>();
+    let before = counts(&f);
+    eventually("n1's instances still followed", LONG, || {
+        counts(&f)
+            .iter()
+            .zip(&before)
+            .all(|(now, then)| *now > then + 10)
+            .then_some(())
+    });
+    // The CLI notices a stream ended on its next look at the records (every second).
+    let lost = eventually("n2's streams reported lost", LONG, || {
+        let err = f.stderr();
+        on2.iter()
+            .all(|id| err.contains(id.as_str()))
+            .then_some(err)
+    });
+    assert!(lost.contains("warning"), "{lost}");
+    eprintln!("rune logs -f with n2 killed said:\n{lost}");
+    f.stop();
+
+    // Without -f: n2's instances are named in a warning; n1's print.
     let out = logs(&w, &["spread"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
