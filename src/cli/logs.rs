@@ -29,9 +29,9 @@ use crate::store::Store;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  rune logs api                      every instance's log, each line prefixed with its instance
-  rune logs api 0193a1b2-... --tail 20
-  rune logs api -f --since 10m       follow; instances that start later join
+  rune logs api                          every instance's log, each line prefixed with its instance
+  rune logs api api-3f2a9c1b0e --tail 20 one instance, its last 20 lines
+  rune logs api -f --since 10m           follow; instances that start later join
 
 Lines carry no time of their own: --timestamps and --since work from what the agent
 knows (see docs/configuration.md, \"rune logs\"). An unreachable node's instances are
