@@ -427,18 +427,22 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
                             }
                             f.finished = true;
                         }
-                        Outcome::Broke(why) => {
-                            if listed {
-                                eprintln!("warning: {why}: no more logs of instance {}", f.rec.id);
-                            }
-                            f.finished = true;
+                        // The agent went away mid-stream (killed, restarted, upgraded;
+                        // its instances keep running): follow again once it is back,
+                        // from the log's end then. What was written meanwhile is skipped.
+                        Outcome::Broke(why) if listed => {
+                            eprintln!("warning: {why}: no logs of instance {} until it is back (lines written meanwhile are skipped)", f.rec.id);
+                            f.warned = true;
+                            f.tail = Some(0);
+                            f.task = start(&f.rec, f.tail);
                         }
-                        Outcome::Done => {
-                            if listed {
-                                eprintln!("warning: node {}: the agent ended the stream (stopped?): no more logs of instance {}", f.rec.node, f.rec.id);
-                            }
-                            f.finished = true;
+                        Outcome::Done if listed => {
+                            eprintln!("warning: node {}: the agent ended the stream (restarted?): no logs of instance {} until it is back (lines written meanwhile are skipped)", f.rec.node, f.rec.id);
+                            f.warned = true;
+                            f.tail = Some(0);
+                            f.task = start(&f.rec, f.tail);
                         }
+                        Outcome::Broke(_) | Outcome::Done => f.finished = true,
                     }
                 }
                 // Instances whose record is gone leave the stream.

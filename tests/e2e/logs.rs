@@ -146,7 +146,7 @@ impl Drop for Follower {
 fn logs_are_merged_tailed_and_followed_across_rotation_and_scale_up() {
     let w = World::new();
     let _c = controller(&w, "c1");
-    let _a = agent_with(&w, "n1", &["--instance-log-max-size", "8KiB"]);
+    let mut a1 = agent_with(&w, "n1", &["--instance-log-max-size", "8KiB"]);
     deploy(&w, &counter(&w, "counter", 2), "counter", 2);
     let first = ids(&w, "counter");
     let (a, b) = {
@@ -249,8 +249,22 @@ fn logs_are_merged_tailed_and_followed_across_rotation_and_scale_up() {
     eventually("b still followed", LONG, || {
         (f.numbers(&b).len() > before + 5).then_some(())
     });
-    let err = f.stop();
-    assert!(!err.contains("warning"), "{err}");
+    assert!(!f.stderr().contains("warning"), "{}", f.stderr());
+
+    // The agent killed and started again (its instances keep running): the streams
+    // break, and resume from the logs' end once it is back.
+    a1.kill9();
+    eventually("the break noticed", LONG, || {
+        f.stderr().contains("until it is back").then_some(())
+    });
+    let at_kill = *f.numbers(&a).last().unwrap();
+    let _a1 = agent_with(&w, "n1", &["--instance-log-max-size", "8KiB"]);
+    eventually("a followed again", LONG, || {
+        (f.numbers(&a).last().copied().unwrap_or(0) > at_kill + 20).then_some(())
+    });
+    let seen = f.numbers(&a);
+    assert!(seen.windows(2).all(|p| p[1] > p[0]), "none twice: {seen:?}");
+    f.stop();
 }
 
 /// GET with an optional `Authorization` header; (status, body).
