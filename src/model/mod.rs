@@ -11,6 +11,7 @@ pub mod names;
 pub mod node;
 pub mod operation;
 pub mod refs;
+pub mod resources;
 pub mod revision;
 pub mod spec;
 pub mod status;
@@ -22,6 +23,7 @@ pub use operation::{
     OperationKind, OperationPhase, OperationProgress, OperationRecord, OperationSummary, ScalePlan,
 };
 pub use refs::{InstanceRef, ServiceRef, Versioned};
+pub use resources::{Cpu, Memory, Resources};
 pub use revision::{KEEP_REVISIONS, Revision};
 pub use spec::{
     Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,
