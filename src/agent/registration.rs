@@ -231,5 +231,7 @@ pub fn node_record(name: &str, address: String) -> NodeRecord {
         instances: 0,
         capacity: 0,
         lease_id: 0,
+        cgroups: None,
+        allocatable: None,
     }
 }

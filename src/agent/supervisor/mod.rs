@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::cgroups::{self, Cgroups, InstanceCgroup};
 use super::logs::Logs;
 use super::metrics::AgentMetrics;
 use super::ports::Ports;
@@ -43,6 +44,9 @@ pub struct Shared {
     pub metrics: Arc<AgentMetrics>,
     pub reports: Reports,
     pub backoff: Backoff,
+    /// Instance cgroups (tracking, and `resources` limits); None: not available
+    /// here, and instances run as process groups only.
+    pub cgroups: Option<Arc<Cgroups>>,
 }
 
 pub struct Handle {
@@ -53,6 +57,8 @@ pub struct Handle {
 /// The IO side of a running process: its exit and its probes.
 struct Proc {
     pid: u32,
+    /// Its cgroup, and the cgroup's OOM kill count when it started.
+    cgroup: Option<(InstanceCgroup, Option<u64>)>,
     exit: oneshot::Receiver<ExitInfo>,
     probes: Vec<tokio::task::JoinHandle<()>>,
     probe_rx: mpsc::Receiver<(Which, Result<(), String>)>,
@@ -175,6 +181,16 @@ impl Supervisor {
                 Effect::Start => self.start(),
                 Effect::Stop { reason } => self.stop(reason).await,
                 Effect::Quit => return false,
+                // Both clear the instance's cgroup before anything else happens
+                // to the instance (a start would create it again).
+                Effect::ReapLeftovers { pid } => {
+                    self.reap(pid).await;
+                    continue;
+                }
+                Effect::Forget => {
+                    self.forget().await;
+                    continue;
+                }
                 other => {
                     self.apply(other);
                     continue;
@@ -191,14 +207,16 @@ impl Supervisor {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Adopt { pid, start_time } => self.adopt(pid, start_time),
-            Effect::ReapLeftovers { pid } => self.reap(pid),
             Effect::CountRestart => {
                 self.shared.metrics.restarts.inc();
             }
             Effect::Persist(p) => self.persist(&p),
             Effect::Publish(status) => self.publish(*status),
-            Effect::Forget => self.forget(),
-            Effect::Start | Effect::Stop { .. } | Effect::Quit => {
+            Effect::Start
+            | Effect::Stop { .. }
+            | Effect::Quit
+            | Effect::ReapLeftovers { .. }
+            | Effect::Forget => {
                 unreachable!("carried out by carry_out")
             }
         }
@@ -218,12 +236,22 @@ impl Supervisor {
 
     /// The process ended on its own: children it left behind go with it.
     async fn exited(&mut self, exit: Option<ExitInfo>, seen: Instant) -> Vec<Effect> {
-        if let Some(p) = self.proc.take() {
+        let mut oom = false;
+        if let Some(mut p) = self.proc.take() {
             let pid = p.pid;
+            let cgroup = p.cgroup.take();
             drop(p);
             process::kill_group(pid).await;
+            if let Some((cgroup, oom_before)) = cgroup {
+                oom = cgroups::oom_killed(oom_before, cgroup.oom_kills());
+                cgroup.kill_all().await;
+                cgroup.remove().await;
+            }
         }
-        let exit = exit.unwrap_or_else(|| unknown_exit("exit status lost", Timestamp::now()));
+        let mut exit = exit.unwrap_or_else(|| unknown_exit("exit status lost", Timestamp::now()));
+        if oom {
+            exit.reason = cgroups::OOM_KILLED.to_string();
+        }
         self.log_exit(&exit);
         self.core.on_exit(exit, seen, now())
     }
@@ -264,7 +292,31 @@ impl Supervisor {
         let record = self.core.record();
         let env = process::build_env(record, &self.shared.node, self.core.ports());
         let argv = process::build_argv(record, &env);
-        let mut child = process::spawn(&argv, &env, record.spec.working_dir.as_deref(), &self.log)?;
+        let (cgroup, join) = match self.cgroup()? {
+            Some(cg) => {
+                let join = cg.create(record.spec.resources.as_ref())?;
+                let oom_before = cg.oom_kills();
+                (Some((cg, oom_before)), Some(join))
+            }
+            None => (None, None),
+        };
+        let spawned = process::spawn(
+            &argv,
+            &env,
+            record.spec.working_dir.as_deref(),
+            &self.log,
+            join,
+        );
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some((cg, _)) = &cgroup {
+                    let cg = cg.clone();
+                    tokio::spawn(async move { cg.remove().await });
+                }
+                return Err(e);
+            }
+        };
         let pid = child.id().unwrap_or(0);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
@@ -282,7 +334,39 @@ impl Supervisor {
             };
             let _ = tx.send(info);
         });
-        Ok(self.supervise(pid, rx))
+        let mut proc = self.supervise(pid, rx);
+        proc.cgroup = cgroup;
+        Ok(proc)
+    }
+
+    /// The instance's cgroup where this node has cgroups. A spec asking for limits
+    /// this node cannot enforce does not start (never silently unlimited).
+    fn cgroup(&self) -> std::io::Result<Option<InstanceCgroup>> {
+        let resources = self.core.record().spec.resources.as_ref();
+        let asked = resources.filter(|r| !r.is_empty());
+        match (&self.shared.cgroups, asked) {
+            (Some(cg), Some(r)) => {
+                let missing = cg.controllers().missing(r);
+                if !missing.is_empty() {
+                    return Err(std::io::Error::other(format!(
+                        "resources need the {} cgroup controller(s), not available on this node",
+                        missing.join(", ")
+                    )));
+                }
+                Ok(Some(cg.instance(&self.file_name)))
+            }
+            (Some(cg), None) => Ok(Some(cg.instance(&self.file_name))),
+            (None, Some(_)) => Err(std::io::Error::other(
+                "resources are set but this node has no usable cgroups to enforce them",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The instance's cgroup if it exists (an adopted or dead process's).
+    fn existing_cgroup(&self) -> Option<InstanceCgroup> {
+        let cg = self.shared.cgroups.as_ref()?.instance(&self.file_name);
+        cg.exists().then_some(cg)
     }
 
     /// Watches a process a previous agent started: not our child, so no waitpid;
@@ -299,15 +383,26 @@ impl Supervisor {
                 Timestamp::now(),
             ));
         });
-        self.proc = Some(self.supervise(pid, rx));
+        let mut proc = self.supervise(pid, rx);
+        // Found again by the instance's id; OOM kills before adoption are not ours.
+        proc.cgroup = self.existing_cgroup().map(|cg| {
+            let before = cg.oom_kills();
+            (cg, before)
+        });
+        self.proc = Some(proc);
     }
 
-    fn reap(&self, pid: u32) {
+    async fn reap(&self, pid: u32) {
         warn!(instance = %self.core.key(), pid, "process ended while the agent was away");
         if process::start_time(pid).is_none() {
             // Its leader is gone; what is left of its group is ours to clean up. (A
             // live pid that is not ours would be an unrelated process: left alone.)
             tokio::spawn(process::kill_group(pid));
+        }
+        // Whatever is still in its cgroup is the instance's, whoever has the pid now.
+        if let Some(cg) = self.existing_cgroup() {
+            cg.kill_all().await;
+            cg.remove().await;
         }
         if let Some(exit) = &self.core.status().last_exit {
             self.log_exit(exit);
@@ -343,6 +438,7 @@ impl Supervisor {
         }
         Proc {
             pid,
+            cgroup: None,
             exit,
             probes,
             probe_rx,
@@ -359,6 +455,11 @@ impl Supervisor {
                 }
                 let grace = self.core.record().spec.stop_grace_period;
                 process::stop_group(p.pid, grace).await;
+                // What left the group (setsid, daemonized) is still in the cgroup.
+                if let Some((cg, _)) = p.cgroup.take() {
+                    cg.kill_all().await;
+                    cg.remove().await;
+                }
                 tokio::time::timeout(Duration::from_secs(5), &mut p.exit)
                     .await
                     .ok()
@@ -374,7 +475,11 @@ impl Supervisor {
 
     /// The instance is gone for good: local state, ports and status key; its log is
     /// kept a while for post-mortems (see `logs/retention.rs`).
-    fn forget(&self) {
+    async fn forget(&self) {
+        if let Some(cg) = self.existing_cgroup() {
+            cg.kill_all().await;
+            cg.remove().await;
+        }
         self.shared.data.remove(&self.file_name);
         self.shared.logs.release(self.core.key());
         let ports = self.core.ports().iter().map(|(_, p)| *p);

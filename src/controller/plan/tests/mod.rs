@@ -48,6 +48,8 @@ fn node(name: &str) -> (String, NodeRecord) {
             instances: 0,
             capacity: 0,
             lease_id: 1,
+            cgroups: None,
+            allocatable: None,
         },
     )
 }
