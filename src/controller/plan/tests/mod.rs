@@ -9,6 +9,7 @@ mod health;
 mod operation;
 mod placement;
 mod records;
+mod resources;
 mod revisions;
 
 use std::sync::atomic::{AtomicU32, Ordering};
