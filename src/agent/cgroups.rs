@@ -608,3 +608,40 @@ mod tests {
         assert!(oom_killed(None, Some(1)));
     }
 }
+
+/// The memory (bytes) and CPU (millicores) the agent's instances ask for in all,
+/// for its node record (placement fits new instances in what is left).
+#[derive(Debug)]
+pub struct Requests {
+    by_instance: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    total: tokio::sync::watch::Sender<(u64, u64)>,
+}
+
+impl Requests {
+    pub fn new() -> (Requests, tokio::sync::watch::Receiver<(u64, u64)>) {
+        let (total, rx) = tokio::sync::watch::channel((0, 0));
+        let r = Requests {
+            by_instance: Default::default(),
+            total,
+        };
+        (r, rx)
+    }
+
+    /// Instance `key` asks for `r` (None: nothing), or is gone.
+    pub fn set(&self, key: &str, r: Option<&Resources>) {
+        let mut by = self.by_instance.lock().unwrap_or_else(|e| e.into_inner());
+        let ask = r.map_or((0, 0), |r| {
+            (r.memory.map_or(0, |m| m.0), r.cpu.map_or(0, |c| c.0 as u64))
+        });
+        if ask == (0, 0) {
+            by.remove(key);
+        } else {
+            by.insert(key.to_string(), ask);
+        }
+        let total = by.values().fold((0u64, 0u64), |(m, c), (dm, dc)| {
+            (m.saturating_add(*dm), c.saturating_add(*dc))
+        });
+        self.total
+            .send_if_modified(|t| std::mem::replace(t, total) != total);
+    }
+}

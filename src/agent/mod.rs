@@ -208,8 +208,10 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .collect();
     let logs = Logs::new(&data.root().join("logs"));
     let cgroups = open_cgroups(&args.cgroup_parent);
+    let (requests, requests_rx) = cgroups::Requests::new();
     let shared = Arc::new(Shared {
         cgroups: cgroups.clone(),
+        requests: Arc::new(requests),
         node: node.clone(),
         data: data.clone(),
         logs: logs.clone(),
@@ -286,6 +288,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         lease_tx,
         renewed_tx,
         count_rx,
+        requests_rx,
     ));
     let reporter = tokio::spawn(reporter::run(
         store.clone(),

@@ -294,3 +294,102 @@ fn resources_pids_limit_bounds_the_processes_of_an_instance() {
         pids_with_cmdline(&m).is_empty().then_some(())
     });
 }
+
+#[test]
+fn resources_usage_shows_in_get_instances_wide_and_on_metrics() {
+    use crate::system;
+    let Some((w, parent, _reaper)) = world() else {
+        return;
+    };
+    let _c = system::controller(&w, "c1");
+    let mut args = system::FAST_AGENT.to_vec();
+    args.extend(["--cgroup-parent", &parent.name]);
+    let a = w.agent(NODE, &args);
+    // The node record says what it can limit, and how much it has.
+    let node: Value = eventually("node registered with its cgroups", LONG, || {
+        w.etcd
+            .get(&w.key(&format!("nodes/{NODE}")))
+            .and_then(|s| serde_json::from_str(&s).ok())
+    });
+    assert_eq!(node["cgroups"]["memory"], true, "{node}");
+    assert_eq!(node["cgroups"]["pids"], true, "{node}");
+    assert!(
+        node["allocatable"]["memoryBytes"].as_u64().unwrap() > 0,
+        "{node}"
+    );
+    let m = system::marker(&w, "used");
+    let code = "import time\nb = bytearray(40 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n\
+                t = time.time()\nwhile time.time() - t < 0.5: pass\ntime.sleep(100000)\n";
+    let file = w.file(
+        "used.yaml",
+        &format!(
+            "service:\n  name: used\n  command: [\"python3\", \"-c\", {code:?}, {m:?}]\n  \
+             stopGracePeriod: 1s\n  resources: {{memory: 256Mi, cpu: 500m, pids: 64}}\n"
+        ),
+    );
+    system::deploy(&w, &file, "used", 1);
+    // The agent asks for what it runs in its node record.
+    eventually(
+        "the node record counts the instance's request",
+        LONG,
+        || {
+            let node: Value =
+                serde_json::from_str(&w.etcd.get(&w.key(&format!("nodes/{NODE}")))?).ok()?;
+            (node["allocatable"]["requestedMemoryBytes"] == 256u64 << 20).then_some(())
+        },
+    );
+    let table = eventually("usage in get instances -o wide", LONG, || {
+        let out = w
+            .rune()
+            .args(["get", "instances", "used", "-o", "wide"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = text.lines().find(|l| l.contains("used-"))?.to_string();
+        row.contains("Mi").then_some(text)
+    });
+    assert!(
+        table.contains("MEMORY") && table.contains("CPU TIME"),
+        "{table}"
+    );
+    let status = system::instances(&w, "used")[0]["status"].clone();
+    let used = status["usage"]["memoryBytes"].as_u64().unwrap_or(0);
+    assert!((40 << 20..256 << 20).contains(&used), "{status}");
+    let (_, metrics) = a.http_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("rune_agent_instance_memory_bytes{namespace=\"default\",service=\"used\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rune_agent_instance_cpu_seconds{"),
+        "{metrics}"
+    );
+    w.rune().args(["stop", "used"]).assert().success();
+    eventually("stopped, nothing left", LONG, || {
+        (pids_with_cmdline(&m).is_empty() && parent.children().is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn resources_without_cgroups_on_any_node_fail_to_place_and_say_why() {
+    use crate::system;
+    // No cgroups needed: the agent runs without (the harness's default).
+    let w = World::new();
+    let _reaper = Reaper::Recorded(w.dir.clone());
+    let (_c, _a) = system::one_node(&w);
+    let file = w.file(
+        "capped.yaml",
+        "service:\n  name: capped\n  command: [\"sleep\", \"1000\"]\n  resources: {memory: 64Mi}\n",
+    );
+    system::cast(&w, &file);
+    let c = eventually("ReplicaFailure", LONG, || {
+        system::condition(&w, "capped", "ReplicaFailure")
+    });
+    assert_eq!(c["reason"], "Unschedulable", "{c}");
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message.contains("no ready node can enforce them") && message.contains("memory"),
+        "{message}"
+    );
+    assert!(system::instances(&w, "capped").is_empty());
+}

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::cgroups::{self, Cgroups, InstanceCgroup};
 use super::logs::Logs;
-use super::metrics::AgentMetrics;
+use super::metrics::{AgentMetrics, InstanceLabel};
 use super::ports::Ports;
 use super::process;
 use super::reporter::{Report, Reports};
@@ -47,6 +47,8 @@ pub struct Shared {
     /// Instance cgroups (tracking, and `resources` limits); None: not available
     /// here, and instances run as process groups only.
     pub cgroups: Option<Arc<Cgroups>>,
+    /// What the instances ask for in all (`resources`), for the node record.
+    pub requests: Arc<cgroups::Requests>,
 }
 
 pub struct Handle {
@@ -62,6 +64,8 @@ struct Proc {
     exit: oneshot::Receiver<ExitInfo>,
     probes: Vec<tokio::task::JoinHandle<()>>,
     probe_rx: mpsc::Receiver<(Which, Result<(), String>)>,
+    /// When to read the cgroup's usage next (with a cgroup only).
+    usage_tick: tokio::time::Interval,
 }
 
 impl Drop for Proc {
@@ -84,6 +88,9 @@ pub fn spawn(
     // Held from here, before the task runs: a sweep must not pick the log of an
     // instance that is about to write to it.
     shared.logs.hold(&instance);
+    shared
+        .requests
+        .set(&file_name, record.spec.resources.as_ref());
     let sup = Supervisor {
         log: shared.logs.path(&instance),
         core: Core::new(instance, &shared.node, record, shared.backoff),
@@ -124,6 +131,7 @@ enum Ev {
     Probe(Which, Result<(), String>),
     Ready,
     Due,
+    Usage,
     Cmd(Option<Cmd>),
 }
 
@@ -138,6 +146,7 @@ impl Supervisor {
                 Ev::Probe(which, result) => self.core.on_probe(which, result, now()),
                 Ev::Ready => self.core.on_ready_deadline(now()),
                 Ev::Due => self.core.on_due(now()),
+                Ev::Usage => self.usage(),
                 Ev::Cmd(cmd) => self.core.on_command(cmd.unwrap_or(Cmd::Remove), now()),
             };
             going = self.carry_out(decision).await;
@@ -154,6 +163,7 @@ impl Supervisor {
                     exit = &mut p.exit => Ev::Exit(exit.ok(), Instant::now()),
                     Some((which, result)) = p.probe_rx.recv() => Ev::Probe(which, result),
                     _ = sleep_until_opt(ready_at), if ready_at.is_some() => Ev::Ready,
+                    _ = p.usage_tick.tick(), if p.cgroup.is_some() => Ev::Usage,
                     cmd = cmds.recv() => Ev::Cmd(cmd),
                 }
             }
@@ -242,6 +252,7 @@ impl Supervisor {
             let cgroup = p.cgroup.take();
             drop(p);
             process::kill_group(pid).await;
+            self.forget_usage();
             if let Some((cgroup, oom_before)) = cgroup {
                 oom = cgroups::oom_killed(oom_before, cgroup.oom_kills());
                 cgroup.kill_all().await;
@@ -363,6 +374,45 @@ impl Supervisor {
         }
     }
 
+    /// Reads the process's cgroup: the /metrics gauges, and the status when it
+    /// moved noticeably.
+    fn usage(&mut self) -> Vec<Effect> {
+        let Some((cg, _)) = self.proc.as_ref().and_then(|p| p.cgroup.as_ref()) else {
+            return vec![];
+        };
+        let read = cg.usage();
+        let Some(memory_bytes) = read.memory_bytes else {
+            return vec![];
+        };
+        let usage = crate::model::Usage {
+            memory_bytes,
+            cpu_seconds: read.cpu_seconds.unwrap_or(0.0),
+        };
+        let label = self.usage_label();
+        let m = &self.shared.metrics;
+        m.instance_memory
+            .get_or_create(&label)
+            .set(i64::try_from(usage.memory_bytes).unwrap_or(i64::MAX));
+        m.instance_cpu.get_or_create(&label).set(usage.cpu_seconds);
+        self.core.on_usage(usage)
+    }
+
+    fn usage_label(&self) -> InstanceLabel {
+        let key = self.core.key();
+        InstanceLabel {
+            namespace: key.service.namespace.clone(),
+            service: key.service.name.clone(),
+            instance: key.id.clone(),
+        }
+    }
+
+    /// The process is gone: so are its usage gauges.
+    fn forget_usage(&self) {
+        let label = self.usage_label();
+        self.shared.metrics.instance_memory.remove(&label);
+        self.shared.metrics.instance_cpu.remove(&label);
+    }
+
     /// The instance's cgroup if it exists (an adopted or dead process's).
     fn existing_cgroup(&self) -> Option<InstanceCgroup> {
         let cg = self.shared.cgroups.as_ref()?.instance(&self.file_name);
@@ -436,9 +486,12 @@ impl Supervisor {
                 ));
             }
         }
+        let mut usage_tick = tokio::time::interval_at(Instant::now() + USAGE_FIRST, USAGE_EVERY);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Proc {
             pid,
             cgroup: None,
+            usage_tick,
             exit,
             probes,
             probe_rx,
@@ -455,6 +508,7 @@ impl Supervisor {
                 }
                 let grace = self.core.record().spec.stop_grace_period;
                 process::stop_group(p.pid, grace).await;
+                self.forget_usage();
                 // What left the group (setsid, daemonized) is still in the cgroup.
                 if let Some((cg, _)) = p.cgroup.take() {
                     cg.kill_all().await;
@@ -476,6 +530,7 @@ impl Supervisor {
     /// The instance is gone for good: local state, ports and status key; its log is
     /// kept a while for post-mortems (see `logs/retention.rs`).
     async fn forget(&self) {
+        self.shared.requests.set(&self.file_name, None);
         if let Some(cg) = self.existing_cgroup() {
             cg.kill_all().await;
             cg.remove().await;
@@ -505,6 +560,11 @@ impl Supervisor {
         }
     }
 }
+
+/// The first usage reading after a start, then one every `USAGE_EVERY`: each may
+/// write the status (when it moved noticeably), so not more often.
+const USAGE_FIRST: Duration = Duration::from_secs(2);
+const USAGE_EVERY: Duration = Duration::from_secs(10);
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
