@@ -198,15 +198,20 @@ impl Cgroups {
     pub fn instance(&self, id: &str) -> InstanceCgroup {
         let name = sanitize(id);
         match &self.layout {
-            Layout::V2 { dir, .. } => InstanceCgroup {
-                v2: true,
-                dirs: vec![dir.join(&name)],
-                members: dir.join(&name),
-                memory: Some(dir.join(&name)),
-                cpu: Some(dir.join(&name)),
-                cpuacct: Some(dir.join(&name)),
-                pids: Some(dir.join(&name)),
-            },
+            Layout::V2 { dir, controllers } => {
+                let d = dir.join(&name);
+                let on = |yes: bool| yes.then(|| d.clone());
+                InstanceCgroup {
+                    v2: true,
+                    dirs: vec![d.clone()],
+                    members: d.clone(),
+                    memory: on(controllers.memory),
+                    cpu: on(controllers.cpu),
+                    // cpu.stat's usage_usec is there without the cpu controller.
+                    cpuacct: Some(d.clone()),
+                    pids: on(controllers.pids),
+                }
+            }
             Layout::V1 {
                 memory,
                 cpu,
@@ -255,8 +260,13 @@ fn sanitize(id: &str) -> String {
     }
 }
 
+/// Writes `value` to an existing cgroup file (as `echo value > file` does: O_TRUNC
+/// is ignored by cgroupfs, and keeps the unit tests' plain files exact).
 fn write(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(value.as_bytes())
 }
 
@@ -591,6 +601,71 @@ mod tests {
         assert_eq!(detect(&root, "rune"), None);
         assert!(Cgroups::open(&root, "rune").is_err());
         assert!(Cgroups::open(&root, "../x").is_err());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The files the kernel would have in an instance cgroup, made by hand.
+    fn fake_instance(cg: &InstanceCgroup, files: &[&str]) {
+        for d in &cg.dirs {
+            fs::create_dir_all(d).unwrap();
+            for f in files {
+                fs::write(d.join(f), "").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_written_where_each_hierarchy_wants_them() {
+        let root = tree(&[
+            "memory/memory.limit_in_bytes",
+            "cpu/cpu.cfs_quota_us",
+            "cpuacct/cpuacct.usage",
+            "pids/cgroup.procs",
+        ]);
+        let cg = Cgroups::open(&root, "rune").unwrap().instance("i1");
+        fake_instance(
+            &cg,
+            &[
+                "cgroup.procs",
+                "memory.limit_in_bytes",
+                "cpu.cfs_period_us",
+                "cpu.cfs_quota_us",
+                "pids.max",
+            ],
+        );
+        let r: Resources =
+            serde_json::from_str(r#"{"memory": "256Mi", "cpu": "500m", "pids": 64}"#).unwrap();
+        cg.create(Some(&r)).unwrap();
+        let read = |f: &str| fs::read_to_string(root.join(f)).unwrap();
+        assert_eq!(read("memory/rune/i1/memory.limit_in_bytes"), "268435456");
+        assert_eq!(read("cpu/rune/i1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu/rune/i1/cpu.cfs_period_us"), "100000");
+        assert_eq!(read("pids/rune/i1/pids.max"), "64");
+        // Without resources: everything back to unlimited (a cgroup left over).
+        cg.create(None).unwrap();
+        assert_eq!(read("memory/rune/i1/memory.limit_in_bytes"), "-1");
+        assert_eq!(read("cpu/rune/i1/cpu.cfs_quota_us"), "-1");
+        assert_eq!(read("pids/rune/i1/pids.max"), "max");
+        fs::remove_dir_all(&root).unwrap();
+
+        // v2 with only cpu and pids enabled: no memory files are touched.
+        let root = tree(&["cgroup.controllers", "cgroup.subtree_control"]);
+        fs::write(root.join("cgroup.controllers"), "cpu pids\n").unwrap();
+        fs::create_dir_all(root.join("rune")).unwrap();
+        fs::write(root.join("rune/cgroup.subtree_control"), "").unwrap();
+        let cgroups = Cgroups::open(&root, "rune").unwrap();
+        assert_eq!(cgroups.version(), 2);
+        assert!(!cgroups.controllers().memory);
+        let cg = cgroups.instance("i1");
+        fake_instance(&cg, &["cgroup.procs", "cpu.max", "pids.max"]);
+        let r: Resources = serde_json::from_str(r#"{"cpu": 2, "pids": 10}"#).unwrap();
+        cg.create(Some(&r)).unwrap();
+        let read = |f: &str| fs::read_to_string(root.join(f)).unwrap();
+        assert_eq!(read("rune/i1/cpu.max"), "200000 100000");
+        assert_eq!(read("rune/i1/pids.max"), "10");
+        assert_eq!(cg.oom_kills(), None);
+        fs::write(root.join("rune/i1/cgroup.procs"), "12\n13\n").unwrap();
+        assert_eq!(cg.procs(), [12, 13]);
         fs::remove_dir_all(&root).unwrap();
     }
 
