@@ -393,3 +393,29 @@ fn resources_without_cgroups_on_any_node_fail_to_place_and_say_why() {
     );
     assert!(system::instances(&w, "capped").is_empty());
 }
+
+#[test]
+fn resources_on_an_agent_without_cgroups_do_not_start() {
+    // No cgroups needed: an agent that cannot enforce limits refuses the start
+    // (placement keeps such specs away; this is the agent's own guard).
+    let w = World::new();
+    let _reaper = Reaper::Recorded(w.dir.clone());
+    let a = w.agent(NODE, &[]);
+    eventually("agent /readyz", LONG, || {
+        a.http_get("/readyz").filter(|(c, _)| *c == 200)
+    });
+    let m = marker();
+    let spec = json!({
+        "command": format!("sleep {m}"),
+        "restartPolicy": "Never",
+        "resources": {"pids": 10},
+    });
+    put_record(&w, "unenforced", "i1", "Running", spec);
+    let s = status_where(&w, "unenforced", "i1", "failed", |s| s["phase"] == "Failed");
+    let reason = s["lastExit"]["reason"].as_str().unwrap();
+    assert!(reason.contains("no usable cgroups"), "{s}");
+    assert!(
+        pids_with_cmdline(&m).is_empty(),
+        "it ran without its limits"
+    );
+}
