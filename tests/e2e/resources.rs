@@ -328,6 +328,24 @@ fn resources_usage_shows_in_get_instances_wide_and_on_metrics() {
         ),
     );
     system::deploy(&w, &file, "used", 1);
+    // The limits are where the kernel reads them (v1 or v2 files).
+    let mut seen = 0;
+    for child in parent.children() {
+        let read = |f: &str| std::fs::read_to_string(child.join(f)).ok();
+        for (file, want) in [
+            ("cpu.cfs_quota_us", "50000"),
+            ("cpu.max", "50000 100000"),
+            ("memory.limit_in_bytes", "268435456"),
+            ("memory.max", "268435456"),
+            ("pids.max", "64"),
+        ] {
+            if let Some(v) = read(file) {
+                assert_eq!(v.trim(), want, "{}", child.join(file).display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 3, "limits not found under {:?}", parent.dirs());
     // The agent asks for what it runs in its node record.
     eventually(
         "the node record counts the instance's request",
