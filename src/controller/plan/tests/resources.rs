@@ -101,3 +101,30 @@ fn the_filter_counts_what_the_plan_adds() {
     n.cgroups = Some(CgroupSupport { cpu: false, ..ALL });
     assert!(!fits_resources(&n, Some(&r), 0));
 }
+
+#[test]
+fn changing_resources_makes_a_new_revision() {
+    let mut s = Sim::new(1, &["n1"]);
+    s.o.nodes.get_mut("n1").unwrap().cgroups = Some(ALL);
+    limited(&mut s, 1, "{memory: 64Mi}");
+    let p = s.step();
+    let first = p.new_revision.as_ref().expect("a first revision");
+    assert_eq!(
+        first.spec.resources.as_ref().and_then(|r| r.memory),
+        Some(crate::model::Memory(64 << 20))
+    );
+    s.agents(true);
+    s.step();
+    s.rev += 1;
+    s.o.spec = SpecState::Valid {
+        stored: Box::new(stored(1, "  resources: {memory: 128Mi}\n")),
+        revision: s.rev,
+    };
+    let p = s.step();
+    let next = p
+        .new_revision
+        .as_ref()
+        .expect("resources are part of the revision");
+    assert_eq!(next.revision, 2);
+    assert!(p.create.is_empty(), "running instances keep their limits");
+}
