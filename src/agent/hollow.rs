@@ -428,6 +428,8 @@ async fn node(
             lease_tx,
             renewed_tx,
             count_rx,
+            // Simulated instances ask for no resources.
+            watch::channel((0, 0)).1,
         )
         .instrument(Span::current()),
     );

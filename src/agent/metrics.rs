@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics (served on /metrics with the etcd request metrics).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,6 +22,14 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// One instance, for its usage gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    pub namespace: String,
+    pub service: String,
+    pub instance: String,
+}
+
 pub struct AgentMetrics {
     pub instances: Family<PhaseLabel, Gauge>,
     pub restarts: Counter,
@@ -30,6 +39,10 @@ pub struct AgentMetrics {
     pub self_fenced: Gauge,
     /// Instance records this agent could not parse (and so ignored).
     pub unparseable_records: Counter,
+    /// Memory in use per running instance, from its cgroup.
+    pub instance_memory: Family<InstanceLabel, Gauge>,
+    /// CPU time used per running instance, from its cgroup.
+    pub instance_cpu: Family<InstanceLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for AgentMetrics {
@@ -43,6 +56,8 @@ impl Default for AgentMetrics {
             probe_failures: Family::default(),
             self_fenced: Gauge::default(),
             unparseable_records: Counter::default(),
+            instance_memory: Family::default(),
+            instance_cpu: Family::default(),
         }
     }
 }
@@ -87,6 +102,16 @@ impl AgentMetrics {
             "rune_agent_probe_failures",
             "failed probes by kind",
             self.probe_failures.clone(),
+        );
+        r.register(
+            "rune_agent_instance_memory_bytes",
+            "memory in use per running instance (its cgroup's)",
+            self.instance_memory.clone(),
+        );
+        r.register(
+            "rune_agent_instance_cpu_seconds",
+            "CPU time used per running instance since it started (its cgroup's)",
+            self.instance_cpu.clone(),
         );
     }
 

@@ -10,6 +10,7 @@
 //! and benchmarking the control plane, which start no processes.
 
 mod assignments;
+pub mod cgroups;
 pub mod hollow;
 pub mod logs;
 pub mod metrics;
@@ -110,6 +111,26 @@ pub struct Args {
     /// "started"; 0s reports it ready at once.
     #[arg(long, env = "RUNE_HOLLOW_READY_AFTER", default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "hollow")]
     pub hollow_ready_after: Duration,
+    /// The cgroup (relative to each hierarchy's root) that instance cgroups go
+    /// under, one per instance named by its id: every process of an instance is
+    /// killed when it stops, and `resources` limits are enforced. `none` (or empty)
+    /// runs instances as process groups only; specs with `resources` then do not
+    /// start here.
+    #[arg(
+        long,
+        env = "RUNE_CGROUP_PARENT",
+        default_value = "rune",
+        value_name = "PATH"
+    )]
+    pub cgroup_parent: String,
+    /// Memory instances may ask for in all on this node (bytes, Ki, Mi, Gi;
+    /// default: the machine's, from /proc/meminfo).
+    #[arg(long, env = "RUNE_CAPACITY_MEMORY", value_name = "QUANTITY", value_parser = crate::model::Memory::parse)]
+    pub capacity_memory: Option<crate::model::Memory>,
+    /// CPU instances may ask for in all on this node (cores or millicores;
+    /// default: the machine's CPU count).
+    #[arg(long, env = "RUNE_CAPACITY_CPU", value_name = "QUANTITY", value_parser = crate::model::Cpu::parse)]
+    pub capacity_cpu: Option<crate::model::Cpu>,
     /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -195,7 +216,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .filter_map(|k| InstanceRef::parse(k))
         .collect();
     let logs = Logs::with_cap(&data.root().join("logs"), args.instance_log_max_size);
+    let cgroups = open_cgroups(&args.cgroup_parent);
+    let (requests, requests_rx) = cgroups::Requests::new();
     let shared = Arc::new(Shared {
+        cgroups: cgroups.clone(),
+        requests: Arc::new(requests),
         node: node.clone(),
         data: data.clone(),
         logs: logs.clone(),
@@ -235,7 +260,19 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .advertise_address
         .clone()
         .unwrap_or_else(|| bound.to_string());
-    let record = registration::node_record(&node, address);
+    let mut record = registration::node_record(&node, address);
+    record.cgroups = cgroups.as_ref().map(|c| c.controllers());
+    record.allocatable = Some(crate::model::node::Allocatable {
+        memory_bytes: args
+            .capacity_memory
+            .map(|m| m.0)
+            .or_else(cgroups::node_memory)
+            .unwrap_or(0),
+        cpu_millis: args
+            .capacity_cpu
+            .map_or(cgroups::node_cpu() as u64, |c| c.0 as u64),
+        ..Default::default()
+    });
     let reg = registration::register(&store, &data, record, args.lease_ttl)
         .await
         .map_err(|e| match e {
@@ -268,6 +305,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         lease_tx,
         renewed_tx,
         count_rx,
+        requests_rx,
     ));
     let reporter = tokio::spawn(reporter::run(
         store.clone(),
@@ -402,6 +440,39 @@ async fn publish_token(store: Store, node: String, token: String) {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
+        }
+    }
+}
+
+/// The node's cgroups under `parent`, or None (logged) when it has none usable:
+/// instances then run as process groups, and specs with `resources` do not start.
+fn open_cgroups(parent: &str) -> Option<Arc<cgroups::Cgroups>> {
+    if parent.is_empty() || parent == "none" {
+        info!(
+            "cgroups off (--cgroup-parent none): instances run as process groups, without limits"
+        );
+        return None;
+    }
+    match cgroups::Cgroups::open(std::path::Path::new("/sys/fs/cgroup"), parent) {
+        Ok(c) => {
+            let on = c.controllers();
+            info!(
+                version = c.version(),
+                parent,
+                memory = on.memory,
+                cpu = on.cpu,
+                pids = on.pids,
+                "instances run in cgroups"
+            );
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            warn!(
+                error = %e,
+                "no usable cgroups: instances run as process groups, and specs with resources \
+                 will not start on this node"
+            );
+            None
         }
     }
 }

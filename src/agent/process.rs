@@ -92,12 +92,14 @@ fn shell_quote(s: &str) -> String {
 
 /// Starts the instance in a new session (so it is its own process group leader, gets
 /// no SIGHUP from our terminal and does not die with the agent), output appended to
-/// `log`.
+/// `log`. With `cgroup`, the child enters the instance's cgroup before it execs, so
+/// nothing it runs is ever outside it.
 pub fn spawn(
     argv: &[String],
     env: &[(String, String)],
     working_dir: Option<&str>,
     log: &Path,
+    cgroup: Option<super::cgroups::Join>,
 ) -> std::io::Result<tokio::process::Child> {
     let out = super::logs::open(log)?;
     let err = out.try_clone()?;
@@ -118,10 +120,14 @@ pub fn spawn(
     if let Some(dir) = working_dir {
         cmd.current_dir(dir);
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid and write(2) on descriptors opened before the fork are
+    // async-signal-safe and touch no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(join) = &cgroup {
+                join.enter()?;
+            }
             Ok(())
         });
     }

@@ -142,8 +142,9 @@ async fn write(
 /// Keeps the registration: re-acquires a lost lease at once (publishing 0 on
 /// `lease_tx` while unregistered, then the new id, which makes every status be
 /// rewritten), publishes each renewal on `renewed` (the self-fence clock), and
-/// updates the instance count. Returns only when the node name was taken by another
+/// updates the instance count and what the instances ask for. Returns only when the node name was taken by another
 /// agent while ours was lost: this agent must then stop its instances and exit.
+#[allow(clippy::too_many_arguments)]
 pub async fn keep(
     store: Store,
     data: std::sync::Arc<DataDir>,
@@ -152,11 +153,14 @@ pub async fn keep(
     lease_tx: watch::Sender<i64>,
     renewed: watch::Sender<Instant>,
     mut count: watch::Receiver<u32>,
+    mut requested: watch::Receiver<(u64, u64)>,
 ) -> RegisterError {
     let key = store.keys().node(&reg.record.name);
     // The count is informational (placement counts records itself): written at most
     // once per tick, so a node taking a hundred instances rewrites its key once.
     let mut count_due = false;
+    // What the instances ask for (`resources`), written on the same tick.
+    let (mut requests_due, mut requests_open) = (false, true);
     let mut tick = tokio::time::interval(COUNT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -185,11 +189,21 @@ pub async fn keep(
                 if changed.is_err() { return std::future::pending().await; }
                 count_due = *count.borrow_and_update() != reg.record.instances;
             }
-            _ = tick.tick(), if count_due => {
+            changed = requested.changed(), if requests_open => {
+                requests_open = changed.is_ok();
+                let (memory, cpu) = *requested.borrow_and_update();
+                if let Some(a) = &mut reg.record.allocatable
+                    && (a.requested_memory_bytes, a.requested_cpu_millis) != (memory, cpu)
+                {
+                    (a.requested_memory_bytes, a.requested_cpu_millis) = (memory, cpu);
+                    requests_due = true;
+                }
+            }
+            _ = tick.tick(), if count_due || requests_due => {
                 reg.record.instances = *count.borrow();
                 let value = serde_json::to_vec(&reg.record).expect("node record serializes");
                 match store.txn(vec![], vec![op::put_with_lease(&key, value, reg.lease.id)], vec![]).await {
-                    Ok(_) => count_due = false,
+                    Ok(_) => (count_due, requests_due) = (false, false),
                     Err(e) => warn!(error = %e, "updating the node record failed"),
                 }
             }
@@ -231,5 +245,7 @@ pub fn node_record(name: &str, address: String) -> NodeRecord {
         instances: 0,
         capacity: 0,
         lease_id: 0,
+        cgroups: None,
+        allocatable: None,
     }
 }

@@ -474,6 +474,7 @@ async fn list_instances(
             ];
             if wide {
                 header.extend(["REVISION", "DESIRED", "LAST EXIT", "MESSAGE"]);
+                header.extend(["MEMORY", "CPU TIME"]);
             }
             let mut t = table(&header);
             for d in &docs {
@@ -497,6 +498,9 @@ async fn list_instances(
                         .and_then(|s| s.last_exit.as_ref())
                         .map(|e| e.to_string())));
                     row.push(s.map(|s| s.message.clone()).unwrap_or_default());
+                    let usage = s.and_then(|s| s.usage);
+                    row.push(opt(usage.map(|u| u.memory_text())));
+                    row.push(opt(usage.map(|u| format!("{:.1}s", u.cpu_seconds))));
                 }
                 t.add_row(row);
             }

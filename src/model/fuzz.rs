@@ -334,7 +334,7 @@ pub fn quantity(bytes: &[u8]) -> bool {
     let text = lossy(bytes);
     let s = text.as_ref();
     let canonical = canonical_int(s);
-    let cases: [(&str, &str, i128, i128); 5] = [
+    let cases: [(&str, &str, i128, i128); 7] = [
         ("scale", "scale: {s}\n", 0, limits::MAX_SCALE as i128),
         (
             "port",
@@ -359,6 +359,18 @@ pub fn quantity(bytes: &[u8]) -> bool {
             "health:\n  readiness:\n    type: exec\n    command: [x]\n    intervalSeconds: {s}\n",
             1,
             limits::MAX_PROBE_SECONDS as i128,
+        ),
+        (
+            "pids",
+            "resources:\n  pids: {s}\n",
+            1,
+            limits::MAX_PIDS as i128,
+        ),
+        (
+            "memory",
+            "resources:\n  memory: {s}\n",
+            limits::MIN_MEMORY as i128,
+            limits::MAX_MEMORY as i128,
         ),
     ];
     let mut accepted = false;
@@ -422,6 +434,8 @@ fn quantity_of(spec: &ServiceSpec, field: &str) -> Option<i128> {
         },
         "step" => spec.scaling.as_ref().map(|s| i128::from(s.step)),
         "intervalSeconds" => probe().map(|p| i128::from(p.interval_seconds)),
+        "pids" => spec.resources.as_ref()?.pids.map(i128::from),
+        "memory" => spec.resources.as_ref()?.memory.map(|m| i128::from(m.0)),
         _ => None,
     }
 }
@@ -442,6 +456,16 @@ fn check_spec(s: &ServiceSpec) {
     for (_, p) in s.health.probes() {
         assert!(p.interval_seconds >= 1 && p.timeout_seconds >= 1);
         assert!(p.failure_threshold >= 1 && p.success_threshold >= 1);
+    }
+    if let Some(r) = &s.resources {
+        let memory = limits::MIN_MEMORY..=limits::MAX_MEMORY;
+        let cpu = limits::MIN_CPU_MILLIS..=limits::MAX_CPU_MILLIS;
+        assert!(r.memory.is_none_or(|m| memory.contains(&m.0)), "{r:?}");
+        assert!(r.cpu.is_none_or(|c| cpu.contains(&c.0)), "{r:?}");
+        assert!(
+            r.pids.is_none_or(|p| (1..=limits::MAX_PIDS).contains(&p)),
+            "{r:?}"
+        );
     }
 }
 

@@ -159,6 +159,42 @@ pub struct InstanceStatus {
     pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Timestamp>,
+    /// Memory and CPU the running process uses, from its cgroup (nodes with
+    /// cgroups only); refreshed at most every 10 s, when it changed noticeably.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// An instance's resource usage, as its agent last reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Memory in use now (the cgroup's, page cache included).
+    pub memory_bytes: u64,
+    /// CPU time used since the process started.
+    pub cpu_seconds: f64,
+}
+
+impl Usage {
+    /// Whether `new` is worth a status write over `self`: memory moved by a tenth
+    /// (at least 1 MiB), or CPU time grew by a tenth of a second or more.
+    pub fn changed_noticeably(&self, new: &Usage) -> bool {
+        let (a, b) = (self.memory_bytes, new.memory_bytes);
+        let memory = a.abs_diff(b) >= (a / 10).max(1 << 20);
+        let cpu = (new.cpu_seconds - self.cpu_seconds).abs() >= 0.1;
+        memory || cpu
+    }
+
+    /// `45.2Mi`: memory as people read it.
+    pub fn memory_text(&self) -> String {
+        let b = self.memory_bytes as f64;
+        match self.memory_bytes {
+            m if m >= 1 << 30 => format!("{:.1}Gi", b / (1u64 << 30) as f64),
+            m if m >= 1 << 20 => format!("{:.1}Mi", b / (1u64 << 20) as f64),
+            m if m >= 1 << 10 => format!("{:.1}Ki", b / 1024.0),
+            m => m.to_string(),
+        }
+    }
 }
 
 impl InstanceStatus {
@@ -179,6 +215,31 @@ impl InstanceStatus {
             message: String::new(),
             started_at: None,
             ready_at: None,
+            usage: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::Usage;
+
+    #[test]
+    fn usage_is_rewritten_only_when_it_moved_noticeably() {
+        let u = |m: u64, c: f64| Usage {
+            memory_bytes: m,
+            cpu_seconds: c,
+        };
+        let base = u(100 << 20, 1.0);
+        assert!(!base.changed_noticeably(&u(105 << 20, 1.05)));
+        assert!(base.changed_noticeably(&u(111 << 20, 1.0)));
+        assert!(base.changed_noticeably(&u(89 << 20, 1.0)));
+        assert!(base.changed_noticeably(&u(100 << 20, 1.2)));
+        // Small processes: a MiB at least.
+        assert!(!u(2 << 20, 0.0).changed_noticeably(&u(5 << 19, 0.0)));
+        assert!(u(2 << 20, 0.0).changed_noticeably(&u(3 << 20, 0.0)));
+        assert_eq!(u(47_395_635, 0.0).memory_text(), "45.2Mi");
+        assert_eq!(u(3 << 30, 0.0).memory_text(), "3.0Gi");
+        assert_eq!(u(512, 0.0).memory_text(), "512");
     }
 }

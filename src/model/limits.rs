@@ -32,6 +32,15 @@ pub const MAX_PROBE_THRESHOLD: u32 = 1000;
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// One file given to `rune cast` (it may hold many services).
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// `resources.memory`: 1 MiB (less cannot start a process) to 64 TiB.
+pub const MIN_MEMORY: u64 = 1 << 20;
+pub const MAX_MEMORY: u64 = 64 << 40;
+/// `resources.cpu` in millicores: 10m (CFS's 1 ms quota in a 100 ms period) to
+/// 4096 cores.
+pub const MIN_CPU_MILLIS: u32 = 10;
+pub const MAX_CPU_MILLIS: u32 = 4096 * 1000;
+/// `resources.pids`: 1 to the kernel's largest `pid_max`.
+pub const MAX_PIDS: u32 = 4_194_304;
 
 /// Sizes as people read them: `256 KiB`, `4 MiB`.
 pub fn size(bytes: usize) -> String {

@@ -11,17 +11,19 @@ pub mod names;
 pub mod node;
 pub mod operation;
 pub mod refs;
+pub mod resources;
 pub mod revision;
 pub mod spec;
 pub mod status;
 
 pub use document::{SpecError, StoredService, parse_cast_file};
-pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase};
+pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Usage};
 pub use node::NodeRecord;
 pub use operation::{
     OperationKind, OperationPhase, OperationProgress, OperationRecord, OperationSummary, ScalePlan,
 };
 pub use refs::{InstanceRef, ServiceRef, Versioned};
+pub use resources::{Cpu, Memory, Resources};
 pub use revision::{KEEP_REVISIONS, Revision};
 pub use spec::{
     Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,

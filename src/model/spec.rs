@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::names::Label;
+use super::resources::Resources;
 use super::{duration, limits};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -52,6 +53,9 @@ pub struct ServiceSpec {
     pub stop_grace_period: Duration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingDefaults>,
+    /// Limits per instance (cgroups); none: unlimited, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 fn default_namespace() -> Label {

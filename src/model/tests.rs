@@ -297,6 +297,9 @@ mod roundtrip {
             step in 1u32..10,
             readiness in probe(Some("http".into())),
             liveness in proptest::option::of(probe(Some("http".into()))),
+            memory in proptest::option::of(1u64 << 20..1 << 36),
+            cpu in proptest::option::of(10u32..64_000),
+            pids in proptest::option::of(1u32..100_000),
         ) -> ServiceSpec {
             ServiceSpec {
                 name,
@@ -315,6 +318,13 @@ mod roundtrip {
                     step,
                     interval: Duration::from_secs(step as u64 * 7),
                     rollback_on_fail: false,
+                }),
+                resources: (memory.is_some() || cpu.is_some() || pids.is_some()).then(|| {
+                    crate::model::Resources {
+                        memory: memory.map(crate::model::Memory),
+                        cpu: cpu.map(crate::model::Cpu),
+                        pids,
+                    }
                 }),
             }
         }
@@ -336,4 +346,31 @@ mod roundtrip {
             prop_assert_eq!(&back[0], &s);
         }
     }
+}
+
+#[test]
+fn resources_are_validated_with_their_location() {
+    let ok = "service:\n  name: api\n  command: x\n  resources:\n    memory: 256Mi\n    cpu: \"0.5\"\n    pids: 512\n";
+    let spec = parse_cast_file("ok.yaml", ok).unwrap().remove(0);
+    let r = spec.resources.unwrap();
+    assert_eq!(r.memory, Some(crate::model::Memory(256 << 20)));
+    assert_eq!(r.cpu, Some(crate::model::Cpu(500)));
+    assert_eq!(r.pids, Some(512));
+    let bad = "service:\n  name: api\n  command: x\n  resources:\n    memory: 256MB\n";
+    let e = parse_cast_file("bad.yaml", bad).unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.to_string().contains("memory \"256MB\""), "{e}");
+    let bad = "service:\n  name: api\n  command: x\n  resources:\n    cpu: 5m\n";
+    let e = parse_cast_file("bad.yaml", bad).unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.to_string().contains("outside 10m"), "{e}");
+    let bad = "service:\n  name: api\n  command: x\n  resources:\n    pids: 0\n";
+    assert!(
+        parse_cast_file("bad.yaml", bad)
+            .unwrap_err()
+            .to_string()
+            .contains("pids must be from 1")
+    );
+    let bad = "service:\n  name: api\n  command: x\n  resources:\n    disk: 1Gi\n";
+    assert!(parse_cast_file("bad.yaml", bad).is_err());
 }

@@ -45,6 +45,8 @@ async fn fake_node(w: &World, store: &Store, node: &str) {
         instances: 0,
         capacity: 0,
         lease_id: 0,
+        cgroups: None,
+        allocatable: None,
     };
     let value = serde_json::to_vec(&record).unwrap();
     store

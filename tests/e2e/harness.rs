@@ -175,6 +175,9 @@ impl World {
         };
         cmd.env("RUNE_ETCD_ENDPOINTS", &self.etcd.client_url)
             .env("RUNE_ETCD_PREFIX", &self.prefix)
+            // Agents run instances without cgroups unless a test gives them a
+            // --cgroup-parent of its own (tests/e2e/resources.rs), which it removes.
+            .env("RUNE_CGROUP_PARENT", "none")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

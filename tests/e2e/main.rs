@@ -22,6 +22,7 @@ mod lost_nodes;
 mod node_scope;
 mod operations;
 mod rbac;
+mod resources;
 mod run_local;
 mod scale;
 mod store;

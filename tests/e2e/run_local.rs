@@ -29,6 +29,8 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
                 format!("127.0.0.1:{}", free_port()),
             )
             .env("RUNE_RUN_SKIP_BUILD", "1")
+            // No cgroups left behind by the test's agent (see tests/e2e/resources.rs).
+            .env("RUNE_CGROUP_PARENT", "none")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
             .spawn()
@@ -51,6 +53,8 @@ fn make_run_starts_everything_scales_and_stops_cleanly() {
     let second = Command::new(script)
         .env("RUNE_RUN_DIR", &dir)
         .env("RUNE_RUN_SKIP_BUILD", "1")
+        // No cgroups left behind by the test's agent (see tests/e2e/resources.rs).
+        .env("RUNE_CGROUP_PARENT", "none")
         .output()
         .unwrap();
     assert!(!second.status.success());
@@ -104,6 +108,8 @@ fn make_run_stops_everything_when_its_stdout_pipe_is_gone() {
             format!("127.0.0.1:{}", free_port()),
         )
         .env("RUNE_RUN_SKIP_BUILD", "1")
+        // No cgroups left behind by the test's agent (see tests/e2e/resources.rs).
+        .env("RUNE_CGROUP_PARENT", "none")
         .env("RUNE_RUN_NO_DEMO", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -19,7 +19,7 @@ use crate::agent::revisions::Assigned;
 use crate::agent::state::Persisted;
 use crate::model::InstanceRef;
 use crate::model::{
-    DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Probe, RestartPolicy,
+    DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Probe, RestartPolicy, Usage,
 };
 use crate::probe::Which;
 
@@ -457,6 +457,23 @@ impl Core {
         vec![self.persist()]
     }
 
+    /// A reading of the running process's cgroup: reported when it moved
+    /// noticeably since the last report (the IO loop reads at most every 10 s).
+    pub fn on_usage(&mut self, usage: Usage) -> Vec<Effect> {
+        if !matches!(self.state, State::Running(_)) {
+            return vec![];
+        }
+        if self
+            .status
+            .usage
+            .is_some_and(|last| !last.changed_noticeably(&usage))
+        {
+            return vec![];
+        }
+        self.status.usage = Some(usage);
+        vec![self.publish()]
+    }
+
     /// A command from the agent's main loop. A closed channel counts as `Remove`.
     pub fn on_command(&mut self, cmd: Cmd, now: Now) -> Vec<Effect> {
         let running = matches!(self.state, State::Running(_));
@@ -515,6 +532,7 @@ impl Core {
 
     fn clear_process(&mut self) {
         self.status.pid = None;
+        self.status.usage = None;
         self.status.ready = false;
         self.status.readiness_failures = 0;
         self.start_time = None;

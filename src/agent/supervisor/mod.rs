@@ -22,8 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::cgroups::{self, Cgroups, InstanceCgroup};
 use super::logs::Logs;
-use super::metrics::AgentMetrics;
+use super::metrics::{AgentMetrics, InstanceLabel};
 use super::ports::Ports;
 use super::process;
 use super::reporter::{Report, Reports};
@@ -43,6 +44,11 @@ pub struct Shared {
     pub metrics: Arc<AgentMetrics>,
     pub reports: Reports,
     pub backoff: Backoff,
+    /// Instance cgroups (tracking, and `resources` limits); None: not available
+    /// here, and instances run as process groups only.
+    pub cgroups: Option<Arc<Cgroups>>,
+    /// What the instances ask for in all (`resources`), for the node record.
+    pub requests: Arc<cgroups::Requests>,
 }
 
 pub struct Handle {
@@ -53,9 +59,13 @@ pub struct Handle {
 /// The IO side of a running process: its exit and its probes.
 struct Proc {
     pid: u32,
+    /// Its cgroup, and the cgroup's OOM kill count when it started.
+    cgroup: Option<(InstanceCgroup, Option<u64>)>,
     exit: oneshot::Receiver<ExitInfo>,
     probes: Vec<tokio::task::JoinHandle<()>>,
     probe_rx: mpsc::Receiver<(Which, Result<(), String>)>,
+    /// When to read the cgroup's usage next (with a cgroup only).
+    usage_tick: tokio::time::Interval,
 }
 
 impl Drop for Proc {
@@ -78,6 +88,9 @@ pub fn spawn(
     // Held from here, before the task runs: a sweep must not pick the log of an
     // instance that is about to write to it.
     shared.logs.hold(&instance);
+    shared
+        .requests
+        .set(&file_name, record.spec.resources.as_ref());
     let sup = Supervisor {
         log: shared.logs.path(&instance),
         core: Core::new(instance, &shared.node, record, shared.backoff),
@@ -118,6 +131,7 @@ enum Ev {
     Probe(Which, Result<(), String>),
     Ready,
     Due,
+    Usage,
     Cmd(Option<Cmd>),
 }
 
@@ -132,6 +146,7 @@ impl Supervisor {
                 Ev::Probe(which, result) => self.core.on_probe(which, result, now()),
                 Ev::Ready => self.core.on_ready_deadline(now()),
                 Ev::Due => self.core.on_due(now()),
+                Ev::Usage => self.usage(),
                 Ev::Cmd(cmd) => self.core.on_command(cmd.unwrap_or(Cmd::Remove), now()),
             };
             going = self.carry_out(decision).await;
@@ -148,6 +163,7 @@ impl Supervisor {
                     exit = &mut p.exit => Ev::Exit(exit.ok(), Instant::now()),
                     Some((which, result)) = p.probe_rx.recv() => Ev::Probe(which, result),
                     _ = sleep_until_opt(ready_at), if ready_at.is_some() => Ev::Ready,
+                    _ = p.usage_tick.tick(), if p.cgroup.is_some() => Ev::Usage,
                     cmd = cmds.recv() => Ev::Cmd(cmd),
                 }
             }
@@ -175,6 +191,16 @@ impl Supervisor {
                 Effect::Start => self.start(),
                 Effect::Stop { reason } => self.stop(reason).await,
                 Effect::Quit => return false,
+                // Both clear the instance's cgroup before anything else happens
+                // to the instance (a start would create it again).
+                Effect::ReapLeftovers { pid } => {
+                    self.reap(pid).await;
+                    continue;
+                }
+                Effect::Forget => {
+                    self.forget().await;
+                    continue;
+                }
                 other => {
                     self.apply(other);
                     continue;
@@ -191,14 +217,16 @@ impl Supervisor {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Adopt { pid, start_time } => self.adopt(pid, start_time),
-            Effect::ReapLeftovers { pid } => self.reap(pid),
             Effect::CountRestart => {
                 self.shared.metrics.restarts.inc();
             }
             Effect::Persist(p) => self.persist(&p),
             Effect::Publish(status) => self.publish(*status),
-            Effect::Forget => self.forget(),
-            Effect::Start | Effect::Stop { .. } | Effect::Quit => {
+            Effect::Start
+            | Effect::Stop { .. }
+            | Effect::Quit
+            | Effect::ReapLeftovers { .. }
+            | Effect::Forget => {
                 unreachable!("carried out by carry_out")
             }
         }
@@ -218,12 +246,23 @@ impl Supervisor {
 
     /// The process ended on its own: children it left behind go with it.
     async fn exited(&mut self, exit: Option<ExitInfo>, seen: Instant) -> Vec<Effect> {
-        if let Some(p) = self.proc.take() {
+        let mut oom = false;
+        if let Some(mut p) = self.proc.take() {
             let pid = p.pid;
+            let cgroup = p.cgroup.take();
             drop(p);
             process::kill_group(pid).await;
+            self.forget_usage();
+            if let Some((cgroup, oom_before)) = cgroup {
+                oom = cgroups::oom_killed(oom_before, cgroup.oom_kills());
+                cgroup.kill_all().await;
+                cgroup.remove().await;
+            }
         }
-        let exit = exit.unwrap_or_else(|| unknown_exit("exit status lost", Timestamp::now()));
+        let mut exit = exit.unwrap_or_else(|| unknown_exit("exit status lost", Timestamp::now()));
+        if oom {
+            exit.reason = cgroups::OOM_KILLED.to_string();
+        }
         self.log_exit(&exit);
         self.core.on_exit(exit, seen, now())
     }
@@ -264,7 +303,31 @@ impl Supervisor {
         let record = self.core.record();
         let env = process::build_env(record, &self.shared.node, self.core.ports());
         let argv = process::build_argv(record, &env);
-        let mut child = process::spawn(&argv, &env, record.spec.working_dir.as_deref(), &self.log)?;
+        let (cgroup, join) = match self.cgroup()? {
+            Some(cg) => {
+                let join = cg.create(record.spec.resources.as_ref())?;
+                let oom_before = cg.oom_kills();
+                (Some((cg, oom_before)), Some(join))
+            }
+            None => (None, None),
+        };
+        let spawned = process::spawn(
+            &argv,
+            &env,
+            record.spec.working_dir.as_deref(),
+            &self.log,
+            join,
+        );
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some((cg, _)) = &cgroup {
+                    let cg = cg.clone();
+                    tokio::spawn(async move { cg.remove().await });
+                }
+                return Err(e);
+            }
+        };
         let pid = child.id().unwrap_or(0);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
@@ -282,7 +345,78 @@ impl Supervisor {
             };
             let _ = tx.send(info);
         });
-        Ok(self.supervise(pid, rx))
+        let mut proc = self.supervise(pid, rx);
+        proc.cgroup = cgroup;
+        Ok(proc)
+    }
+
+    /// The instance's cgroup where this node has cgroups. A spec asking for limits
+    /// this node cannot enforce does not start (never silently unlimited).
+    fn cgroup(&self) -> std::io::Result<Option<InstanceCgroup>> {
+        let resources = self.core.record().spec.resources.as_ref();
+        let asked = resources.filter(|r| !r.is_empty());
+        match (&self.shared.cgroups, asked) {
+            (Some(cg), Some(r)) => {
+                let missing = cg.controllers().missing(r);
+                if !missing.is_empty() {
+                    return Err(std::io::Error::other(format!(
+                        "resources need the {} cgroup controller(s), not available on this node",
+                        missing.join(", ")
+                    )));
+                }
+                Ok(Some(cg.instance(&self.file_name)))
+            }
+            (Some(cg), None) => Ok(Some(cg.instance(&self.file_name))),
+            (None, Some(_)) => Err(std::io::Error::other(
+                "resources are set but this node has no usable cgroups to enforce them",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Reads the process's cgroup: the /metrics gauges, and the status when it
+    /// moved noticeably.
+    fn usage(&mut self) -> Vec<Effect> {
+        let Some((cg, _)) = self.proc.as_ref().and_then(|p| p.cgroup.as_ref()) else {
+            return vec![];
+        };
+        let read = cg.usage();
+        let Some(memory_bytes) = read.memory_bytes else {
+            return vec![];
+        };
+        let usage = crate::model::Usage {
+            memory_bytes,
+            cpu_seconds: read.cpu_seconds.unwrap_or(0.0),
+        };
+        let label = self.usage_label();
+        let m = &self.shared.metrics;
+        m.instance_memory
+            .get_or_create(&label)
+            .set(i64::try_from(usage.memory_bytes).unwrap_or(i64::MAX));
+        m.instance_cpu.get_or_create(&label).set(usage.cpu_seconds);
+        self.core.on_usage(usage)
+    }
+
+    fn usage_label(&self) -> InstanceLabel {
+        let key = self.core.key();
+        InstanceLabel {
+            namespace: key.service.namespace.clone(),
+            service: key.service.name.clone(),
+            instance: key.id.clone(),
+        }
+    }
+
+    /// The process is gone: so are its usage gauges.
+    fn forget_usage(&self) {
+        let label = self.usage_label();
+        self.shared.metrics.instance_memory.remove(&label);
+        self.shared.metrics.instance_cpu.remove(&label);
+    }
+
+    /// The instance's cgroup if it exists (an adopted or dead process's).
+    fn existing_cgroup(&self) -> Option<InstanceCgroup> {
+        let cg = self.shared.cgroups.as_ref()?.instance(&self.file_name);
+        cg.exists().then_some(cg)
     }
 
     /// Watches a process a previous agent started: not our child, so no waitpid;
@@ -299,15 +433,26 @@ impl Supervisor {
                 Timestamp::now(),
             ));
         });
-        self.proc = Some(self.supervise(pid, rx));
+        let mut proc = self.supervise(pid, rx);
+        // Found again by the instance's id; OOM kills before adoption are not ours.
+        proc.cgroup = self.existing_cgroup().map(|cg| {
+            let before = cg.oom_kills();
+            (cg, before)
+        });
+        self.proc = Some(proc);
     }
 
-    fn reap(&self, pid: u32) {
+    async fn reap(&self, pid: u32) {
         warn!(instance = %self.core.key(), pid, "process ended while the agent was away");
         if process::start_time(pid).is_none() {
             // Its leader is gone; what is left of its group is ours to clean up. (A
             // live pid that is not ours would be an unrelated process: left alone.)
             tokio::spawn(process::kill_group(pid));
+        }
+        // Whatever is still in its cgroup is the instance's, whoever has the pid now.
+        if let Some(cg) = self.existing_cgroup() {
+            cg.kill_all().await;
+            cg.remove().await;
         }
         if let Some(exit) = &self.core.status().last_exit {
             self.log_exit(exit);
@@ -341,8 +486,12 @@ impl Supervisor {
                 ));
             }
         }
+        let mut usage_tick = tokio::time::interval_at(Instant::now() + USAGE_FIRST, USAGE_EVERY);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Proc {
             pid,
+            cgroup: None,
+            usage_tick,
             exit,
             probes,
             probe_rx,
@@ -359,6 +508,12 @@ impl Supervisor {
                 }
                 let grace = self.core.record().spec.stop_grace_period;
                 process::stop_group(p.pid, grace).await;
+                self.forget_usage();
+                // What left the group (setsid, daemonized) is still in the cgroup.
+                if let Some((cg, _)) = p.cgroup.take() {
+                    cg.kill_all().await;
+                    cg.remove().await;
+                }
                 tokio::time::timeout(Duration::from_secs(5), &mut p.exit)
                     .await
                     .ok()
@@ -374,7 +529,12 @@ impl Supervisor {
 
     /// The instance is gone for good: local state, ports and status key; its log is
     /// kept a while for post-mortems (see `logs/retention.rs`).
-    fn forget(&self) {
+    async fn forget(&self) {
+        self.shared.requests.set(&self.file_name, None);
+        if let Some(cg) = self.existing_cgroup() {
+            cg.kill_all().await;
+            cg.remove().await;
+        }
         self.shared.data.remove(&self.file_name);
         self.shared.logs.release(self.core.key());
         let ports = self.core.ports().iter().map(|(_, p)| *p);
@@ -400,6 +560,11 @@ impl Supervisor {
         }
     }
 }
+
+/// The first usage reading after a start, then one every `USAGE_EVERY`: each may
+/// write the status (when it moved noticeably), so not more often.
+const USAGE_FIRST: Duration = Duration::from_secs(2);
+const USAGE_EVERY: Duration = Duration::from_secs(10);
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {

@@ -658,3 +658,20 @@ fn an_adopted_process_whose_record_says_stopped_runs_until_told_again() {
     assert_eq!(persisted(&fx).ended, None);
     assert_eq!(s.core.state(), &State::Stopped);
 }
+
+#[test]
+fn usage_is_reported_while_running_and_only_when_it_moved() {
+    let mut s = Sim::running(json!({}));
+    let u = |mib: u64, cpu: f64| crate::model::Usage {
+        memory_bytes: mib << 20,
+        cpu_seconds: cpu,
+    };
+    assert_eq!(brief(&s.core.on_usage(u(50, 1.0))), ["Publish Starting"]);
+    assert_eq!(s.core.status().usage, Some(u(50, 1.0)));
+    assert!(s.core.on_usage(u(51, 1.05)).is_empty());
+    assert_eq!(brief(&s.core.on_usage(u(60, 1.05))), ["Publish Starting"]);
+    // Gone with the process.
+    s.core.on_exit(code(1), s.now().at, s.now());
+    assert_eq!(s.core.status().usage, None);
+    assert!(s.core.on_usage(u(60, 2.0)).is_empty());
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::census::Census;
 use super::{Observed, Plan, PlanConfig};
 use crate::model::{
-    ConditionKind, ConditionStatus, DesiredState, InstanceRecord, StoredService, Versioned,
+    ConditionKind, ConditionStatus, DesiredState, InstanceRecord, NodeRecord, Resources,
+    StoredService, Versioned,
 };
 
 /// Creates (on spec revision `revision`) or stops instances until `target` are
@@ -38,7 +39,8 @@ pub(super) fn converge(
         let want = (target - active) as usize;
         // A pinned port can be bound once per host: one instance per node then.
         let one_per_node = stored.service.ports.iter().any(|port| port.port.is_some());
-        let placed = place(observed, census, want, one_per_node);
+        let resources = stored.service.resources.as_ref();
+        let placed = place(observed, census, want, one_per_node, resources);
         let operation_id = plan.status.running_operation().map(|op| op.id.clone());
         for node in &placed {
             plan.create.push(InstanceRecord {
@@ -54,7 +56,8 @@ pub(super) fn converge(
             });
         }
         if placed.len() < want {
-            let message = unschedulable(observed, want - placed.len(), one_per_node);
+            let message = resources_unschedulable(observed, want - placed.len(), resources)
+                .unwrap_or_else(|| unschedulable(observed, want - placed.len(), one_per_node));
             plan.status.set_condition(
                 ConditionKind::ReplicaFailure,
                 ConditionStatus::True,
@@ -111,7 +114,14 @@ pub(super) fn victims<'a>(
 }
 
 /// Picks nodes for `want` new instances: fewest of this service, then fewest overall.
-fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) -> Vec<String> {
+fn place(
+    observed: &Observed,
+    census: &Census,
+    want: usize,
+    one_per_node: bool,
+    resources: Option<&Resources>,
+) -> Vec<String> {
+    let mut added: HashMap<&str, u32> = HashMap::new();
     let mut mine: HashMap<&str, u32> = HashMap::new();
     for active in &census.active {
         *mine.entry(active.value.node.as_str()).or_default() += 1;
@@ -128,6 +138,13 @@ fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) 
             .iter()
             .filter(|(name, node)| node.capacity == 0 || total[name.as_str()] < node.capacity)
             .filter(|(name, _)| !one_per_node || mine.get(name.as_str()).copied().unwrap_or(0) == 0)
+            .filter(|(name, node)| {
+                fits_resources(
+                    node,
+                    resources,
+                    added.get(name.as_str()).copied().unwrap_or(0),
+                )
+            })
             .min_by_key(|(name, _)| {
                 (
                     mine.get(name.as_str()).copied().unwrap_or(0),
@@ -137,8 +154,80 @@ fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) 
             });
         let Some((name, _)) = best else { break };
         *mine.entry(name.as_str()).or_default() += 1;
+        *added.entry(name.as_str()).or_default() += 1;
         *total.get_mut(name.as_str()).unwrap() += 1;
         chosen.push(name.clone());
     }
     chosen
+}
+
+/// Whether `node` can take one more instance asking for `resources`, `added` of
+/// which this plan already put there: it must enforce every limit asked (a cgroup
+/// controller for each: never silently unlimited), and the memory and CPU asked
+/// must fit in what it has left (its agent reports what its instances ask for).
+/// A spec without `resources` fits anywhere.
+pub(super) fn fits_resources(node: &NodeRecord, resources: Option<&Resources>, added: u32) -> bool {
+    let Some(r) = resources.filter(|r| !r.is_empty()) else {
+        return true;
+    };
+    let Some(cgroups) = &node.cgroups else {
+        return false;
+    };
+    if !cgroups.missing(r).is_empty() {
+        return false;
+    }
+    let Some(room) = &node.allocatable else {
+        return true;
+    };
+    let n = u64::from(added) + 1;
+    let memory = r.memory.is_none_or(|m| {
+        room.requested_memory_bytes
+            .saturating_add(m.0.saturating_mul(n))
+            <= room.memory_bytes
+    });
+    let cpu = r.cpu.is_none_or(|c| {
+        room.requested_cpu_millis
+            .saturating_add(u64::from(c.0).saturating_mul(n))
+            <= room.cpu_millis
+    });
+    memory && cpu
+}
+
+/// Why `missing` instances with `resources` found no node, when that is why.
+fn resources_unschedulable(
+    observed: &Observed,
+    missing: usize,
+    resources: Option<&Resources>,
+) -> Option<String> {
+    let r = resources.filter(|r| !r.is_empty())?;
+    if observed.nodes.is_empty() {
+        return None;
+    }
+    let asked: Vec<&str> = [
+        r.memory.map(|_| "memory"),
+        r.cpu.map(|_| "cpu"),
+        r.pids.map(|_| "pids"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let enforcing = observed
+        .nodes
+        .values()
+        .filter(|n| n.cgroups.is_some_and(|c| c.missing(r).is_empty()))
+        .count();
+    Some(if enforcing == 0 {
+        format!(
+            "{missing} instance(s) not placed: the spec sets resources ({}) and no ready node \
+             can enforce them (no cgroup controller for it; see rune-agent --cgroup-parent); \
+             instances never run without the limits they ask for",
+            asked.join(", ")
+        )
+    } else {
+        format!(
+            "{missing} instance(s) not placed: not enough node capacity for resources ({}) on \
+             the {enforcing} node(s) that enforce them",
+            asked.join(", ")
+        )
+    })
 }

@@ -9,6 +9,7 @@ mod health;
 mod operation;
 mod placement;
 mod records;
+mod resources;
 mod revisions;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -48,6 +49,8 @@ fn node(name: &str) -> (String, NodeRecord) {
             instances: 0,
             capacity: 0,
             lease_id: 1,
+            cgroups: None,
+            allocatable: None,
         },
     )
 }
