@@ -231,5 +231,6 @@ pub fn node_record(name: &str, address: String) -> NodeRecord {
         instances: 0,
         capacity: 0,
         lease_id: 0,
+        labels: Default::default(),
     }
 }

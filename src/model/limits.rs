@@ -33,6 +33,11 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// One file given to `rune cast` (it may hold many services).
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
+/// `rune-agent --capacity`: most instances one node accepts.
+pub const MAX_NODE_CAPACITY: u32 = 100_000;
+/// Labels of one node (`rune-agent --label`), and entries of one `nodeSelector`.
+pub const MAX_LABELS: usize = 64;
+
 /// Sizes as people read them: `256 KiB`, `4 MiB`.
 pub fn size(bytes: usize) -> String {
     match bytes {

@@ -17,7 +17,7 @@ pub mod status;
 
 pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase};
-pub use node::NodeRecord;
+pub use node::{NodeRecord, NodeState};
 pub use operation::{
     OperationKind, OperationPhase, OperationProgress, OperationRecord, OperationSummary, ScalePlan,
 };

@@ -47,6 +47,7 @@ fn node(name: &str) -> (String, NodeRecord) {
             started_at: t(0),
             instances: 0,
             capacity: 0,
+            labels: Default::default(),
             lease_id: 1,
         },
     )
