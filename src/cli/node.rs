@@ -8,10 +8,13 @@
 //! Refused while the node is registered: a live agent speaks for its own node. If
 //! the agent does come back later, it stops every process that has no record.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::output::{Format, age, print_document, print_table, table};
 use crate::exit::{self, Error};
-use crate::model::{InstanceRecord, Versioned};
+use crate::model::{InstanceRecord, NodeRecord, NodeState, Versioned};
 use crate::store::batch::{self, Write};
-use crate::store::{Store, cmp};
+use crate::store::{Read, Store, cmp};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
@@ -90,4 +93,211 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
         ids.join(", ")
     );
     Ok(())
+}
+
+/// A node as `rune get nodes` shows it: what its agent registered, what the
+/// operator said (`node-state/`), and how many instance records name it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    pub name: String,
+    pub status: String,
+    /// Whether its agent is registered (its lease alive).
+    pub registered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    /// Most instances it accepts (0 = no limit).
+    pub capacity: u32,
+    /// Instance records naming it.
+    pub instances: usize,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<NodeState>,
+}
+
+impl NodeView {
+    fn new(
+        name: &str,
+        record: Option<NodeRecord>,
+        state: Option<NodeState>,
+        instances: usize,
+    ) -> NodeView {
+        let registered = record.is_some();
+        let mut status = match (&record, &state) {
+            (None, _) if instances > 0 => "Lost".to_string(),
+            (None, _) => "NotRegistered".to_string(),
+            (Some(_), Some(s)) if s.draining => "Draining".to_string(),
+            (Some(_), Some(s)) if s.cordoned => "Cordoned".to_string(),
+            (Some(_), _) => "Ready".to_string(),
+        };
+        if !registered && state.as_ref().is_some_and(|s| s.unschedulable()) {
+            status.push_str(if state.as_ref().is_some_and(|s| s.draining) {
+                ",Draining"
+            } else {
+                ",Cordoned"
+            });
+        }
+        NodeView {
+            name: name.to_string(),
+            status,
+            registered,
+            address: record.as_ref().map(|r| r.address.clone()),
+            agent_version: record.as_ref().map(|r| r.agent_version.clone()),
+            started_at: record.as_ref().map(|r| r.started_at),
+            capacity: record.as_ref().map_or(0, |r| r.capacity),
+            instances,
+            labels: record.map(|r| r.labels).unwrap_or_default(),
+            state,
+        }
+    }
+}
+
+/// Reads the nodes (one, or all): registrations and node states at one revision,
+/// and the instance count of each from the node-scoped copies' keys (keys only:
+/// the read is the size of the key names, not of the records).
+pub async fn load_nodes(store: &Store, name: Option<&str>) -> exit::Result<Vec<NodeView>> {
+    let keys = store.keys();
+    let (nodes_prefix, states_prefix) = (keys.nodes(), keys.node_states());
+    let (node_key, state_key) = match name {
+        Some(n) => (keys.node(n), keys.node_state(n)),
+        None => (nodes_prefix.clone(), states_prefix.clone()),
+    };
+    let reads = if name.is_some() {
+        [Read::Key(&node_key), Read::Key(&state_key)]
+    } else {
+        [Read::Prefix(&node_key), Read::Prefix(&state_key)]
+    };
+    let (r, _) = store.snapshot(&reads).await?;
+    let assignments = match name {
+        Some(n) => keys.assignments_of(n),
+        None => keys.assignments(),
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for key in store.list_keys(&assignments).await? {
+        if let Some(segments) = keys.segments("assignments", &key)
+            && segments.len() == 4
+        {
+            *counts.entry(segments[0].to_string()).or_default() += 1;
+        }
+    }
+    let mut records: BTreeMap<String, NodeRecord> = BTreeMap::new();
+    for kv in &r[0] {
+        let Some(node) = keys.segments("nodes", &kv.key).map(|s| s.join("/")) else {
+            continue;
+        };
+        match kv.json::<NodeRecord>() {
+            Ok(record) => {
+                records.insert(node, record);
+            }
+            Err(e) => eprintln!("warning: {}: does not parse: {e}", kv.key),
+        }
+    }
+    let mut states: BTreeMap<String, NodeState> = BTreeMap::new();
+    for kv in &r[1] {
+        let Some(node) = keys.segments("node-state", &kv.key).map(|s| s.join("/")) else {
+            continue;
+        };
+        match kv.json::<NodeState>() {
+            Ok(state) => {
+                states.insert(node, state);
+            }
+            Err(e) => eprintln!("warning: {}: does not parse: {e}", kv.key),
+        }
+    }
+    let names: BTreeSet<String> = records
+        .keys()
+        .chain(states.keys())
+        .chain(counts.keys())
+        .cloned()
+        .collect();
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let count = counts.get(&n).copied().unwrap_or(0);
+            NodeView::new(&n, records.remove(&n), states.remove(&n), count)
+        })
+        .collect())
+}
+
+/// `rune get nodes [NAME]`.
+pub async fn list_nodes(store: &Store, name: Option<&str>, format: Format) -> exit::Result<()> {
+    let views = load_nodes(store, name).await?;
+    if let Some(name) = name
+        && views.is_empty()
+    {
+        return Err(not_found(name));
+    }
+    match format {
+        Format::Yaml | Format::Json if name.is_some() => print_document(format, &views[0]),
+        Format::Yaml | Format::Json => {
+            #[derive(serde::Serialize)]
+            struct List<'a> {
+                items: &'a [NodeView],
+            }
+            print_document(format, &List { items: &views })
+        }
+        Format::Table | Format::Wide => {
+            if views.is_empty() {
+                eprintln!("No nodes.");
+                return Ok(());
+            }
+            let wide = format == Format::Wide;
+            let mut header = vec!["NAME", "STATUS", "INSTANCES", "CAPACITY", "AGE", "VERSION"];
+            if wide {
+                header.extend(["ADDRESS", "LABELS", "MESSAGE"]);
+            }
+            let mut t = table(&header);
+            for v in &views {
+                let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+                let mut row = vec![
+                    v.name.clone(),
+                    v.status.clone(),
+                    v.instances.to_string(),
+                    if v.capacity == 0 {
+                        "-".into()
+                    } else {
+                        v.capacity.to_string()
+                    },
+                    age(v.started_at),
+                    dash(v.agent_version.clone()),
+                ];
+                if wide {
+                    row.push(dash(v.address.clone()));
+                    let labels: Vec<String> =
+                        v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    row.push(if labels.is_empty() {
+                        "-".into()
+                    } else {
+                        labels.join(",")
+                    });
+                    row.push(v.state.as_ref().map(state_message).unwrap_or_default());
+                }
+                t.add_row(row);
+            }
+            print_table(&t);
+            Ok(())
+        }
+    }
+}
+
+/// "cordoned by ann@host 5m ago: disk failing".
+fn state_message(s: &NodeState) -> String {
+    let what = if s.draining { "draining" } else { "cordoned" };
+    let mut m = format!("{what} by {} {} ago", s.by, age(Some(s.at)));
+    if !s.reason.is_empty() {
+        m.push_str(": ");
+        m.push_str(&s.reason);
+    }
+    m
+}
+
+/// kubectl's wording: `Error from server (NotFound): nodes "x" not found`.
+fn not_found(node: &str) -> Error {
+    Error::conflict(format!(
+        "node {node} not found (not registered, no instances, not cordoned)"
+    ))
 }

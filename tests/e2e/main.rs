@@ -19,6 +19,7 @@ mod faults;
 mod hollow;
 mod lost_nodes;
 mod node_scope;
+mod nodes;
 mod operations;
 mod rbac;
 mod run_local;

@@ -1,0 +1,126 @@
+//! Nodes (issue 15 part 3): agent labels and capacity, `rune get nodes`,
+//! `placement: {nodeSelector, maxPerNode}` and the Unschedulable report, cordon and
+//! uncordon. Hollow agents stand in for machines where no process is needed.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Daemon, World};
+use crate::support::wait::eventually;
+use crate::system::*;
+
+/// Generous for a noisy 2-core machine; every wait ends as soon as its condition holds.
+const LONG: Duration = Duration::from_secs(60);
+
+/// `rune-agent --hollow n` named `<base>-0` … with `extra` flags; waits until all
+/// are registered.
+fn hollow(w: &World, base: &str, n: usize, extra: &[&str]) -> Daemon {
+    let count = n.to_string();
+    let mut args = vec!["--hollow", count.as_str(), "--lease-ttl", "3s"];
+    args.extend_from_slice(extra);
+    let a = w.agent(base, &args);
+    for i in 0..n {
+        let key = w.key(&format!("nodes/{base}-{i}"));
+        eventually(&format!("{base}-{i} registered"), LONG, || {
+            w.etcd.get(&key).map(|_| ())
+        });
+    }
+    a
+}
+
+/// `rune get nodes -o json`: the items by name.
+fn nodes_json(w: &World) -> Vec<Value> {
+    let out = w
+        .rune()
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["items"].as_array().unwrap().clone()
+}
+
+fn node_json<'a>(items: &'a [Value], name: &str) -> &'a Value {
+    items
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name} in {items:?}"))
+}
+
+/// A service whose command would run for long (hollow nodes never start it).
+fn service_file(w: &World, name: &str, scale: u32, extra: &str) -> std::path::PathBuf {
+    w.file(
+        &format!("{name}.yaml"),
+        &format!(
+            "service:\n  name: {name}\n  scale: {scale}\n  command: [sleep, \"100000\"]\n{extra}"
+        ),
+    )
+}
+
+#[test]
+fn get_nodes_shows_labels_capacity_instances_and_lost_nodes() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a = hollow(&w, "g", 2, &["--label", "disk=ssd", "--capacity", "5"]);
+    // A node-scoped instance copy naming a node no agent registered: a lost node
+    // (as `get nodes` counts instances from those copies' keys).
+    w.etcd.put(&w.key("assignments/ghost/other/svc/i1"), "{}");
+    let out = w.rune().args(["get", "nodes"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let header = table.lines().next().unwrap();
+    for col in ["NAME", "STATUS", "INSTANCES", "CAPACITY", "AGE", "VERSION"] {
+        assert!(header.contains(col), "{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("g-0") && l.contains("Ready") && l.contains(" 5 ")),
+        "{table}"
+    );
+    let wide = w
+        .rune()
+        .args(["get", "nodes", "-o", "wide"])
+        .output()
+        .unwrap();
+    let wide = String::from_utf8_lossy(&wide.stdout).to_string();
+    assert!(
+        wide.contains("LABELS") && wide.contains("disk=ssd"),
+        "{wide}"
+    );
+
+    cast(&w, &service_file(&w, "web", 3, ""));
+    eventually("web placed on g-0 and g-1", LONG, || {
+        let items = nodes_json(&w);
+        let placed: u64 = ["g-0", "g-1"]
+            .iter()
+            .map(|n| node_json(&items, n)["instances"].as_u64().unwrap())
+            .sum();
+        (placed == 3).then_some(())
+    });
+    let items = nodes_json(&w);
+    let g0 = node_json(&items, "g-0");
+    assert_eq!(g0["status"], "Ready");
+    assert_eq!(g0["registered"], true);
+    assert_eq!(g0["capacity"], 5);
+    assert_eq!(g0["labels"]["disk"], "ssd");
+    assert!(g0["agentVersion"].as_str().is_some_and(|v| !v.is_empty()));
+
+    let ghost = node_json(&items, "ghost");
+    assert_eq!(ghost["status"], "Lost");
+    assert_eq!(ghost["registered"], false);
+    assert_eq!(ghost["instances"], 1);
+
+    // One node: NAME, JSON without `items`; an unknown one exits 4.
+    let out = w
+        .rune()
+        .args(["get", "node", "g-1", "-o", "json"])
+        .output()
+        .unwrap();
+    let one: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one["name"], "g-1");
+    let out = w.rune().args(["get", "nodes", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node nope not found"));
+}
