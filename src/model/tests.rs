@@ -316,6 +316,7 @@ mod roundtrip {
                     interval: Duration::from_secs(step as u64 * 7),
                     rollback_on_fail: false,
                 }),
+                placement: None,
             }
         }
     }
@@ -336,4 +337,39 @@ mod roundtrip {
             prop_assert_eq!(&back[0], &s);
         }
     }
+}
+
+#[test]
+fn placement_parses_and_round_trips() {
+    let text = "service:\n  name: a\n  command: x\n  placement:\n    nodeSelector: {disk: ssd, rune.dev/zone: eu-1}\n    maxPerNode: 2\n";
+    let spec = parse(text).unwrap().remove(0);
+    let p = spec.placement.clone().unwrap();
+    assert_eq!(p.node_selector.get("disk").map(String::as_str), Some("ssd"));
+    assert_eq!(p.max_per_node, Some(2));
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains(r#""placement":{"nodeSelector":{"#), "{json}");
+    assert_eq!(serde_json::from_str::<ServiceSpec>(&json).unwrap(), spec);
+    // Not given: absent, and not serialized.
+    let plain = parse("service:\n  name: a\n  command: x\n")
+        .unwrap()
+        .remove(0);
+    assert_eq!(plain.placement, None);
+    assert!(!serde_json::to_string(&plain).unwrap().contains("placement"));
+}
+
+#[test]
+fn bad_placement_is_located() {
+    let e = error_of(
+        "service:\n  name: a\n  command: x\n  placement:\n    nodeSelector: {\"-disk\": ssd}\n",
+    );
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("placement.nodeSelector"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    maxPerNode: 0\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("maxPerNode must be from 1"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    maxPerNode: 99999\n");
+    assert!(e.message.contains("maxPerNode"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    nodeSelecter: {}\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("nodeSelecter"), "{e}");
 }

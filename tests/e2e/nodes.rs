@@ -58,6 +58,17 @@ fn service_file(w: &World, name: &str, scale: u32, extra: &str) -> std::path::Pa
     )
 }
 
+/// The nodes the service's running instances are on, sorted.
+fn running_nodes(w: &World, name: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = instances(w, name)
+        .iter()
+        .filter(|i| i["instance"]["desired"] == "Running")
+        .map(|i| i["instance"]["node"].as_str().unwrap().to_string())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
 #[test]
 fn get_nodes_shows_labels_capacity_instances_and_lost_nodes() {
     let w = World::new();
@@ -123,4 +134,77 @@ fn get_nodes_shows_labels_capacity_instances_and_lost_nodes() {
     let out = w.rune().args(["get", "nodes", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("node nope not found"));
+}
+
+/// The service's ReplicaFailure message once it is True and contains `part`.
+fn wait_unschedulable(w: &World, name: &str, part: &str) -> String {
+    eventually(&format!("{name} Unschedulable: {part}"), LONG, || {
+        let c = condition(w, name, "ReplicaFailure")?;
+        let message = c["message"].as_str()?.to_string();
+        (c["reason"] == "Unschedulable" && message.contains(part)).then_some(message)
+    })
+}
+
+fn wait_running_on(w: &World, name: &str, nodes: &[&str]) {
+    eventually(&format!("{name} running on {nodes:?}"), LONG, || {
+        (running_nodes(w, name) == nodes).then_some(())
+    });
+}
+
+#[test]
+fn node_selector_places_on_matching_nodes_reports_when_none_match_and_recovers() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _hdd = hollow(&w, "p", 2, &["--label", "disk=hdd"]);
+    cast(
+        &w,
+        &service_file(
+            &w,
+            "web",
+            2,
+            "  placement:\n    nodeSelector: {disk: ssd}\n",
+        ),
+    );
+    let message = wait_unschedulable(&w, "web", "2 nodes don't match nodeSelector {disk: ssd}");
+    assert!(
+        message.starts_with("2 instance(s) not placed: 0 of 2 nodes are available"),
+        "{message}"
+    );
+    assert!(running_nodes(&w, "web").is_empty());
+
+    // A matching node joins (labels from the environment this time).
+    let _ssd = {
+        let a = w.agent_with_env(
+            "q",
+            &["--hollow", "1", "--lease-ttl", "3s"],
+            &[("RUNE_LABELS", "disk=ssd,zone=a")],
+        );
+        eventually("q-0 registered", LONG, || {
+            w.etcd.get(&w.key("nodes/q-0")).map(|_| ())
+        });
+        a
+    };
+    wait_running_on(&w, "web", &["q-0", "q-0"]);
+    eventually("ReplicaFailure cleared", LONG, || {
+        condition(&w, "web", "ReplicaFailure")
+            .is_none()
+            .then_some(())
+    });
+
+    // maxPerNode: one per node over the three nodes, the fourth reported.
+    cast(
+        &w,
+        &service_file(&w, "spread", 3, "  placement:\n    maxPerNode: 1\n"),
+    );
+    wait_running_on(&w, "spread", &["p-0", "p-1", "q-0"]);
+    cast(
+        &w,
+        &service_file(&w, "spread", 4, "  placement:\n    maxPerNode: 1\n"),
+    );
+    wait_unschedulable(
+        &w,
+        "spread",
+        "3 nodes already run maxPerNode (1) of its instances",
+    );
+    assert_eq!(running_nodes(&w, "spread"), ["p-0", "p-1", "q-0"]);
 }

@@ -1,16 +1,21 @@
 //! Placement: bring the number of active instances to what the operation's step
 //! (or the settled scale) asks for. New instances go to the nodes with the fewest
 //! of this service, then the fewest overall; a scale-down stops the not-ready
-//! first, then the newest, and instances of lost nodes last. When nodes run out, the `ReplicaFailure` condition says
-//! why, rather than the service silently staying short.
+//! first, then the newest, and instances of lost nodes last. Only nodes that fit the
+//! service's rules take new instances: not cordoned or draining (`node-state/`), labels
+//! matching `placement.nodeSelector`, fewer than `placement.maxPerNode` of the service
+//! (one when it pins a port), below the node's capacity. When nodes run out, the
+//! `ReplicaFailure` condition (reason `Unschedulable`) says why, node by node, rather
+//! than the service silently staying short.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::census::Census;
 use super::{Observed, Plan, PlanConfig};
 use crate::model::{
-    ConditionKind, ConditionStatus, DesiredState, InstanceRecord, StoredService, Versioned,
+    ConditionKind, ConditionStatus, DesiredState, InstanceRecord, NodeRecord, StoredService,
+    Versioned, node,
 };
 
 /// Creates (on spec revision `revision`) or stops instances until `target` are
@@ -36,11 +41,10 @@ pub(super) fn converge(
     }
     if active < target {
         let want = (target - active) as usize;
-        // A pinned port can be bound once per host: one instance per node then.
-        let one_per_node = stored.service.ports.iter().any(|port| port.port.is_some());
-        let placed = place(observed, census, want, one_per_node);
+        let rules = Rules::of(stored);
+        let placed = place(observed, census, want, &rules);
         let operation_id = plan.status.running_operation().map(|op| op.id.clone());
-        for node in &placed {
+        for node in &placed.chosen {
             plan.create.push(InstanceRecord {
                 id: (cfg.new_id)(stored.service.name()),
                 namespace: stored.service.namespace().to_string(),
@@ -53,8 +57,8 @@ pub(super) fn converge(
                 node_lost: false,
             });
         }
-        if placed.len() < want {
-            let message = unschedulable(observed, want - placed.len(), one_per_node);
+        if placed.chosen.len() < want {
+            let message = unschedulable(observed, want - placed.chosen.len(), &rules, &placed);
             plan.status.set_condition(
                 ConditionKind::ReplicaFailure,
                 ConditionStatus::True,
@@ -75,17 +79,105 @@ pub(super) fn converge(
     );
 }
 
-/// Why `missing` instances found no node.
-fn unschedulable(observed: &Observed, missing: usize, one_per_node: bool) -> String {
+/// Why `missing` instances found no node, in the words of Kubernetes'
+/// FailedScheduling: "0 of 3 nodes are available: 1 node cordoned, 2 nodes don't
+/// match nodeSelector {disk: ssd}". Each node is counted once, by the first rule
+/// it fails, in the order the rules are checked.
+pub(super) fn unschedulable(
+    observed: &Observed,
+    missing: usize,
+    rules: &Rules,
+    placed: &Placed,
+) -> String {
     if observed.nodes.is_empty() {
-        format!("no ready nodes to place {missing} instance(s): is rune-agent running?")
-    } else if one_per_node {
-        format!(
-            "{missing} instance(s) not placed: the service pins a port, so each node runs at most one of its instances"
-        )
-    } else {
-        format!("not enough node capacity for {missing} instance(s)")
+        return format!("no ready nodes to place {missing} instance(s): is rune-agent running?");
     }
+    let mut counts: BTreeMap<Unfit, usize> = BTreeMap::new();
+    for why in placed.unfit.values() {
+        *counts.entry(*why).or_default() += 1;
+    }
+    let nodes = |n: usize| {
+        if n == 1 {
+            "1 node".to_string()
+        } else {
+            format!("{n} nodes")
+        }
+    };
+    let reasons: Vec<String> = counts
+        .iter()
+        .map(|(why, n)| {
+            let (node_s, verb) = (nodes(*n), if *n == 1 { "doesn't" } else { "don't" });
+            match why {
+                Unfit::Cordoned => format!("{node_s} cordoned"),
+                Unfit::Draining => format!("{node_s} draining"),
+                Unfit::Selector => format!(
+                    "{node_s} {verb} match nodeSelector {}",
+                    node::format_selector(&rules.selector)
+                ),
+                Unfit::MaxPerNode if rules.max_per_node.is_none() => format!(
+                    "{node_s} already run one of its instances (the service pins a port, so \
+                     each node runs at most one)"
+                ),
+                Unfit::MaxPerNode => format!(
+                    "{node_s} already run maxPerNode ({}) of its instances",
+                    rules.limit().unwrap_or(0)
+                ),
+                Unfit::Full => format!("{node_s} at capacity"),
+            }
+        })
+        .collect();
+    let total = observed.nodes.len();
+    format!(
+        "{missing} instance(s) not placed: {} of {total} nodes are available: {}",
+        total - placed.unfit.len(),
+        reasons.join(", ")
+    )
+}
+
+/// Why a node cannot take one more instance of the service (in the order checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Unfit {
+    Cordoned,
+    Draining,
+    Selector,
+    MaxPerNode,
+    Full,
+}
+
+/// The service's placement rules.
+pub(super) struct Rules {
+    pub selector: BTreeMap<String, String>,
+    pub max_per_node: Option<u32>,
+    /// A pinned port can be bound once per host: one instance per node then.
+    pub one_per_node: bool,
+}
+
+impl Rules {
+    pub fn of(stored: &StoredService) -> Rules {
+        let placement = stored.service.placement.clone().unwrap_or_default();
+        Rules {
+            selector: placement.node_selector,
+            max_per_node: placement.max_per_node,
+            one_per_node: stored.service.ports.iter().any(|port| port.port.is_some()),
+        }
+    }
+
+    /// Most instances of the service on one node, if any limit.
+    fn limit(&self) -> Option<u32> {
+        match (self.max_per_node, self.one_per_node) {
+            (Some(n), true) => Some(n.min(1)),
+            (Some(n), false) => Some(n),
+            (None, true) => Some(1),
+            (None, false) => None,
+        }
+    }
+}
+
+/// Where new instances went, and why the other nodes could take no more.
+pub(super) struct Placed {
+    pub chosen: Vec<String>,
+    /// Nodes that could not take one more when placement stopped.
+    pub unfit: BTreeMap<String, Unfit>,
 }
 
 /// The `n` instances a scale-down removes: not-ready first, then the newest.
@@ -110,8 +202,10 @@ pub(super) fn victims<'a>(
     all
 }
 
-/// Picks nodes for `want` new instances: fewest of this service, then fewest overall.
-fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) -> Vec<String> {
+/// Picks nodes for `want` new instances: only nodes that fit the rules (not
+/// cordoned or draining, labels matching, under `maxPerNode` and capacity); of those
+/// the fewest of this service, then the fewest overall.
+fn place(observed: &Observed, census: &Census, want: usize, rules: &Rules) -> Placed {
     let mut mine: HashMap<&str, u32> = HashMap::new();
     for active in &census.active {
         *mine.entry(active.value.node.as_str()).or_default() += 1;
@@ -121,13 +215,34 @@ fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) 
         .iter()
         .map(|(name, node)| (name.as_str(), node.instances))
         .collect();
+    let limit = rules.limit();
+    let unfit =
+        |name: &str, node: &NodeRecord, mine: &HashMap<&str, u32>, total: &HashMap<&str, u32>| {
+            if let Some(state) = observed.node_states.get(name) {
+                if state.draining {
+                    return Some(Unfit::Draining);
+                }
+                if state.cordoned {
+                    return Some(Unfit::Cordoned);
+                }
+            }
+            if !node::selector_matches(&rules.selector, &node.labels) {
+                return Some(Unfit::Selector);
+            }
+            if limit.is_some_and(|limit| mine.get(name).copied().unwrap_or(0) >= limit) {
+                return Some(Unfit::MaxPerNode);
+            }
+            if node.capacity != 0 && total[name] >= node.capacity {
+                return Some(Unfit::Full);
+            }
+            None
+        };
     let mut chosen = Vec::new();
     for _ in 0..want {
         let best = observed
             .nodes
             .iter()
-            .filter(|(name, node)| node.capacity == 0 || total[name.as_str()] < node.capacity)
-            .filter(|(name, _)| !one_per_node || mine.get(name.as_str()).copied().unwrap_or(0) == 0)
+            .filter(|(name, node)| unfit(name, node, &mine, &total).is_none())
             .min_by_key(|(name, _)| {
                 (
                     mine.get(name.as_str()).copied().unwrap_or(0),
@@ -140,5 +255,14 @@ fn place(observed: &Observed, census: &Census, want: usize, one_per_node: bool) 
         *total.get_mut(name.as_str()).unwrap() += 1;
         chosen.push(name.clone());
     }
-    chosen
+    let unfit = if chosen.len() < want {
+        observed
+            .nodes
+            .iter()
+            .filter_map(|(name, node)| Some((name.clone(), unfit(name, node, &mine, &total)?)))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Placed { chosen, unfit }
 }

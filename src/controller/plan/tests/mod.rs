@@ -80,6 +80,7 @@ impl Sim {
                 statuses: HashMap::new(),
                 revisions: vec![],
                 nodes: nodes.iter().map(|n| node(n)).collect(),
+                node_states: HashMap::new(),
                 node_lost_for: HashMap::new(),
                 disruption: None,
                 unparseable: vec![],
