@@ -30,10 +30,126 @@ it stops the processes that no longer have a record.")]
         /// The node's name.
         node: String,
     },
+    /// Mark a node unschedulable: no new instances go there; the ones it runs stay.
+    #[command(after_help = "Examples:
+  rune node cordon worker-7 --reason \"disk replacement\"
+  rune get nodes
+
+The mark is the operator's (key node-state/<node>), not the agent's: it holds
+across agent restarts and while the node is lost, until `rune node uncordon`.
+A node rune does not know (not registered, no instances) is an error (exit 4).")]
+    Cordon {
+        /// The node's name.
+        node: String,
+        /// Why, shown by `rune get nodes -o wide`.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Mark a node schedulable again (undoes `rune node cordon`).
+    #[command(after_help = "Examples:
+  rune node uncordon worker-7")]
+    Uncordon {
+        /// The node's name.
+        node: String,
+    },
 }
 
 pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
-    let NodeCommand::Forget { node } = cmd;
+    match cmd {
+        NodeCommand::Forget { node } => forget(store, node).await,
+        NodeCommand::Cordon { node, reason } => cordon(store, &node, reason).await,
+        NodeCommand::Uncordon { node } => uncordon(store, &node).await,
+    }
+}
+
+/// A node name as agents take it (one key segment), or exit 2.
+fn check_name(node: &str) -> exit::Result<()> {
+    crate::agent::check_node_name(node).map_err(|e| Error::usage(e.to_string()))
+}
+
+/// Whether rune knows the node: registered, or named by an instance.
+async fn known(store: &Store, node: &str) -> exit::Result<bool> {
+    let keys = store.keys();
+    if store.get(&keys.node(node)).await?.is_some() {
+        return Ok(true);
+    }
+    Ok(!store
+        .list_keys_limited(&keys.assignments_of(node), 1)
+        .await?
+        .is_empty())
+}
+
+/// `rune node cordon NODE`: writes `node-state/<node>`, compare-and-swap on the
+/// state as read.
+async fn cordon(store: &Store, node: &str, reason: String) -> exit::Result<()> {
+    check_name(node)?;
+    let key = store.keys().node_state(node);
+    let current = store.get(&key).await?;
+    let state: Option<NodeState> = current.as_ref().and_then(|kv| kv.json().ok());
+    if state.as_ref().is_some_and(|s| s.cordoned) {
+        println!("node {node} already cordoned");
+        return Ok(());
+    }
+    if current.is_none() && !known(store, node).await? {
+        return Err(not_found(node));
+    }
+    let state = NodeState {
+        cordoned: true,
+        draining: false,
+        by: super::scale::requested_by(),
+        at: jiff::Timestamp::now(),
+        reason,
+    };
+    let guard = match &current {
+        Some(kv) => cmp::mod_rev(&key, kv.mod_revision),
+        None => cmp::absent(&key),
+    };
+    if !store
+        .txn(
+            vec![guard],
+            vec![crate::store::op::put_json(&key, &state)],
+            vec![],
+        )
+        .await?
+        .succeeded
+    {
+        return Err(Error::conflict(format!(
+            "node {node}'s state changed meanwhile; run the command again"
+        )));
+    }
+    println!("node {node} cordoned");
+    Ok(())
+}
+
+/// `rune node uncordon NODE`: deletes `node-state/<node>` as read.
+async fn uncordon(store: &Store, node: &str) -> exit::Result<()> {
+    check_name(node)?;
+    let key = store.keys().node_state(node);
+    let Some(current) = store.get(&key).await? else {
+        if !known(store, node).await? {
+            return Err(not_found(node));
+        }
+        println!("node {node} already uncordoned");
+        return Ok(());
+    };
+    if !store
+        .txn(
+            vec![cmp::mod_rev(&key, current.mod_revision)],
+            vec![crate::store::op::delete(&key)],
+            vec![],
+        )
+        .await?
+        .succeeded
+    {
+        return Err(Error::conflict(format!(
+            "node {node}'s state changed meanwhile; run the command again"
+        )));
+    }
+    println!("node {node} uncordoned");
+    Ok(())
+}
+
+async fn forget(store: &Store, node: String) -> exit::Result<()> {
     let keys = store.keys();
     let node_key = keys.node(&node);
     if let Some(kv) = store.get(&node_key).await? {

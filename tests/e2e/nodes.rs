@@ -208,3 +208,68 @@ fn node_selector_places_on_matching_nodes_reports_when_none_match_and_recovers()
     );
     assert_eq!(running_nodes(&w, "spread"), ["p-0", "p-1", "q-0"]);
 }
+
+/// `rune ARGS`: exit code, stdout and stderr.
+fn rune(w: &World, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = w.rune().args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cordon_keeps_instances_places_nothing_new_and_uncordon_undoes_it() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let _a = hollow(&w, "k", 2, &[]);
+    cast(&w, &service_file(&w, "web", 2, ""));
+    wait_running_on(&w, "web", &["k-0", "k-1"]);
+
+    let (code, out, err) = rune(&w, &["node", "cordon", "k-0", "--reason", "disk swap"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("node k-0 cordoned"), "{out}");
+    let (code, out, _) = rune(&w, &["node", "cordon", "k-0"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("already cordoned"), "{out}");
+    let items = nodes_json(&w);
+    let k0 = node_json(&items, "k-0");
+    assert_eq!(k0["status"], "Cordoned");
+    assert_eq!(k0["state"]["cordoned"], true);
+    assert_eq!(k0["state"]["reason"], "disk swap");
+    let (_, wide, _) = rune(&w, &["get", "nodes", "-o", "wide"]);
+    assert!(
+        wide.contains("cordoned by ") && wide.contains("disk swap"),
+        "{wide}"
+    );
+
+    // Scale-up: the new instances go to k-1 only; k-0 keeps its one.
+    cast(&w, &service_file(&w, "web", 4, ""));
+    wait_running_on(&w, "web", &["k-0", "k-1", "k-1", "k-1"]);
+
+    // Nodes rune does not know, and names that are no node name.
+    let (code, _, err) = rune(&w, &["node", "cordon", "nope"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("node nope not found"), "{err}");
+    let (code, _, err) = rune(&w, &["node", "uncordon", "nope"]);
+    assert_eq!(code, Some(4), "{err}");
+    let (code, _, err) = rune(&w, &["node", "cordon", "a/b"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // Every node cordoned: a scale-up is reported, not placed.
+    let (code, _, _) = rune(&w, &["node", "cordon", "k-1"]);
+    assert_eq!(code, Some(0));
+    cast(&w, &service_file(&w, "web", 5, ""));
+    wait_unschedulable(&w, "web", "0 of 2 nodes are available: 2 nodes cordoned");
+    assert_eq!(running_nodes(&w, "web"), ["k-0", "k-1", "k-1", "k-1"]);
+
+    // Uncordon: the waiting instance goes to the least loaded node, k-0.
+    let (code, out, _) = rune(&w, &["node", "uncordon", "k-0"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("node k-0 uncordoned"), "{out}");
+    wait_running_on(&w, "web", &["k-0", "k-0", "k-1", "k-1", "k-1"]);
+    let (_, out, _) = rune(&w, &["node", "uncordon", "k-0"]);
+    assert!(out.contains("already uncordoned"), "{out}");
+    assert_eq!(node_json(&nodes_json(&w), "k-0")["status"], "Ready");
+}
