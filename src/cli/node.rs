@@ -45,6 +45,25 @@ A node rune does not know (not registered, no instances) is an error (exit 4).")
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Cordon a node and move every instance off it, replacements first.
+    #[command(after_help = "Examples:
+  rune node drain worker-7 --deadline 10m --reason \"kernel upgrade\"
+
+The controller starts a replacement elsewhere and stops an instance of the node only
+once its replacement is ready, never taking a service's ready instances to its
+`disruption.minAvailable` or below. The command waits until nothing runs on the
+node (exit 0; the node stays cordoned) or the deadline passes (exit 1; the node
+stays draining and the controller goes on). `rune node uncordon` ends a drain.")]
+    Drain {
+        /// The node's name.
+        node: String,
+        /// How long to wait for the node to empty.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        deadline: std::time::Duration,
+        /// Why, shown by `rune get nodes -o wide`.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Mark a node schedulable again (undoes `rune node cordon`).
     #[command(after_help = "Examples:
   rune node uncordon worker-7")]
@@ -59,7 +78,128 @@ pub async fn run(store: &Store, cmd: NodeCommand) -> exit::Result<()> {
         NodeCommand::Forget { node } => forget(store, node).await,
         NodeCommand::Cordon { node, reason } => cordon(store, &node, reason).await,
         NodeCommand::Uncordon { node } => uncordon(store, &node).await,
+        NodeCommand::Drain {
+            node,
+            deadline,
+            reason,
+        } => drain(store, &node, deadline, reason).await,
     }
+}
+
+/// `rune node drain NODE`: marks the node draining, then waits until no instance
+/// runs there any more.
+async fn drain(
+    store: &Store,
+    node: &str,
+    deadline: std::time::Duration,
+    reason: String,
+) -> exit::Result<()> {
+    check_name(node)?;
+    let keys = store.keys();
+    let key = keys.node_state(node);
+    let current = store.get(&key).await?;
+    let state: Option<NodeState> = current.as_ref().and_then(|kv| kv.json().ok());
+    if current.is_none() && !known(store, node).await? {
+        return Err(not_found(node));
+    }
+    let until = tokio::time::Instant::now() + deadline;
+    let mut marked = match (&state, &current) {
+        (Some(s), Some(kv)) if s.draining => (s.clone(), kv.mod_revision),
+        _ => {
+            let state = NodeState {
+                cordoned: true,
+                draining: true,
+                by: super::scale::requested_by(),
+                at: jiff::Timestamp::now(),
+                reason,
+            };
+            let guard = match &current {
+                Some(kv) => cmp::mod_rev(&key, kv.mod_revision),
+                None => cmp::absent(&key),
+            };
+            let r = store
+                .txn(
+                    vec![guard],
+                    vec![crate::store::op::put_json(&key, &state)],
+                    vec![],
+                )
+                .await?;
+            if !r.succeeded {
+                return Err(Error::conflict(format!(
+                    "node {node}'s state changed meanwhile; run the command again"
+                )));
+            }
+            println!("node {node} cordoned; draining");
+            (state, r.revision)
+        }
+    };
+    let mut last = None;
+    loop {
+        let (copies, _) = store.list(&keys.assignments_of(node)).await?;
+        let records: Vec<InstanceRecord> = copies.iter().filter_map(|kv| kv.json().ok()).collect();
+        let running = records
+            .iter()
+            .filter(|r| r.desired == crate::model::DesiredState::Running)
+            .count();
+        let registered = store.get(&keys.node(node)).await?.is_some();
+        let now = (running, records.len());
+        if last != Some(now) {
+            println!(
+                "node {node}: {running} instance(s) to move, {} stopping",
+                records.len() - running
+            );
+            last = Some(now);
+        }
+        if running == 0 && (records.is_empty() || !registered) {
+            break;
+        }
+        match store.get(&key).await? {
+            Some(kv) if kv.json::<NodeState>().is_ok_and(|s| s.draining) => {
+                marked.1 = kv.mod_revision;
+            }
+            _ => {
+                return Err(Error::conflict(format!(
+                    "node {node}: the drain was ended meanwhile (uncordoned or cordoned \
+                     again); {running} instance(s) still on it"
+                )));
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            let ids: Vec<String> = records
+                .iter()
+                .filter(|r| r.desired == crate::model::DesiredState::Running)
+                .map(|r| format!("{}/{}/{}", r.namespace, r.service, r.id))
+                .collect();
+            return Err(Error::new(
+                exit::Exit::OperationFailed,
+                format!(
+                    "node {node}: the deadline ({}) passed with {running} instance(s) still \
+                     on it ({}): a replacement cannot be placed or made ready, or \
+                     disruption.minAvailable holds it (`rune get services -o wide` says \
+                     why). The node stays draining and the controller goes on; `rune node \
+                     uncordon {node}` ends the drain",
+                    crate::model::duration::format(deadline),
+                    ids.join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Drained: the node stays cordoned (as after kubectl drain), no longer draining.
+    let (state, revision) = marked;
+    let cordoned = NodeState {
+        draining: false,
+        ..state
+    };
+    store
+        .txn(
+            vec![cmp::mod_rev(&key, revision)],
+            vec![crate::store::op::put_json(&key, &cordoned)],
+            vec![],
+        )
+        .await?;
+    println!("node {node} drained");
+    Ok(())
 }
 
 /// A node name as agents take it (one key segment), or exit 2.

@@ -24,8 +24,8 @@ pub use operation::{
 pub use refs::{InstanceRef, ServiceRef, Versioned};
 pub use revision::{KEEP_REVISIONS, Revision};
 pub use spec::{
-    Command, Health, Placement, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,
-    ScalingDefaults, ServiceSpec,
+    Command, Disruption, Health, Placement, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy,
+    ScaleMode, ScalingDefaults, ServiceSpec,
 };
 pub use status::{Condition, ConditionKind, ConditionStatus, HistoryEntry, ServiceStatus};
 

@@ -56,6 +56,10 @@ pub struct ServiceSpec {
     /// revision (what instances run with), as a pod template's nodeSelector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// How far a voluntary disruption (`rune node drain`) may take the service down.
+    /// Not part of the revision (as a PodDisruptionBudget is no part of a pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<Disruption>,
 }
 
 fn default_namespace() -> Label {
@@ -545,4 +549,30 @@ fn max_per_node<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error
         .map(Some)
         .map_err(de::Error::custom),
     }
+}
+
+/// `disruption:`: Kubernetes' PodDisruptionBudget `minAvailable`, for drains.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Disruption {
+    /// A drain never stops a ready instance while this many or fewer are ready.
+    #[serde(default, deserialize_with = "min_available")]
+    pub min_available: u32,
+}
+
+fn min_available<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    if n < 0 {
+        return Err(de::Error::custom(format!(
+            "disruption.minAvailable must be from 0 to {}, got {n}",
+            limits::MAX_SCALE
+        )));
+    }
+    limits::within(
+        "disruption.minAvailable",
+        n as u64,
+        0,
+        limits::MAX_SCALE as u64,
+    )
+    .map_err(de::Error::custom)
 }

@@ -317,6 +317,7 @@ mod roundtrip {
                     rollback_on_fail: false,
                 }),
                 placement: None,
+                disruption: None,
             }
         }
     }
@@ -372,4 +373,17 @@ fn bad_placement_is_located() {
     let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    nodeSelecter: {}\n");
     assert_eq!(e.line, Some(5), "{e}");
     assert!(e.message.contains("nodeSelecter"), "{e}");
+}
+
+#[test]
+fn disruption_parses_is_bounded_and_stays_out_of_the_revision() {
+    let text = "service:\n  name: a\n  command: x\n  disruption: {minAvailable: 2}\n";
+    let spec = parse(text).unwrap().remove(0);
+    assert_eq!(spec.disruption.as_ref().unwrap().min_available, 2);
+    assert_eq!(crate::model::revision::template(&spec).disruption, None);
+    let e = error_of("service:\n  name: a\n  command: x\n  disruption:\n    minAvailable: -1\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("minAvailable must be from 0"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  disruption: {maxUnavailable: 1}\n");
+    assert!(e.message.contains("maxUnavailable"), "{e}");
 }

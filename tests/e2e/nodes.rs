@@ -273,3 +273,58 @@ fn cordon_keeps_instances_places_nothing_new_and_uncordon_undoes_it() {
     assert!(out.contains("already uncordoned"), "{out}");
     assert_eq!(node_json(&nodes_json(&w), "k-0")["status"], "Ready");
 }
+
+#[test]
+fn drain_moves_instances_start_first_and_reports_a_deadline_it_cannot_meet() {
+    let w = World::new();
+    let _c = controller(&w, "c1");
+    let ready_after = ["--hollow-ready-after", "1s"];
+    let _d = hollow(&w, "d", 2, &ready_after);
+    let spec = "  placement:\n    maxPerNode: 1\n";
+    cast(&w, &service_file(&w, "web", 2, spec));
+    wait_ready(&w, "web", 2);
+    assert_eq!(running_nodes(&w, "web"), ["d-0", "d-1"]);
+
+    // Nowhere to go (one per node, the other node has one): nothing stops, and the
+    // deadline passes with exit 1.
+    let (code, out, err) = rune(&w, &["node", "drain", "d-0", "--deadline", "2s"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("node d-0 cordoned; draining"), "{out}");
+    assert!(
+        err.contains("deadline (2s) passed with 1 instance(s)"),
+        "{err}"
+    );
+    assert_eq!(running_nodes(&w, "web"), ["d-0", "d-1"]);
+    assert_eq!(node_json(&nodes_json(&w), "d-0")["status"], "Draining");
+    wait_unschedulable(&w, "web", "1 node draining");
+
+    // A node joins: the drain (still on) places the replacement there, and stops the
+    // old instance only once it is ready; the CLI, run again, sees it through.
+    let mut drain = spawn_rune(&w, &["node", "drain", "d-0", "--deadline", "60s"]);
+    let _e = hollow(&w, "e", 1, &ready_after);
+    let status = loop {
+        if let Some(status) = drain.try_wait().unwrap() {
+            break status;
+        }
+        // (A status that could not be read shows desired 0: not a reading.)
+        let (desired, ready, _) = counts(&w, "web");
+        assert!(
+            desired != 2 || ready >= 2,
+            "ready instances dropped to {ready} during the drain"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = drain.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("node d-0 drained"), "{stdout}");
+    assert_eq!(running_nodes(&w, "web"), ["d-1", "e-0"]);
+    let items = nodes_json(&w);
+    assert_eq!(node_json(&items, "d-0")["status"], "Cordoned");
+    assert_eq!(node_json(&items, "d-0")["instances"], 0);
+    wait_ready(&w, "web", 2);
+}

@@ -29,9 +29,16 @@ pub(super) fn converge(
     target: u32,
     plan: &mut Plan,
 ) {
-    let active = census.active.len() as u32;
+    // Instances on draining nodes are leaving: they are not counted towards the
+    // target (so replacements are placed elsewhere), and they stop as `drain` allows.
+    let (drainers, keep): (Vec<_>, Vec<_>) = census
+        .active
+        .iter()
+        .cloned()
+        .partition(|active| draining(observed, &active.value.node));
+    let active = keep.len() as u32;
     if active > target {
-        for victim in victims(observed, census, (active - target) as usize) {
+        for victim in victims_among(observed, keep.clone(), (active - target) as usize) {
             plan.stop.push(victim.map(|record| InstanceRecord {
                 desired: DesiredState::Stopped,
                 ..record.clone()
@@ -39,6 +46,7 @@ pub(super) fn converge(
         }
         plan.requeue(Duration::from_secs(5));
     }
+    drain(observed, stored, &keep, &drainers, target, plan);
     if active < target {
         let want = (target - active) as usize;
         let rules = Rules::of(stored);
@@ -106,7 +114,12 @@ pub(super) fn unschedulable(
     let reasons: Vec<String> = counts
         .iter()
         .map(|(why, n)| {
-            let (node_s, verb) = (nodes(*n), if *n == 1 { "doesn't" } else { "don't" });
+            let node_s = nodes(*n);
+            let (verb, run) = if *n == 1 {
+                ("doesn't", "runs")
+            } else {
+                ("don't", "run")
+            };
             match why {
                 Unfit::Cordoned => format!("{node_s} cordoned"),
                 Unfit::Draining => format!("{node_s} draining"),
@@ -115,11 +128,11 @@ pub(super) fn unschedulable(
                     node::format_selector(&rules.selector)
                 ),
                 Unfit::MaxPerNode if rules.max_per_node.is_none() => format!(
-                    "{node_s} already run one of its instances (the service pins a port, so \
-                     each node runs at most one)"
+                    "{node_s} already {run} one of its instances (the service pins a port, \
+                     so each node runs at most one)"
                 ),
                 Unfit::MaxPerNode => format!(
-                    "{node_s} already run maxPerNode ({}) of its instances",
+                    "{node_s} already {run} maxPerNode ({}) of its instances",
                     rules.limit().unwrap_or(0)
                 ),
                 Unfit::Full => format!("{node_s} at capacity"),
@@ -180,13 +193,79 @@ pub(super) struct Placed {
     pub unfit: BTreeMap<String, Unfit>,
 }
 
+/// Whether `node` is being drained (`rune node drain`).
+fn draining(observed: &Observed, node: &str) -> bool {
+    observed.node_states.get(node).is_some_and(|s| s.draining)
+}
+
+/// Stops instances of draining nodes, start-first: each one only once a ready
+/// instance elsewhere stands in for it (ready instances off draining nodes beyond
+/// what `target` needs besides the drainers), and a ready one only while more than
+/// `disruption.minAvailable` are ready. Not-ready ones go first, then the oldest.
+fn drain(
+    observed: &Observed,
+    stored: &StoredService,
+    keep: &[Versioned<&InstanceRecord>],
+    drainers: &[Versioned<&InstanceRecord>],
+    target: u32,
+    plan: &mut Plan,
+) {
+    if drainers.is_empty() {
+        return;
+    }
+    let ready = |record: &InstanceRecord| {
+        observed
+            .statuses
+            .get(&record.id)
+            .is_some_and(|status| status.ready)
+    };
+    let ready_keep = keep.iter().filter(|active| ready(active.value)).count();
+    let mut ready_total = ready_keep + drainers.iter().filter(|a| ready(a.value)).count();
+    let min_available = stored
+        .service
+        .disruption
+        .as_ref()
+        .map_or(0, |d| d.min_available as usize);
+    // Replacements still missing (not placed or not ready) hold as many drainers.
+    let missing = (target as usize).saturating_sub(ready_keep);
+    let mut budget = drainers.len().saturating_sub(missing);
+    let mut order = drainers.to_vec();
+    order.sort_by_key(|active| (ready(active.value), active.value.created_at));
+    for leaving in order {
+        if budget == 0 {
+            break;
+        }
+        let was_ready = ready(leaving.value);
+        if was_ready && ready_total <= min_available {
+            continue;
+        }
+        budget -= 1;
+        if was_ready {
+            ready_total -= 1;
+        }
+        plan.stop.push(leaving.map(|record| InstanceRecord {
+            desired: DesiredState::Stopped,
+            ..record.clone()
+        }));
+    }
+    plan.requeue(Duration::from_secs(2));
+}
+
 /// The `n` instances a scale-down removes: not-ready first, then the newest.
 pub(super) fn victims<'a>(
     observed: &Observed,
     census: &Census<'a>,
     n: usize,
 ) -> Vec<Versioned<&'a InstanceRecord>> {
-    let mut all = census.active.clone();
+    victims_among(observed, census.active.clone(), n)
+}
+
+/// [`victims`] among `all`.
+fn victims_among<'a>(
+    observed: &Observed,
+    mut all: Vec<Versioned<&'a InstanceRecord>>,
+    n: usize,
+) -> Vec<Versioned<&'a InstanceRecord>> {
     all.sort_by_key(|active| {
         let record = active.value;
         let ready = observed

@@ -166,11 +166,12 @@ fn cordoned_and_draining_nodes_take_nothing_new_and_keep_what_they_run() {
     assert!(p.stop.is_empty(), "a cordon stops nothing");
     assert_eq!(
         unschedulable(&p),
-        "1 instance(s) not placed: 0 of 2 nodes are available: 1 node cordoned, 1 node draining"
+        // The one on the draining node wants a replacement too.
+        "2 instance(s) not placed: 0 of 2 nodes are available: 1 node cordoned, 1 node draining"
     );
     s.o.node_states.remove("n1");
     let p = s.step();
-    assert_eq!(nodes_of(&p), ["n1"]);
+    assert_eq!(nodes_of(&p), ["n1", "n1"]);
 }
 
 #[test]
@@ -208,4 +209,90 @@ fn placement_is_part_of_the_revision() {
     );
     assert!(p.stop.is_empty(), "the running instance stays where it is");
     assert_eq!(s.o.revisions.len(), first + 1);
+}
+
+fn stopped_ids(p: &Plan) -> Vec<String> {
+    p.stop.iter().map(|r| r.value.id.clone()).collect()
+}
+
+#[test]
+fn a_drain_starts_replacements_first_and_stops_each_once_one_is_ready() {
+    let mut s = Sim::converged(2, &["n1", "n2"]);
+    s.o.nodes.extend([super::node("n3")]);
+    let on_n1: Vec<String> =
+        s.o.instances
+            .iter()
+            .filter(|i| i.value.node == "n1")
+            .map(|i| i.value.id.clone())
+            .collect();
+    assert_eq!(on_n1.len(), 1);
+    cordon(&mut s, "n1", true);
+    let p = s.step();
+    assert_eq!(
+        nodes_of(&p),
+        ["n3"],
+        "the replacement goes to the empty node"
+    );
+    assert!(
+        p.stop.is_empty(),
+        "nothing stops before its replacement is ready"
+    );
+    s.agents(false);
+    let p = s.step();
+    assert!(p.stop.is_empty() && p.create.is_empty(), "still not ready");
+    s.agents(true);
+    let p = s.step();
+    assert_eq!(stopped_ids(&p), on_n1);
+    assert!(p.create.is_empty());
+    s.agents(true);
+    s.step();
+    assert!(s.o.instances.iter().all(|i| i.value.node != "n1"));
+    assert_eq!(s.running(), 2);
+}
+
+#[test]
+fn a_drain_never_takes_ready_instances_to_min_available_or_below() {
+    // Three on n1, which drains; minAvailable 3 holds every stop until more than
+    // three are ready, however many replacements are ready.
+    let mut s = with_spec(3, &["n1"], "  disruption: {minAvailable: 3}\n");
+    s.step();
+    s.agents(true);
+    s.step();
+    s.o.nodes.extend([super::node("n2")]);
+    cordon(&mut s, "n1", true);
+    let p = s.step();
+    assert_eq!(nodes_of(&p), ["n2", "n2", "n2"]);
+    // One replacement ready: one old one may go (4 ready, 3 stay).
+    s.agents(false);
+    let first =
+        s.o.instances
+            .iter()
+            .find(|i| i.value.node == "n2")
+            .unwrap()
+            .value
+            .id
+            .clone();
+    s.o.statuses.get_mut(&first).unwrap().ready = true;
+    for i in s.o.instances.iter().filter(|i| i.value.node == "n1") {
+        s.o.statuses.get_mut(&i.value.id).unwrap().ready = true;
+    }
+    let p = s.step();
+    assert_eq!(p.stop.len(), 1, "{:?}", stopped_ids(&p));
+    // Every replacement ready: the rest go.
+    s.agents(true);
+    let p = s.step();
+    assert_eq!(p.stop.len(), 2);
+}
+
+#[test]
+fn a_drain_with_nowhere_to_go_stops_nothing_and_says_why() {
+    let mut s = Sim::converged(2, &["n1", "n2"]);
+    cordon(&mut s, "n1", true);
+    cordon(&mut s, "n2", true);
+    let p = s.step();
+    assert!(p.stop.is_empty());
+    assert_eq!(
+        unschedulable(&p),
+        "2 instance(s) not placed: 0 of 2 nodes are available: 2 nodes draining"
+    );
 }
