@@ -57,8 +57,8 @@ stays draining and the controller goes on). `rune node uncordon` ends a drain.")
     Drain {
         /// The node's name.
         node: String,
-        /// How long to wait for the node to empty.
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        /// How long to wait for the node to empty (at most 7d).
+        #[arg(long, default_value = "5m", value_parser = deadline)]
         deadline: std::time::Duration,
         /// Why, shown by `rune get nodes -o wide`.
         #[arg(long, default_value = "")]
@@ -200,6 +200,12 @@ async fn drain(
         .await?;
     println!("node {node} drained");
     Ok(())
+}
+
+/// `--deadline`: a duration of at most 7d.
+fn deadline(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    crate::model::limits::at_most("--deadline", d, crate::model::limits::MAX_TIMEOUT)
 }
 
 /// A node name as agents take it (one key segment), or exit 2.
