@@ -607,9 +607,7 @@ async fn main() {
     ]);
     t.add_row(vec![
         "… of which: kill -9 → the standby leads (the dead leader's lease expires)".to_string(),
-        became_leader.map_or("not seen".to_string(), |d| {
-            format!("≈ {:.1} s", d.as_secs_f64())
-        }),
+        became_leader.map_or("not seen".to_string(), |d| format!("≈ {:.1} s", d.as_secs_f64())),
         String::new(),
     ]);
     t.add_row(vec![
