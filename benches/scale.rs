@@ -31,7 +31,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use comfy_table::{Table, presets};
 use etcd_client::{Client, GetOptions};
 use jiff::Timestamp;
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,6 +38,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use support::etcd::{Etcd, EtcdConfig};
 use support::measure::{
     Machine, clock_ticks, cpu_seconds, etcd_requests, machine, median, percentile, status_mib,
+    table,
 };
 use support::net::{free_port, http_get};
 use support::procs::{Proc, Reaper};
@@ -565,13 +565,6 @@ async fn run() {
 
 // ---------------------------------------------------------------------------------
 // The report (Markdown; the tables read fine in a terminal too).
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::ASCII_MARKDOWN)
-        .set_header(header.to_vec());
-    t
-}
 
 fn ms(v: f64) -> String {
     format!("{v:.1}")

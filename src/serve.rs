@@ -33,6 +33,16 @@ pub async fn serve(
     registry: Registry,
     ready: watch::Receiver<Readiness>,
 ) -> anyhow::Result<SocketAddr> {
+    serve_with(addr, registry, ready, Router::new()).await
+}
+
+/// [`serve`], with `more` routes beside the three (the agent's `/v1/logs/`).
+pub async fn serve_with(
+    addr: SocketAddr,
+    registry: Registry,
+    ready: watch::Receiver<Readiness>,
+    more: Router,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -45,7 +55,8 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .merge(more);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");

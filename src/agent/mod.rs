@@ -63,9 +63,18 @@ pub struct Args {
     /// Instance logs and local state (adoption after restarts, the node lease).
     #[arg(long, env = "RUNE_DATA_DIR", default_value = "/var/lib/rune-agent")]
     pub data_dir: PathBuf,
-    /// Where /healthz, /readyz and /metrics answer.
+    /// Where /healthz, /readyz, /metrics and the logs endpoint (`rune logs`)
+    /// answer. For `rune logs` from other hosts, bind an address they reach.
     #[arg(long, env = "RUNE_AGENT_LISTEN", default_value = "127.0.0.1:9465")]
     pub listen: SocketAddr,
+    /// The HOST:PORT of --listen that others reach, published in the node record
+    /// (default: the bound address; set it when listening on 0.0.0.0).
+    #[arg(long, env = "RUNE_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
+    pub advertise_address: Option<String>,
+    /// A live instance log is rotated (copied to `.log.1`, then truncated) past
+    /// this size (KiB, MiB, GiB or bytes).
+    #[arg(long, env = "RUNE_INSTANCE_LOG_MAX_SIZE", default_value = "10MiB", value_parser = logs::parse_bytes)]
+    pub instance_log_max_size: u64,
     /// TTL of the node lease: a dead agent's node and statuses vanish after it.
     #[arg(long, env = "RUNE_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
@@ -193,7 +202,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .keys()
         .filter_map(|k| InstanceRef::parse(k))
         .collect();
-    let logs = Logs::new(&data.root().join("logs"));
+    let logs = Logs::with_cap(&data.root().join("logs"), args.instance_log_max_size);
     let shared = Arc::new(Shared {
         node: node.clone(),
         data: data.clone(),
@@ -214,7 +223,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         max_age: args.ended_logs_max_age,
         max_bytes: args.ended_logs_max_bytes,
     };
-    tokio::spawn(logs.keep(retention, known));
+    tokio::spawn(logs.clone().keep(retention, known));
 
     let store = connect(&args.etcd).await?;
     check_layout(&store).await?;
@@ -222,11 +231,19 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     agent_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
-    let bound = serve::serve(args.listen, registry, ready_rx)
+    let token = logs::http::new_token()
+        .map_err(|e| AgentError::Setup(format!("cannot make a logs token: {e}")))?;
+    let routes = logs::http::routes(logs.clone(), token.clone());
+    let bound = serve::serve_with(args.listen, registry, ready_rx, routes)
         .await
         .map_err(|e| AgentError::Setup(e.to_string()))?;
+    tokio::spawn(publish_token(store.clone(), node.clone(), token));
 
-    let record = args.describe(registration::node_record(&node, bound.to_string()))?;
+    let address = args
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+    let record = args.describe(registration::node_record(&node, address))?;
     let reg = registration::register(&store, &data, record, args.lease_ttl)
         .await
         .map_err(|e| match e {
@@ -377,6 +394,24 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         }
     }
     Ok(())
+}
+
+/// Writes this start's logs token to `node-tokens/<node>` (not on the lease: a
+/// lease lost and taken again must not leave the endpoint without one), retrying
+/// while etcd refuses or is away.
+async fn publish_token(store: Store, node: String, token: String) {
+    let key = store.keys().node_token(&node);
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match store.put(&key, token.as_bytes().to_vec()).await {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot publish the logs token yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Refuses a prefix of another key layout; an etcd hiccup meanwhile is waited out.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod delete;
 pub mod get;
 pub mod history;
+pub mod logs;
 pub mod node;
 pub mod output;
 pub mod scale;
@@ -53,6 +54,9 @@ pub enum Command {
     Stop(scale::StopArgs),
     /// The last operations on a service and their outcome.
     History(history::HistoryArgs),
+    /// Print (or follow, -f) the logs of a service's instances.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Logs(logs::LogsArgs),
     /// Delete a service.
     #[command(subcommand)]
     Delete(delete::DeleteCommand),
@@ -154,6 +158,7 @@ async fn run(cli: Cli) -> exit::Result<()> {
         Command::Stop(a) => scale::stop(&store, a).await,
         Command::History(a) => history::run(&store, a).await,
         Command::Delete(cmd) => delete::run(&store, cmd).await,
+        Command::Logs(a) => logs::run(&store, a).await,
         Command::Node(cmd) => node::run(&store, cmd).await,
         Command::Config(_) | Command::Completions(_) => unreachable!("handled above"),
     }

@@ -113,6 +113,12 @@ impl Keys {
         format!("{}node-state/{node}", self.root)
     }
 
+    /// The bearer token of `<node>`'s logs endpoint, written by its agent; readable
+    /// only by roles allowed to read logs (deploy/logs.md).
+    pub fn node_token(&self, node: &str) -> String {
+        format!("{}node-tokens/{node}", self.root)
+    }
+
     /// Election keys: `leader/<lease id>`; the lowest create revision leads.
     pub fn leader(&self) -> String {
         format!("{}leader/", self.root)

@@ -411,12 +411,7 @@ impl Store {
             Failed::Etcd(e) => e,
         };
         match e {
-            etcd_client::Error::GRpcStatus(s)
-                if !matches!(
-                    s.code(),
-                    tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
-                ) =>
-            {
+            etcd_client::Error::GRpcStatus(s) if answered(&s) => {
                 let mut detail = s.message().to_string();
                 if let Some(user) = &self.user
                     && matches!(
@@ -491,16 +486,18 @@ impl Store {
 /// authentication not enabled); `None` for failures to reach it, which are retried.
 fn refusal(e: &etcd_client::Error) -> Option<String> {
     match e {
-        etcd_client::Error::GRpcStatus(s)
-            if !matches!(
-                s.code(),
-                tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
-            ) =>
-        {
-            Some(s.message().to_string())
-        }
+        etcd_client::Error::GRpcStatus(s) if answered(s) => Some(s.message().to_string()),
         _ => None,
     }
+}
+
+/// Whether a gRPC status is etcd's own answer (a refusal), rather than a failure
+/// to reach it (unavailable, deadline, or a transport error gRPC calls unknown).
+fn answered(s: &tonic::Status) -> bool {
+    !matches!(
+        s.code(),
+        tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::UNKNOWN
+    )
 }
 
 /// How one request failed, before it becomes a [`StoreError`].

@@ -114,33 +114,31 @@ impl Store {
     /// Every key under `prefix`, with the revision the read happened at, read a
     /// page at a time at that one revision.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
-        let end = prefix_end(prefix.as_bytes());
-        let mut compactions = 0;
-        loop {
-            let mut kvs = Vec::new();
-            match self
-                .pages(prefix.as_bytes().to_vec(), &end, 0, false, &mut kvs)
-                .await
-            {
-                Ok(revision) => return Ok((kvs, revision)),
-                Err(PageError::Compacted) => self.compacted(prefix, &mut compactions)?,
-                Err(PageError::Store(e)) => return Err(e),
-            }
-        }
+        self.list_pages(prefix, false).await
     }
 
     /// Every key under `prefix`, without values (for scans of large prefixes whose
     /// values are not needed).
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let (kvs, _) = self.list_pages(prefix, true).await?;
+        Ok(kvs.into_iter().map(|kv| kv.key).collect())
+    }
+
+    /// [`Self::list`], with or without the values.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<(Vec<Kv>, i64), StoreError> {
         let end = prefix_end(prefix.as_bytes());
         let mut compactions = 0;
         loop {
             let mut kvs = Vec::new();
             match self
-                .pages(prefix.as_bytes().to_vec(), &end, 0, true, &mut kvs)
+                .pages(prefix.as_bytes().to_vec(), &end, 0, keys_only, &mut kvs)
                 .await
             {
-                Ok(_) => return Ok(kvs.into_iter().map(|kv| kv.key).collect()),
+                Ok(revision) => return Ok((kvs, revision)),
                 Err(PageError::Compacted) => self.compacted(prefix, &mut compactions)?,
                 Err(PageError::Store(e)) => return Err(e),
             }

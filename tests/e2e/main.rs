@@ -17,6 +17,7 @@ mod deploy;
 mod docs;
 mod faults;
 mod hollow;
+mod logs;
 mod lost_nodes;
 mod node_scope;
 mod nodes;

@@ -243,6 +243,26 @@ fn the_documented_roles_run_the_system_and_confine_each_agent() {
         &["put", &w.key("operations/default/api"), "{}"],
     );
     s.assert_allowed("rune-gitops", &["get", &w.key("status/default/api")]);
+
+    // The logs tokens: each agent wrote its own; GitOps cannot read them (nor the
+    // whole prefix, which holds them), the operator can, and `rune logs` works.
+    eventually(
+        "both agents published a logs token",
+        Duration::from_secs(30),
+        || {
+            (w.etcd.get(&w.key("node-tokens/n1")).is_some()
+                && w.etcd.get(&w.key("node-tokens/n2")).is_some())
+            .then_some(())
+        },
+    );
+    s.assert_refused(agent, &["get", &w.key("node-tokens/n2")]);
+    s.assert_refused(agent, &["put", &w.key("node-tokens/n2"), "x"]);
+    s.assert_refused("rune-gitops", &["get", &w.key("node-tokens/n1")]);
+    s.assert_refused("rune-gitops", &["get", "--prefix", &w.key("")]);
+    s.assert_allowed("rune-gitops", &["get", "--prefix", &w.key("services/")]);
+    s.assert_allowed("rune-gitops", &["get", &w.key("layout")]);
+    s.assert_allowed("rune-operator", &["get", &w.key("node-tokens/n1")]);
+    w.rune().args(["logs", "api"]).assert().success();
     s.assert_refused("rune-operator", &["put", &record, "{}"]);
     s.assert_refused(
         "rune-operator",

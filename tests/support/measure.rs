@@ -171,3 +171,11 @@ pub fn with_section(report: &str, name: &str, body: &str) -> String {
         None => format!("{}\n\n{block}\n", report.trim_end()),
     }
 }
+
+/// A Markdown table (it reads fine in a terminal too) with `header`.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::ASCII_MARKDOWN)
+        .set_header(header.to_vec());
+    t
+}

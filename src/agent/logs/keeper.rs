@@ -32,6 +32,8 @@ const EVERY: Duration = Duration::from_secs(5);
 /// The agent's instance logs; shared by the supervisors and the keeper task.
 pub struct Logs {
     dir: PathBuf,
+    /// A live log past this is rotated.
+    cap: u64,
     book: Mutex<Book>,
     /// An instance ended: sweep now rather than at the next tick.
     ended: Notify,
@@ -70,8 +72,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Logs {
     /// The logs in `dir`; nothing is known of them until [`Self::keep`] scans it.
     pub fn new(dir: &Path) -> Arc<Logs> {
+        Self::with_cap(dir, super::LOG_CAP)
+    }
+
+    /// The logs in `dir`, each rotated past `cap` bytes.
+    pub fn with_cap(dir: &Path, cap: u64) -> Arc<Logs> {
         Arc::new(Logs {
             dir: dir.to_path_buf(),
+            cap,
             book: Mutex::default(),
             ended: Notify::new(),
             swept: Notify::new(),
@@ -170,9 +178,10 @@ impl Logs {
     /// Copy-then-truncate for every live log past the cap.
     async fn rotate(&self) {
         let paths: Vec<PathBuf> = self.book().live.keys().map(|i| self.path(i)).collect();
+        let cap = self.cap;
         blocking(move || {
             for p in paths {
-                if let Err(e) = super::rotate_if_needed(&p, super::LOG_CAP) {
+                if let Err(e) = super::rotate_if_needed(&p, cap) {
                     warn!(path = %p.display(), error = %e, "log rotation failed");
                 }
             }

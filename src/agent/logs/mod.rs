@@ -8,9 +8,12 @@
 //!
 //! This file holds the blocking file operations; `keeper.rs` decides when they run
 //! (off the async threads) and which logs are in use; `retention.rs` is the pure
-//! policy that picks which logs of ended instances go.
+//! policy that picks which logs of ended instances go. `read.rs` reads a log for
+//! `rune logs` (tail, since, following across rotation) and `http.rs` serves it.
 
+pub mod http;
 mod keeper;
+pub mod read;
 mod retention;
 
 use std::fs::{File, OpenOptions};
