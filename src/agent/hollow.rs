@@ -293,11 +293,15 @@ struct Ctx {
     ready_after: Duration,
     metrics: Arc<AgentMetrics>,
     registering: Semaphore,
+    /// `--label`s and `--capacity`: every hollow node's record carries them.
+    labels: BTreeMap<String, String>,
+    capacity: u32,
 }
 
 /// Runs `count` hollow nodes until SIGTERM/SIGINT, then revokes their leases.
 pub async fn run(args: &Args, count: u64) -> Result<(), AgentError> {
     let count = check_count(count)?;
+    let described = args.describe(registration::node_record("", String::new()))?;
     let base = args.node_name.clone().unwrap_or_else(crate::host::hostname);
     let names = names(&base, count)?;
     let data = DataDir::new(&args.data_dir)
@@ -337,6 +341,8 @@ pub async fn run(args: &Args, count: u64) -> Result<(), AgentError> {
         ready_after: args.hollow_ready_after,
         metrics,
         registering: Semaphore::new(REGISTERING_AT_ONCE),
+        labels: described.labels,
+        capacity: described.capacity,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (up_tx, mut up_rx) = mpsc::unbounded_channel();
@@ -406,7 +412,9 @@ async fn node(
             return;
         }
     };
-    let record = registration::node_record(&name, ctx.address.clone());
+    let mut record = registration::node_record(&name, ctx.address.clone());
+    record.labels = ctx.labels.clone();
+    record.capacity = ctx.capacity;
     let reg = tokio::select! {
         reg = register(&ctx, &data, record) => match reg {
             Some(reg) => reg,

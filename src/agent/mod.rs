@@ -53,6 +53,14 @@ pub struct Args {
     /// This node's name (default: the host name).
     #[arg(long, env = "RUNE_NODE_NAME")]
     pub node_name: Option<String>,
+    /// A label of this node, KEY=VALUE (repeatable; in the environment, comma
+    /// separated): what a service's `placement.nodeSelector` matches. Keys and values
+    /// follow Kubernetes' label syntax.
+    #[arg(long = "label", env = "RUNE_LABELS", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = crate::model::node::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Most instances this node accepts, of every service together; 0 = no limit.
+    #[arg(long, env = "RUNE_CAPACITY", default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=crate::model::limits::MAX_NODE_CAPACITY as i64))]
+    pub capacity: u32,
     /// Instance logs and local state (adoption after restarts, the node lease).
     #[arg(long, env = "RUNE_DATA_DIR", default_value = "/var/lib/rune-agent")]
     pub data_dir: PathBuf,
@@ -260,7 +268,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .advertise_address
         .clone()
         .unwrap_or_else(|| bound.to_string());
-    let mut record = registration::node_record(&node, address);
+    let mut record = args.describe(registration::node_record(&node, address))?;
     record.cgroups = cgroups.as_ref().map(|c| c.controllers());
     record.allocatable = Some(crate::model::node::Allocatable {
         memory_bytes: args
@@ -506,6 +514,20 @@ pub fn check_node_name(node: &str) -> Result<(), AgentError> {
             "node name {node:?}: use 1 to 253 letters, digits, '-', '.' or '_' \
              (a host name); set --node-name"
         )))
+    }
+}
+
+impl Args {
+    /// The node record with this agent's labels and capacity.
+    pub(crate) fn describe(
+        &self,
+        mut record: crate::model::NodeRecord,
+    ) -> Result<crate::model::NodeRecord, AgentError> {
+        record.labels = self.labels.iter().cloned().collect();
+        crate::model::node::check_labels(&record.labels)
+            .map_err(|e| AgentError::Setup(format!("--label: {e}")))?;
+        record.capacity = self.capacity;
+        Ok(record)
     }
 }
 

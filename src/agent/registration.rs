@@ -247,5 +247,6 @@ pub fn node_record(name: &str, address: String) -> NodeRecord {
         lease_id: 0,
         cgroups: None,
         allocatable: None,
+        labels: Default::default(),
     }
 }

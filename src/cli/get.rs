@@ -71,6 +71,23 @@ pub enum GetCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// List nodes: registered, lost (named by instances, not registered), cordoned.
+    #[command(
+        visible_aliases = ["node", "no"],
+        after_help = "Examples:
+  rune get nodes
+  rune get nodes -o wide
+  rune get node worker-1 -o json
+
+STATUS is Ready, Cordoned, Draining (`rune node cordon|drain`), Lost (instance
+records name it, but its agent is not registered) or NotRegistered (only cordoned)."
+    )]
+    Nodes {
+        /// One node.
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
 }
 
 pub async fn run(store: &Store, cmd: GetCommand) -> exit::Result<()> {
@@ -95,6 +112,9 @@ pub async fn run(store: &Store, cmd: GetCommand) -> exit::Result<()> {
             namespace,
             output,
         } => list_instances(store, &namespace, service.as_deref(), output).await,
+        GetCommand::Nodes { name, output } => {
+            super::node::list_nodes(store, name.as_deref(), output).await
+        }
     }
 }
 

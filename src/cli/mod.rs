@@ -60,7 +60,7 @@ pub enum Command {
     /// Delete a service.
     #[command(subcommand)]
     Delete(delete::DeleteCommand),
-    /// Act on nodes: forget a lost one.
+    /// Act on nodes: cordon, uncordon, drain, forget a lost one.
     #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
     Node(node::NodeCommand),
     /// Show and switch contexts (named etcd clusters) in the configuration file.

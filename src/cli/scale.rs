@@ -341,7 +341,7 @@ impl Submission<'_> {
 }
 
 /// `user@host`, for the operation record.
-fn requested_by() -> String {
+pub(crate) fn requested_by() -> String {
     let user = std::env::var("USER")
         .ok()
         .or_else(|| {

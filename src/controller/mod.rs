@@ -364,6 +364,9 @@ async fn lead(
                             if is_delete || kv.create_revision == kv.mod_revision {
                                 for k in &known { queue.add(k.clone()); }
                             }
+                        } else if kv.key.starts_with(&keys.node_states()) {
+                            // Cordoned or uncordoned: where instances may go changed.
+                            for k in &known { queue.add(k.clone()); }
                         } else if kv.key.starts_with(&keys.statuses())
                             || kv.key.starts_with(&keys.revisions())
                             || kv.key.starts_with(keys.leader().as_str())

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::model::NodeRecord;
+use crate::model::{NodeRecord, NodeState};
 use crate::store::watch::WatchEvent;
 use crate::store::{Keys, Kv};
 
@@ -40,6 +40,9 @@ pub struct NodeTracker {
     missing_since: HashMap<String, Instant>,
     /// When this controller last became healthy with etcd.
     healthy_since: Instant,
+    /// The operator's node states (`node-state/<node>`) that parse: cordoned and
+    /// draining nodes take no new instances.
+    states: HashMap<String, NodeState>,
 }
 
 /// The tracker's verdict on the nodes, for one reconcile.
@@ -60,6 +63,7 @@ impl NodeTracker {
             named: HashMap::new(),
             missing_since: HashMap::new(),
             healthy_since: now,
+            states: HashMap::new(),
         }
     }
 
@@ -152,6 +156,11 @@ impl NodeTracker {
         records
     }
 
+    /// The node states (cordoned, draining) by node name.
+    pub fn states(&self) -> HashMap<String, NodeState> {
+        self.states.clone()
+    }
+
     /// How long each missing node counts as lost, and whether replacements pause
     /// (more than `threshold` of the nodes that matter missing at once).
     pub fn health(&self, now: Instant, threshold: f64) -> NodeHealth {
@@ -207,13 +216,17 @@ impl NodeTracker {
             keys.segments("instances", &kv.key)?;
             Some(serde_json::from_slice::<Placement>(&kv.value).ok()?.node)
         };
+        let state_of = |kv: &Kv| keys.segments("node-state", &kv.key).map(|s| s.join("/"));
         let mut bad = Vec::new();
         match ev {
             WatchEvent::Reset { kvs, .. } => {
                 self.records.clear();
+                self.states.clear();
                 for kv in kvs {
                     if let Some(n) = node_of(kv) {
                         self.record(n, kv, &mut bad);
+                    } else if let Some(n) = state_of(kv) {
+                        self.state(n, kv, &mut bad);
                     }
                 }
                 self.reset(
@@ -227,6 +240,8 @@ impl NodeTracker {
                 if let Some(n) = node_of(kv) {
                     self.node_up(&n, now);
                     self.record(n, kv, &mut bad);
+                } else if let Some(n) = state_of(kv) {
+                    self.state(n, kv, &mut bad);
                 } else if let Some(n) = placement_of(kv) {
                     self.placed(&kv.key, &n, now);
                 }
@@ -235,6 +250,8 @@ impl NodeTracker {
                 if let Some(n) = node_of(kv) {
                     self.node_down(&n, now);
                     self.records.remove(&n);
+                } else if let Some(n) = state_of(kv) {
+                    self.states.remove(&n);
                 } else if keys.segments("instances", &kv.key).is_some() {
                     self.unplaced(&kv.key, now);
                 }
@@ -243,6 +260,33 @@ impl NodeTracker {
             WatchEvent::Connected(false) => {}
         }
         bad
+    }
+
+    /// A node state that does not parse counts as cordoned: an operator meant
+    /// something by writing it, and placing nothing there is the safe reading.
+    fn state(&mut self, node: String, kv: &Kv, bad: &mut Vec<BadNode>) {
+        match kv.json::<NodeState>() {
+            Ok(state) => {
+                self.states.insert(node, state);
+            }
+            Err(error) => {
+                self.states.insert(
+                    node,
+                    NodeState {
+                        cordoned: true,
+                        draining: false,
+                        by: String::new(),
+                        at: jiff::Timestamp::UNIX_EPOCH,
+                        reason: format!("node state does not parse: {error}"),
+                    },
+                );
+                bad.push(BadNode {
+                    key: kv.key.clone(),
+                    revision: kv.mod_revision,
+                    error,
+                });
+            }
+        }
     }
 
     fn record(&mut self, node: String, kv: &Kv, bad: &mut Vec<BadNode>) {
@@ -341,5 +385,34 @@ mod tests {
         // A node that is down but holds nothing is not part of the share.
         t.node_down("b", t0 + secs(8));
         assert_eq!(t.health(t0 + secs(9), 0.55), NodeHealth::default());
+    }
+
+    #[test]
+    fn node_states_follow_the_watch_and_a_bad_one_counts_as_cordoned() {
+        let t0 = Instant::now();
+        let keys = Keys::new("/t");
+        let kv = |key: String, value: &str| Kv {
+            key,
+            value: value.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: 2,
+            lease: 0,
+        };
+        let mut t = NodeTracker::new(t0);
+        let state = r#"{"cordoned":true,"by":"me@here","at":"2027-01-15T08:00:00Z"}"#;
+        let bad = t.observe(&keys, &WatchEvent::Put(kv(keys.node_state("a"), state)), t0);
+        assert!(bad.is_empty());
+        assert!(t.states()["a"].cordoned);
+        let bad = t.observe(&keys, &WatchEvent::Put(kv(keys.node_state("b"), "{")), t0);
+        assert_eq!(bad.len(), 1);
+        assert!(t.states()["b"].unschedulable());
+        t.observe(&keys, &WatchEvent::Delete(kv(keys.node_state("a"), "")), t0);
+        assert!(!t.states().contains_key("a"));
+        let reset = WatchEvent::Reset {
+            kvs: vec![kv(keys.node_state("c"), state)],
+            revision: 3,
+        };
+        t.observe(&keys, &reset, t0);
+        assert_eq!(t.states().keys().collect::<Vec<_>>(), ["c"]);
     }
 }

@@ -185,6 +185,8 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
     // They may trail this read by a few events; placement on a node that just
     // went away is then a lost node's instance, handled as one.
     let nodes: BTreeMap<String, NodeRecord> = ctx.nodes.lock().unwrap().records();
+    // Cordoned and draining nodes, from the same watch.
+    let node_states = ctx.nodes.lock().unwrap().states();
     // The tracker's verdict, narrowed to the nodes this service's records name.
     let health = ctx
         .nodes
@@ -213,6 +215,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         statuses,
         revisions,
         nodes,
+        node_states,
         node_lost_for,
         disruption: health.disrupted,
         operation_revision,

@@ -453,6 +453,17 @@ fn check_spec(s: &ServiceSpec) {
     if let Some(scaling) = &s.scaling {
         assert!(scaling.step >= 1, "step 0 accepted");
     }
+    if let Some(placement) = &s.placement {
+        super::node::check_labels(&placement.node_selector).expect("selectors are label maps");
+        assert!(
+            placement
+                .max_per_node
+                .is_none_or(|n| (1..=super::limits::MAX_SCALE).contains(&n))
+        );
+    }
+    if let Some(d) = &s.disruption {
+        assert!(d.min_available <= super::limits::MAX_SCALE);
+    }
     for (_, p) in s.health.probes() {
         assert!(p.interval_seconds >= 1 && p.timeout_seconds >= 1);
         assert!(p.failure_threshold >= 1 && p.success_threshold >= 1);

@@ -42,6 +42,11 @@ pub const MAX_CPU_MILLIS: u32 = 4096 * 1000;
 /// `resources.pids`: 1 to the kernel's largest `pid_max`.
 pub const MAX_PIDS: u32 = 4_194_304;
 
+/// `rune-agent --capacity`: most instances one node accepts.
+pub const MAX_NODE_CAPACITY: u32 = 100_000;
+/// Labels of one node (`rune-agent --label`), and entries of one `nodeSelector`.
+pub const MAX_LABELS: usize = 64;
+
 /// Sizes as people read them: `256 KiB`, `4 MiB`.
 pub fn size(bytes: usize) -> String {
     match bytes {

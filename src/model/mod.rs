@@ -18,7 +18,7 @@ pub mod status;
 
 pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Usage};
-pub use node::NodeRecord;
+pub use node::{NodeRecord, NodeState};
 pub use operation::{
     OperationKind, OperationPhase, OperationProgress, OperationRecord, OperationSummary, ScalePlan,
 };
@@ -26,8 +26,8 @@ pub use refs::{InstanceRef, ServiceRef, Versioned};
 pub use resources::{Cpu, Memory, Resources};
 pub use revision::{KEEP_REVISIONS, Revision};
 pub use spec::{
-    Command, Health, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy, ScaleMode,
-    ScalingDefaults, ServiceSpec,
+    Command, Disruption, Health, Placement, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy,
+    ScaleMode, ScalingDefaults, ServiceSpec,
 };
 pub use status::{Condition, ConditionKind, ConditionStatus, HistoryEntry, ServiceStatus};
 

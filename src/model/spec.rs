@@ -56,6 +56,14 @@ pub struct ServiceSpec {
     /// Limits per instance (cgroups); none: unlimited, as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Which nodes instances may go to, and how many per node. Part of the
+    /// revision (what instances run with), as a pod template's nodeSelector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// How far a voluntary disruption (`rune node drain`) may take the service down.
+    /// Not part of the revision (as a PodDisruptionBudget is no part of a pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<Disruption>,
 }
 
 fn default_namespace() -> Label {
@@ -499,4 +507,76 @@ fn default_interval() -> Duration {
 }
 fn yes() -> bool {
     true
+}
+
+/// `placement:`: where instances may run. Kubernetes' `nodeSelector` (every label
+/// must match) and Nomad's `distinct_hosts` generalised to a count (`maxPerNode`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// Only nodes carrying every one of these labels (`rune-agent --label`).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "node_selector"
+    )]
+    pub node_selector: BTreeMap<String, String>,
+    /// At most this many of the service's instances on one node.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "max_per_node"
+    )]
+    pub max_per_node: Option<u32>,
+}
+
+fn node_selector<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let selector = BTreeMap::<String, String>::deserialize(d)?;
+    super::node::check_labels(&selector)
+        .map_err(|e| de::Error::custom(format!("placement.nodeSelector: {e}")))?;
+    Ok(selector)
+}
+
+fn max_per_node<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match Option::<i64>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) if n < 1 => Err(de::Error::custom(format!(
+            "placement.maxPerNode must be from 1 to {}, got {n}",
+            limits::MAX_SCALE
+        ))),
+        Some(n) => limits::within(
+            "placement.maxPerNode",
+            n as u64,
+            1,
+            limits::MAX_SCALE as u64,
+        )
+        .map(Some)
+        .map_err(de::Error::custom),
+    }
+}
+
+/// `disruption:`: Kubernetes' PodDisruptionBudget `minAvailable`, for drains.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Disruption {
+    /// A drain never stops a ready instance while this many or fewer are ready.
+    #[serde(default, deserialize_with = "min_available")]
+    pub min_available: u32,
+}
+
+fn min_available<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    if n < 0 {
+        return Err(de::Error::custom(format!(
+            "disruption.minAvailable must be from 0 to {}, got {n}",
+            limits::MAX_SCALE
+        )));
+    }
+    limits::within(
+        "disruption.minAvailable",
+        n as u64,
+        0,
+        limits::MAX_SCALE as u64,
+    )
+    .map_err(de::Error::custom)
 }

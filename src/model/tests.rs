@@ -326,6 +326,8 @@ mod roundtrip {
                         pids,
                     }
                 }),
+                placement: None,
+                disruption: None,
             }
         }
     }
@@ -373,4 +375,52 @@ fn resources_are_validated_with_their_location() {
     );
     let bad = "service:\n  name: api\n  command: x\n  resources:\n    disk: 1Gi\n";
     assert!(parse_cast_file("bad.yaml", bad).is_err());
+}
+
+#[test]
+fn placement_parses_and_round_trips() {
+    let text = "service:\n  name: a\n  command: x\n  placement:\n    nodeSelector: {disk: ssd, rune.dev/zone: eu-1}\n    maxPerNode: 2\n";
+    let spec = parse(text).unwrap().remove(0);
+    let p = spec.placement.clone().unwrap();
+    assert_eq!(p.node_selector.get("disk").map(String::as_str), Some("ssd"));
+    assert_eq!(p.max_per_node, Some(2));
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains(r#""placement":{"nodeSelector":{"#), "{json}");
+    assert_eq!(serde_json::from_str::<ServiceSpec>(&json).unwrap(), spec);
+    // Not given: absent, and not serialized.
+    let plain = parse("service:\n  name: a\n  command: x\n")
+        .unwrap()
+        .remove(0);
+    assert_eq!(plain.placement, None);
+    assert!(!serde_json::to_string(&plain).unwrap().contains("placement"));
+}
+
+#[test]
+fn bad_placement_is_located() {
+    let e = error_of(
+        "service:\n  name: a\n  command: x\n  placement:\n    nodeSelector: {\"-disk\": ssd}\n",
+    );
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("placement.nodeSelector"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    maxPerNode: 0\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("maxPerNode must be from 1"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    maxPerNode: 99999\n");
+    assert!(e.message.contains("maxPerNode"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  placement:\n    nodeSelecter: {}\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("nodeSelecter"), "{e}");
+}
+
+#[test]
+fn disruption_parses_is_bounded_and_stays_out_of_the_revision() {
+    let text = "service:\n  name: a\n  command: x\n  disruption: {minAvailable: 2}\n";
+    let spec = parse(text).unwrap().remove(0);
+    assert_eq!(spec.disruption.as_ref().unwrap().min_available, 2);
+    assert_eq!(crate::model::revision::template(&spec).disruption, None);
+    let e = error_of("service:\n  name: a\n  command: x\n  disruption:\n    minAvailable: -1\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("minAvailable must be from 0"), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  disruption: {maxUnavailable: 1}\n");
+    assert!(e.message.contains("maxUnavailable"), "{e}");
 }

@@ -104,6 +104,15 @@ impl Keys {
         format!("{}nodes/{node}", self.root)
     }
 
+    /// The operator's node state (`rune node cordon|uncordon`): `node-state/<node>`.
+    /// Not on the agent's lease: it outlives agent restarts.
+    pub fn node_states(&self) -> String {
+        format!("{}node-state/", self.root)
+    }
+    pub fn node_state(&self, node: &str) -> String {
+        format!("{}node-state/{node}", self.root)
+    }
+
     /// The bearer token of `<node>`'s logs endpoint, written by its agent; readable
     /// only by roles allowed to read logs (deploy/logs.md).
     pub fn node_token(&self, node: &str) -> String {
@@ -177,6 +186,11 @@ mod tests {
             );
         }
         assert_eq!(k.service_of(&k.node("n1")), None);
+        assert_eq!(k.service_of(&k.node_state("n1")), None);
+        assert_eq!(
+            k.segments("node-state", &k.node_state("n1")),
+            Some(vec!["n1"])
+        );
         assert_eq!(
             k.service_of(&k.assignment("n1", "ns", "a", "i")),
             None,

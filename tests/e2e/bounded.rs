@@ -44,6 +44,7 @@ async fn fake_node(w: &World, store: &Store, node: &str) {
         started_at: jiff::Timestamp::now(),
         instances: 0,
         capacity: 0,
+        labels: Default::default(),
         lease_id: 0,
         cgroups: None,
         allocatable: None,

@@ -212,6 +212,16 @@ impl World {
         self.agent_in(node, data_name, &format!("agent-{node}-{data_name}"), extra)
     }
 
+    /// [`World::agent`] with environment variables of its own (`RUNE_LABELS`, say).
+    pub fn agent_with_env(&self, node: &str, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let name = format!("agent-{node}");
+        let data = self.dir.join(&name);
+        let data = data.to_str().unwrap().to_string();
+        let mut args = vec!["--node-name", node, "--data-dir", &data];
+        args.extend_from_slice(extra);
+        self.daemon("rune-agent", &name, &args, envs)
+    }
+
     /// `rune-agent` for `node`, data dir `data_name` under the scratch dir, log `name`.
     /// `manifests/flaky.yaml`'s instances keep their slots in the scratch dir too
     /// (`FLAKY_DIR`, which instances inherit): tests running at once on one host

@@ -20,6 +20,7 @@ mod hollow;
 mod logs;
 mod lost_nodes;
 mod node_scope;
+mod nodes;
 mod operations;
 mod rbac;
 mod resources;

@@ -268,6 +268,11 @@ fn the_documented_roles_run_the_system_and_confine_each_agent() {
         "rune-operator",
         &["put", &w.key("instance-status/x/y/z"), "{}"],
     );
+    // Cordons are the operator's; agents and GitOps cannot write them.
+    s.assert_allowed("rune-operator", &["put", &w.key("node-state/n9"), "{}"]);
+    s.assert_allowed("rune-operator", &["del", &w.key("node-state/n9")]);
+    s.assert_refused("rune-gitops", &["put", &w.key("node-state/n9"), "{}"]);
+    s.assert_refused(agent, &["put", &w.key("node-state/n1"), "{}"]);
 
     // etcd restarts and forgets every token: the daemons log in again, their
     // watches too. A stop needs the controller's and both agents' watches...

@@ -34,7 +34,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::model::{
-    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, Revision, ServiceSpec,
+    InstanceRecord, InstanceStatus, NodeRecord, NodeState, OperationRecord, Revision, ServiceSpec,
     ServiceStatus, SpecError, StoredService, Versioned,
 };
 use census::Census;
@@ -68,6 +68,9 @@ pub struct Observed {
     pub revisions: Vec<Versioned<Revision>>,
     /// Nodes whose lease is alive.
     pub nodes: BTreeMap<String, NodeRecord>,
+    /// The operator's node states (`node-state/<node>`): cordoned or draining nodes
+    /// take no new instances. A node without one is schedulable.
+    pub node_states: HashMap<String, NodeState>,
     /// For nodes that are gone: how long they have been gone (as far as we know).
     pub node_lost_for: HashMap<String, Duration>,
     /// Set when too many nodes are lost at once to be machine failures (see
