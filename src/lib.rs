@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod cli;
 pub mod controller;
+pub mod events;
 pub mod exit;
 pub mod host;
 pub mod logging;

@@ -11,6 +11,7 @@
 
 mod assignments;
 pub mod cgroups;
+mod events;
 pub mod hollow;
 pub mod logs;
 pub mod metrics;
@@ -217,6 +218,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     // Supervision starts from the data dir before etcd is reached: an agent restarted
     // during an etcd outage keeps what it knows running (and restarting) meanwhile.
     let agent_metrics = Arc::new(AgentMetrics::default());
+    // Events wait in the recorder's queue until etcd is reached (see `crate::events`).
+    let events =
+        crate::events::install(&format!("agent {node}"), crate::events::DEFAULT_PER_SECOND);
     let (reports, reports_rx) = mpsc::unbounded_channel();
     let persisted = data.load_all();
     let known: HashSet<InstanceRef> = persisted
@@ -254,6 +258,10 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     check_layout(&store).await?;
     let mut registry = Registry::default();
     agent_metrics.register(&mut registry);
+    crate::events::register(&mut registry);
+    if let Some(events) = events {
+        events.spawn(store.clone());
+    }
     store.metrics().register(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
     let token = logs::http::new_token()

@@ -3,6 +3,7 @@
 //! a few workers. Never runs instances itself.
 
 pub mod election;
+mod events;
 mod informer;
 pub mod metrics;
 pub mod nodes;
@@ -124,8 +125,12 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}-{}", crate::host::hostname(), std::process::id()));
     let metrics = Arc::new(ControllerMetrics::default());
+    if let Some(events) = crate::events::install("controller", crate::events::DEFAULT_PER_SECOND) {
+        events.spawn(store.clone());
+    }
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    crate::events::register(&mut registry);
     store.metrics().register(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
     let addr = serve::serve(args.listen, registry, ready_rx).await?;

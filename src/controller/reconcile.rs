@@ -329,6 +329,7 @@ async fn apply(
     for txn in txns {
         commit(ctx, txn).await?;
     }
+    crate::events::record_all(super::events::from_plan(ns, name, o, &plan));
     if !plan.create.is_empty() || !plan.stop.is_empty() || plan.rollback.is_some() || plan.purge {
         info!(
             service = %key,

@@ -3,6 +3,7 @@
 
 pub mod document;
 pub mod duration;
+pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod instance;

@@ -39,6 +39,16 @@ impl Write {
         }
     }
 
+    /// A put on a lease (the key goes when the lease does).
+    pub fn put_with_lease(key: &str, value: impl Into<Vec<u8>>, lease: i64) -> Write {
+        let value = value.into();
+        Write {
+            bytes: key.len() + value.len() + OVERHEAD,
+            ops: vec![op::put_with_lease(key, value, lease)],
+            compares: Vec::new(),
+        }
+    }
+
     pub fn put_json<T: serde::Serialize>(key: &str, value: &T) -> Write {
         Write::put(
             key,

@@ -92,6 +92,20 @@ impl Keys {
         format!("{}assignments/{node}/{ns}/{svc}/{id}", self.root)
     }
 
+    /// Events, on their writer's lease: `events/<ns>/<svc>/<id>` (see `crate::events`).
+    pub fn events(&self) -> String {
+        format!("{}events/", self.root)
+    }
+    pub fn events_in(&self, ns: &str) -> String {
+        format!("{}events/{ns}/", self.root)
+    }
+    pub fn events_of(&self, ns: &str, svc: &str) -> String {
+        format!("{}events/{ns}/{svc}/", self.root)
+    }
+    pub fn event(&self, ns: &str, svc: &str, id: &str) -> String {
+        format!("{}events/{ns}/{svc}/{id}", self.root)
+    }
+
     /// The layout marker: which key layout this prefix holds (see `store::layout`).
     pub fn layout(&self) -> String {
         format!("{}layout", self.root)

@@ -554,6 +554,8 @@ impl Supervisor {
     /// Hands the status to the reporter when it changed.
     fn publish(&mut self, status: InstanceStatus) {
         if self.sent.as_ref() != Some(&status) {
+            let key = self.core.key();
+            crate::events::record_all(super::events::transitions(key, self.sent.as_ref(), &status));
             let report = Report::Set(self.status_key.clone(), Box::new(status.clone()));
             let _ = self.shared.reports.send(report);
             self.sent = Some(status);
