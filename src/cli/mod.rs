@@ -5,6 +5,8 @@ pub mod cast;
 pub mod completions;
 pub mod config;
 pub mod delete;
+pub mod describe;
+pub mod events;
 pub mod get;
 pub mod history;
 pub mod logs;
@@ -60,6 +62,13 @@ pub enum Command {
     /// Delete a service.
     #[command(subcommand)]
     Delete(delete::DeleteCommand),
+    /// What happened to services and their instances (newest last).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Events(events::EventsArgs),
+    /// One screen about a service or an instance: spec, status, instances,
+    /// operations and events.
+    #[command(subcommand)]
+    Describe(describe::DescribeCommand),
     /// Act on nodes: cordon, uncordon, drain, forget a lost one.
     #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
     Node(node::NodeCommand),
@@ -160,6 +169,8 @@ async fn run(cli: Cli) -> exit::Result<()> {
         Command::Delete(cmd) => delete::run(&store, cmd).await,
         Command::Logs(a) => logs::run(&store, a).await,
         Command::Node(cmd) => node::run(&store, cmd).await,
+        Command::Events(a) => events::run(&store, a).await,
+        Command::Describe(cmd) => describe::run(&store, cmd).await,
         Command::Config(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }
