@@ -15,6 +15,7 @@ mod config;
 mod controller;
 mod deploy;
 mod docs;
+mod events;
 mod faults;
 mod hollow;
 mod logs;
