@@ -273,6 +273,18 @@ fn the_documented_roles_run_the_system_and_confine_each_agent() {
     s.assert_allowed("rune-operator", &["del", &w.key("node-state/n9")]);
     s.assert_refused("rune-gitops", &["put", &w.key("node-state/n9"), "{}"]);
     s.assert_refused(agent, &["put", &w.key("node-state/n1"), "{}"]);
+    // Events: the agents write their own (the shared `events/` range), on a lease
+    // of their own; the operator reads them and writes none.
+    let events = eventually("n1's agent wrote events", Duration::from_secs(30), || {
+        let out = s.assert_allowed(
+            "rune-operator",
+            &["get", "--prefix", "--print-value-only", &w.key("events/")],
+        );
+        out.contains("\"source\":\"agent n1\"").then_some(out)
+    });
+    assert!(events.contains("\"source\":\"controller\""), "{events}");
+    s.assert_allowed(agent, &["put", &w.key("events/x/y/z"), "{}"]);
+    s.assert_refused("rune-operator", &["put", &w.key("events/x/y/z"), "{}"]);
 
     // etcd restarts and forgets every token: the daemons log in again, their
     // watches too. A stop needs the controller's and both agents' watches...
