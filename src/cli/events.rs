@@ -104,9 +104,14 @@ pub async fn run(store: &Store, a: EventsArgs) -> exit::Result<()> {
         }
         EventsFormat::Table => {
             if events.is_empty() && !a.watch {
-                eprintln!("No events in namespace {}.", a.namespace);
+                match (&a.name, all) {
+                    (_, true) => eprintln!("No events."),
+                    (Some(name), false) => eprintln!("No events for {}/{name}.", a.namespace),
+                    (None, false) => eprintln!("No events in namespace {}.", a.namespace),
+                }
                 return Ok(());
             }
+            // With -w and nothing yet: the header alone, the rows follow.
             print_table(&events_table(&events, all));
         }
     }
