@@ -1,10 +1,12 @@
 //! The events an instance's status change means, read off two consecutive reports
-//! (the supervisor's `Publish`): started, ready, unready, probe failed, exited
-//! (the exit's reason, e.g. `OOMKilled`, becomes the event's reason), back-off,
-//! stopped. Pure, so the supervisor only hands over what it publishes anyway.
+//! (the supervisor's `Publish`): started, ready, unready, exited (the exit's reason,
+//! e.g. `OOMKilled`, becomes the event's reason), back-off, stopped; and each failed
+//! probe as its result arrives (`probe_failed`). Pure, so the supervisor only hands
+//! over what it has anyway.
 
 use crate::events::{Draft, instance_object};
 use crate::model::{ExitInfo, InstanceRef, InstanceStatus, Phase};
+use crate::probe::Which;
 
 pub fn transitions(
     key: &InstanceRef,
@@ -69,13 +71,6 @@ pub fn transitions(
         };
         out.push(normal("Started", message.to_string()));
     }
-    // Probe failures: each new failure, coalesced by its error text.
-    let failures_grew = next.readiness_failures > prev.map_or(0, |p| p.readiness_failures);
-    if !next.probe_error.is_empty()
-        && (failures_grew || prev.is_none_or(|p| p.probe_error != next.probe_error))
-    {
-        out.push(warning("ProbeFailed", next.probe_error.clone()));
-    }
     if next.ready && !was(|p| p.ready) {
         out.push(normal("Ready", "passed readiness".to_string()));
     }
@@ -88,6 +83,26 @@ pub fn transitions(
         out.push(warning("Unready", why));
     }
     out
+}
+
+/// A probe's failure, as it happens (not every one is reported in the status):
+/// `ProbeFailed`, coalesced by probe and error text.
+pub fn probe_failed(key: &InstanceRef, node: &str, which: Which, error: &str) -> Draft {
+    Draft::warning(
+        &key.service.namespace,
+        &key.service.name,
+        instance_object(&key.id),
+        "ProbeFailed",
+        format!("{which} probe failed: {error}"),
+    )
+    .on(node)
+}
+
+/// Records a failed probe's event (the supervisor's probe results pass here).
+pub fn probe_result(key: &InstanceRef, node: &str, which: Which, result: &Result<(), String>) {
+    if let Err(error) = result {
+        crate::events::record(probe_failed(key, node, which, error));
+    }
 }
 
 /// The exit's own reason when it is one word (`OOMKilled`), else `Exited`.
@@ -148,13 +163,19 @@ mod tests {
         let mut failing = starting.clone();
         failing.readiness_failures = 1;
         failing.probe_error = "connection refused".into();
-        let d = transitions(&key(), Some(&starting), &failing);
-        assert_eq!(reasons(&d), ["ProbeFailed"]);
-        assert_eq!(d[0].message, "connection refused");
+        assert!(transitions(&key(), Some(&starting), &failing).is_empty());
+        let d = probe_failed(&key(), "n1", Which::Readiness, "connection refused");
+        assert_eq!(d.reason, "ProbeFailed");
+        assert_eq!(d.message, "readiness probe failed: connection refused");
+        assert_eq!(d.node, "n1");
+        let d2 = probe_failed(&key(), "n1", Which::Readiness, "connection refused");
+        assert_eq!(
+            d2.id(),
+            d.id(),
+            "the same failure again: the same event (coalesced)"
+        );
         let mut again = failing.clone();
         again.readiness_failures = 2;
-        let d2 = transitions(&key(), Some(&failing), &again);
-        assert_eq!(d2, d, "the same failure again: the same event (coalesced)");
         let mut ready = again.clone();
         ready.phase = Phase::Running;
         ready.ready = true;
@@ -168,10 +189,9 @@ mod tests {
         unready.ready = false;
         unready.probe_error = "HTTP 500".into();
         unready.readiness_failures = 3;
-        assert_eq!(
-            reasons(&transitions(&key(), Some(&ready), &unready)),
-            ["ProbeFailed", "Unready"]
-        );
+        let d = transitions(&key(), Some(&ready), &unready);
+        assert_eq!(reasons(&d), ["Unready"]);
+        assert_eq!(d[0].message, "not ready: HTTP 500");
         let mut backoff = unready.clone();
         backoff.phase = Phase::Pending;
         backoff.ready = false;

@@ -288,6 +288,55 @@ fn a_crash_loop_is_one_event_whose_count_grows_and_watch_prints_it() {
     assert!(printed.contains("exit code 3"), "{printed}");
 }
 
+#[test]
+fn a_failing_probe_is_an_event_and_describe_instance_shows_its_error() {
+    let w = World::new();
+    let _system = one_node(&w);
+    let file = w.file(
+        "probe.yaml",
+        &format!(
+            "service:\n  name: probe\n  command: [\"python3\", \"-c\", \"import time; time.sleep(100000)\", \"{}\"]\n  health:\n    readiness: {{type: exec, command: [\"test\", \"-f\", \"/nonexistent/ready\"], intervalSeconds: 1}}\n  stopGracePeriod: 1s\n",
+            marker(&w, "probe")
+        ),
+    );
+    cast(&w, &file);
+    let failed = eventually(
+        "the probe failure counted twice",
+        Duration::from_secs(60),
+        || {
+            find(&events(&w, &["probe"]), "ProbeFailed", "instance/")
+                .filter(|e| e["count"].as_u64() >= Some(2))
+        },
+    );
+    assert_eq!(failed["type"], "Warning");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("readiness probe failed"),
+        "{failed}"
+    );
+    let id = failed["object"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("instance/");
+    let text = eventually(
+        "describe shows the probe error",
+        Duration::from_secs(30),
+        || {
+            let out = w
+                .rune()
+                .args(["describe", "instance", id])
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            (!text.contains("Probe error:    -")).then_some(text)
+        },
+    );
+    assert!(text.contains("ProbeFailed"), "{text}");
+    assert!(text.contains("Ready:          false"), "{text}");
+}
+
 /// Ends a `rune events -w` the way a user does (Ctrl-C).
 fn nix_kill(child: &std::process::Child) -> std::io::Result<()> {
     let status = std::process::Command::new("kill")

@@ -143,7 +143,10 @@ impl Supervisor {
         while going {
             let decision = match self.next_event(&mut cmds).await {
                 Ev::Exit(exit, seen) => self.exited(exit, seen).await,
-                Ev::Probe(which, result) => self.core.on_probe(which, result, now()),
+                Ev::Probe(which, result) => {
+                    super::events::probe_result(self.core.key(), &self.shared.node, which, &result);
+                    self.core.on_probe(which, result, now())
+                }
                 Ev::Ready => self.core.on_ready_deadline(now()),
                 Ev::Due => self.core.on_due(now()),
                 Ev::Usage => self.usage(),
