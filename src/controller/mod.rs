@@ -339,7 +339,7 @@ async fn lead(
         );
         known = ordered.iter().cloned().collect();
         for k in ordered {
-            queue.add(k);
+            queue.add_background(k);
         }
     }
     let reason = loop {
@@ -347,7 +347,7 @@ async fn lead(
             _ = term.cancelled() => break "cancelled".to_string(),
             _ = deposed_rx.recv() => break "fenced out: our leader key is gone".to_string(),
             _ = tick.tick() => {
-                for k in &known { queue.add(k.clone()); }
+                for k in &known { queue.add_background(k.clone()); }
             }
             ev = informer.next() => {
                 let Some(ev) = ev else { break "watch ended".to_string() };
@@ -358,7 +358,7 @@ async fn lead(
                         let ordered = informer.triage.order();
                         info!(keys = kvs.len(), services = ordered.len(), "listed everything; reconciling every service");
                         known = ordered.iter().cloned().collect();
-                        for k in ordered { queue.add(k); }
+                        for k in ordered { queue.add_background(k); }
                     }
                     WatchEvent::Put(kv) | WatchEvent::Delete(kv) => {
                         // A node registered (created) or gone (deleted): placement
@@ -367,11 +367,11 @@ async fn lead(
                         // that alone is not worth a sweep.
                         if kv.key.starts_with(&keys.nodes()) {
                             if is_delete || kv.create_revision == kv.mod_revision {
-                                for k in &known { queue.add(k.clone()); }
+                                for k in &known { queue.add_background(k.clone()); }
                             }
                         } else if kv.key.starts_with(&keys.node_states()) {
                             // Cordoned or uncordoned: where instances may go changed.
-                            for k in &known { queue.add(k.clone()); }
+                            for k in &known { queue.add_background(k.clone()); }
                         } else if kv.key.starts_with(&keys.statuses())
                             || kv.key.starts_with(&keys.revisions())
                             || kv.key.starts_with(keys.leader().as_str())

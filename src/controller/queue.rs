@@ -25,6 +25,12 @@ pub type Key = ServiceRef;
 struct State {
     queue: VecDeque<Key>,
     queued: HashSet<Key>,
+    /// The background lane: sweeps over every service (a new term's first pass, the
+    /// periodic resync, a node joining or leaving). Worked only when `queue` (keys
+    /// that changed) is empty, so a change never waits behind thousands of
+    /// services with nothing to do. Entries whose key left the set are stale.
+    background: VecDeque<Key>,
+    in_background: HashSet<Key>,
     active: HashSet<Key>,
     /// Added while active: requeue on `done`.
     dirty: HashSet<Key>,
@@ -42,10 +48,39 @@ impl State {
             return false;
         }
         if self.queued.insert(key.clone()) {
+            // Out of the background lane, if it was there: it goes now.
+            self.in_background.remove(&key);
             self.queue.push_back(key);
             return true;
         }
         false
+    }
+
+    /// Queues `key` in the background lane unless it is queued, or being worked on
+    /// (that reconcile reads it fresh anyway).
+    fn enqueue_background(&mut self, key: Key) -> bool {
+        if self.active.contains(&key) || self.queued.contains(&key) {
+            return false;
+        }
+        if self.in_background.insert(key.clone()) {
+            self.background.push_back(key);
+            return true;
+        }
+        false
+    }
+
+    /// The next key to work: changed keys first, then the background lane.
+    fn pop(&mut self) -> Option<Key> {
+        if let Some(key) = self.queue.pop_front() {
+            self.queued.remove(&key);
+            return Some(key);
+        }
+        while let Some(key) = self.background.pop_front() {
+            if self.in_background.remove(&key) {
+                return Some(key);
+            }
+        }
+        None
     }
 
     /// Moves every delayed key that is due into the queue; returns the next due time.
@@ -71,8 +106,17 @@ pub struct WorkQueue {
 }
 
 impl WorkQueue {
+    /// Queues a key that changed.
     pub fn add(&self, key: Key) {
         let wake = self.state.lock().unwrap().enqueue(key);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues a key as part of a sweep over every service (background lane).
+    pub fn add_background(&self, key: Key) {
+        let wake = self.state.lock().unwrap().enqueue_background(key);
         if wake {
             self.notify.notify_one();
         }
@@ -127,10 +171,9 @@ impl WorkQueue {
             let next_due = {
                 let mut s = self.state.lock().unwrap();
                 let next_due = s.promote_due(Instant::now());
-                if let Some(key) = s.queue.pop_front() {
-                    s.queued.remove(&key);
+                if let Some(key) = s.pop() {
                     s.active.insert(key.clone());
-                    if !s.queue.is_empty() {
+                    if !s.queue.is_empty() || !s.in_background.is_empty() {
                         self.notify.notify_one();
                     }
                     return key;
@@ -161,9 +204,10 @@ impl WorkQueue {
         }
     }
 
-    /// Keys ready to be worked on now (delayed ones not counted).
+    /// Keys ready to be worked on now, in both lanes (delayed ones not counted).
     pub fn len(&self) -> usize {
-        self.state.lock().unwrap().queue.len()
+        let s = self.state.lock().unwrap();
+        s.queue.len() + s.in_background.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,6 +226,33 @@ mod tests {
 
     fn k(n: &str) -> Key {
         ServiceRef::new("default", n)
+    }
+
+    #[tokio::test]
+    async fn changed_keys_go_before_the_background_sweep() {
+        let q = WorkQueue::default();
+        for n in ["s1", "s2", "s3"] {
+            q.add_background(k(n));
+        }
+        q.add_background(k("s1"));
+        assert_eq!(q.len(), 3, "deduplicated");
+        assert_eq!(q.next().await, k("s1"));
+        q.done(&k("s1"));
+        // A change to a key waiting in the background moves it ahead, once.
+        q.add(k("s3"));
+        q.add(k("new"));
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.next().await, k("s3"));
+        assert_eq!(q.next().await, k("new"));
+        assert_eq!(q.next().await, k("s2"));
+        assert!(q.is_empty(), "s3's stale background entry is skipped");
+        // A key being worked on is not swept again (its reconcile reads it fresh),
+        // and a changed key is not demoted by a sweep.
+        q.add(k("x"));
+        q.add_background(k("x"));
+        q.add_background(k("s2"));
+        assert_eq!(q.len(), 1, "s2 is active");
+        assert_eq!(q.next().await, k("x"));
     }
 
     #[tokio::test]
