@@ -1,11 +1,12 @@
 //! The events a reconcile's plan means, once it is written: instances scheduled on
-//! a node and asked to stop, instances of lost nodes given up, operations taken up
-//! and how they ended (succeeded, failed, rolled back, superseded). Pure: from what
+//! a node and asked to stop, instances of lost nodes given up, instances no node can
+//! take (`FailedScheduling`, as Kubernetes says it), operations taken up and how they
+//! ended (succeeded, failed, rolled back, superseded). Pure: from what
 //! was observed and what was planned to the drafts `crate::events` writes.
 
 use super::plan::{Observed, Plan};
 use crate::events::{Draft, instance_object, service_object};
-use crate::model::OperationPhase;
+use crate::model::{ConditionKind, ConditionStatus, OperationPhase};
 
 pub fn from_plan(ns: &str, svc: &str, o: &Observed, plan: &Plan) -> Vec<Draft> {
     let mut out = Vec::new();
@@ -77,6 +78,28 @@ pub fn from_plan(ns: &str, svc: &str, o: &Observed, plan: &Plan) -> Vec<Draft> {
             OperationPhase::Pending | OperationPhase::Progressing => continue,
         };
         out.push(draft);
+    }
+    // Instances no node can take: once each time the reason changes (the condition
+    // holds it meanwhile; a reconcile every few seconds would only bump a count).
+    if let Some(now) = plan.status.condition(ConditionKind::ReplicaFailure)
+        && now.status == ConditionStatus::True
+        && now.reason == "Unschedulable"
+    {
+        let said = o
+            .status
+            .condition(ConditionKind::ReplicaFailure)
+            .is_some_and(|before| {
+                before.status == ConditionStatus::True && before.message == now.message
+            });
+        if !said {
+            out.push(Draft::warning(
+                ns,
+                svc,
+                service(),
+                "FailedScheduling",
+                now.message.clone(),
+            ));
+        }
     }
     for rec in &plan.create {
         out.push(
@@ -197,5 +220,36 @@ mod tests {
             from_plan("default", "api", &o, &Plan::default()).is_empty(),
             "nothing planned, nothing to say"
         );
+    }
+
+    #[test]
+    fn an_unschedulable_service_is_said_once_per_reason() {
+        let now = Timestamp::now();
+        let mut o = observed();
+        let unschedulable = |message: &str| {
+            let mut plan = Plan::default();
+            plan.status.set_condition(
+                ConditionKind::ReplicaFailure,
+                ConditionStatus::True,
+                "Unschedulable",
+                message,
+                now,
+            );
+            plan
+        };
+        let plan = unschedulable("1 instance(s) not placed: 1 node cordoned");
+        let drafts = from_plan("default", "api", &o, &plan);
+        assert_eq!(drafts.len(), 1);
+        assert_eq!(drafts[0].reason, "FailedScheduling");
+        assert_eq!(drafts[0].kind, crate::events::EventType::Warning);
+        assert_eq!(
+            drafts[0].message,
+            "1 instance(s) not placed: 1 node cordoned"
+        );
+        // Said already: nothing new. Another reason: said again.
+        o.status = plan.status.clone();
+        assert!(from_plan("default", "api", &o, &plan).is_empty());
+        let other = unschedulable("1 instance(s) not placed: 1 node at capacity");
+        assert_eq!(from_plan("default", "api", &o, &other).len(), 1);
     }
 }

@@ -263,6 +263,13 @@ fn cordon_keeps_instances_places_nothing_new_and_uncordon_undoes_it() {
     cast(&w, &service_file(&w, "web", 5, ""));
     wait_unschedulable(&w, "web", "0 of 2 nodes are available: 2 nodes cordoned");
     assert_eq!(running_nodes(&w, "web"), ["k-0", "k-1", "k-1", "k-1"]);
+    // …and said as an event, as Kubernetes' FailedScheduling.
+    eventually("a FailedScheduling event", Duration::from_secs(30), || {
+        let (_, out, _) = rune(&w, &["events", "web"]);
+        out.lines()
+            .find(|l| l.contains("FailedScheduling") && l.contains("2 nodes cordoned"))
+            .map(String::from)
+    });
 
     // Uncordon: the waiting instance goes to the least loaded node, k-0.
     let (code, out, _) = rune(&w, &["node", "uncordon", "k-0"]);
