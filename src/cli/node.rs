@@ -113,24 +113,10 @@ async fn drain(
                 at: jiff::Timestamp::now(),
                 reason,
             };
-            let guard = match &current {
-                Some(kv) => cmp::mod_rev(&key, kv.mod_revision),
-                None => cmp::absent(&key),
-            };
-            let r = store
-                .txn(
-                    vec![guard],
-                    vec![crate::store::op::put_json(&key, &state)],
-                    vec![],
-                )
-                .await?;
-            if !r.succeeded {
-                return Err(Error::conflict(format!(
-                    "node {node}'s state changed meanwhile; run the command again"
-                )));
-            }
+            let put = crate::store::op::put_json(&key, &state);
+            let revision = change_state(store, node, current.as_ref(), put).await?;
             println!("node {node} cordoned; draining");
-            (state, r.revision)
+            (state, revision)
         }
     };
     let mut last = None;
@@ -246,23 +232,8 @@ async fn cordon(store: &Store, node: &str, reason: String) -> exit::Result<()> {
         at: jiff::Timestamp::now(),
         reason,
     };
-    let guard = match &current {
-        Some(kv) => cmp::mod_rev(&key, kv.mod_revision),
-        None => cmp::absent(&key),
-    };
-    if !store
-        .txn(
-            vec![guard],
-            vec![crate::store::op::put_json(&key, &state)],
-            vec![],
-        )
-        .await?
-        .succeeded
-    {
-        return Err(Error::conflict(format!(
-            "node {node}'s state changed meanwhile; run the command again"
-        )));
-    }
+    let put = crate::store::op::put_json(&key, &state);
+    change_state(store, node, current.as_ref(), put).await?;
     println!("node {node} cordoned");
     Ok(())
 }
@@ -278,21 +249,32 @@ async fn uncordon(store: &Store, node: &str) -> exit::Result<()> {
         println!("node {node} already uncordoned");
         return Ok(());
     };
-    if !store
-        .txn(
-            vec![cmp::mod_rev(&key, current.mod_revision)],
-            vec![crate::store::op::delete(&key)],
-            vec![],
-        )
-        .await?
-        .succeeded
-    {
+    let delete = crate::store::op::delete(&key);
+    change_state(store, node, Some(&current), delete).await?;
+    println!("node {node} uncordoned");
+    Ok(())
+}
+
+/// Writes (or deletes) `node-state/<node>` only while it is as read (`current`;
+/// `None`: still absent); returns the revision it committed at.
+async fn change_state(
+    store: &Store,
+    node: &str,
+    current: Option<&crate::store::Kv>,
+    op: etcd_client::TxnOp,
+) -> exit::Result<i64> {
+    let key = store.keys().node_state(node);
+    let guard = match current {
+        Some(kv) => cmp::mod_rev(&key, kv.mod_revision),
+        None => cmp::absent(&key),
+    };
+    let r = store.txn(vec![guard], vec![op], vec![]).await?;
+    if !r.succeeded {
         return Err(Error::conflict(format!(
             "node {node}'s state changed meanwhile; run the command again"
         )));
     }
-    println!("node {node} uncordoned");
-    Ok(())
+    Ok(r.revision)
 }
 
 async fn forget(store: &Store, node: String) -> exit::Result<()> {
