@@ -10,20 +10,6 @@ use crate::support::procs::process_alive;
 use crate::support::wait::eventually;
 use crate::system::*;
 
-/// A service whose new instances crash (exit 1) unless `<dir>/gate` exists.
-fn gated(w: &World, name: &str, scale: u32) -> std::path::PathBuf {
-    let gate = w.dir.join("gate");
-    std::fs::write(&gate, "").unwrap();
-    let m = marker(w, name);
-    w.file(
-        &format!("{name}.yaml"),
-        &format!(
-            "service:\n  name: {name}\n  scale: {scale}\n  command: [\"sh\", \"-c\", \"test -f {} || exit 1; exec python3 -c 'import time; time.sleep(100000)' {m}\"]\n  stopGracePeriod: 5s\n",
-            gate.display()
-        ),
-    )
-}
-
 #[test]
 fn immediate_scale_blocks_until_ready_and_no_wait_returns_the_operation_id() {
     let w = World::new();

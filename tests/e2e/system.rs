@@ -198,3 +198,17 @@ pub fn deploy(w: &World, file: &std::path::Path, name: &str, n: u64) {
     cast(w, file);
     wait_ready(w, name, n);
 }
+
+/// A service whose new instances crash (exit 1) unless `<dir>/gate` exists.
+pub fn gated(w: &World, name: &str, scale: u32) -> std::path::PathBuf {
+    let gate = w.dir.join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let m = marker(w, name);
+    w.file(
+        &format!("{name}.yaml"),
+        &format!(
+            "service:\n  name: {name}\n  scale: {scale}\n  command: [\"sh\", \"-c\", \"test -f {} || exit 1; exec python3 -c 'import time; time.sleep(100000)' {m}\"]\n  stopGracePeriod: 5s\n",
+            gate.display()
+        ),
+    )
+}
