@@ -113,19 +113,8 @@ fn read_instances(w: &World, name: &str, page: Option<&str>) -> (Vec<serde_json:
     if let Some(page) = page {
         rune.env("RUNE_ETCD_PAGE_SIZE", page);
     }
-    let out = rune
-        .args(["get", "instances", name, "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        serde_json::from_slice(&out.stdout).unwrap(),
-        out.stdout.len(),
-    )
+    let out = stdout_ok(rune.args(["get", "instances", name, "-o", "json"]));
+    (serde_json::from_slice(&out).unwrap(), out.len())
 }
 
 /// A controller reading `PAGE` keys per page.
@@ -192,17 +181,8 @@ fn listings_over_4_mib_are_read_by_the_cli_and_a_controller_taking_over() {
     for i in 0..25 {
         cast(&w, &spec_file(&w, &format!("big{i}"), 0, 200 * 1024));
     }
-    let out = w
-        .rune()
-        .args(["get", "services", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout.len() > 4 * 1024 * 1024, "{}", out.stdout.len());
+    let out = stdout_ok(w.rune().args(["get", "services", "-o", "json"]));
+    assert!(out.len() > 4 * 1024 * 1024, "{}", out.len());
 
     // A leader lists everything when it starts, and reads each service whole.
     let (mut c1, c2) = leader_and_standby(&w);

@@ -12,19 +12,8 @@ use crate::system::*;
 
 /// `rune events ARGS -o json`: the events, oldest first.
 fn events(w: &World, args: &[&str]) -> Vec<Value> {
-    let out = w
-        .rune()
-        .arg("events")
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rune events {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_ok(w.rune().arg("events").args(args).args(["-o", "json"]));
+    let doc: Value = serde_json::from_slice(&out).unwrap();
     doc["events"].as_array().cloned().unwrap()
 }
 

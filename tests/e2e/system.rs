@@ -77,6 +77,18 @@ pub fn condition(w: &World, name: &str, kind: &str) -> Option<Value> {
         .cloned()
 }
 
+/// What a rune command printed on stdout; it must succeed (else the test fails,
+/// showing its stderr).
+pub fn stdout_ok(cmd: &mut assert_cmd::Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `rune get service NAME -o json`.
 pub fn service(w: &World, name: &str) -> Value {
     let out = w
