@@ -166,6 +166,7 @@ impl ServiceView {
                 OperationKind::Scale => "Scaling",
                 OperationKind::Restart => "Restarting",
                 OperationKind::Stop => "Stopping",
+                OperationKind::Rollout => "RollingOut",
             }
             .into();
         }

@@ -326,6 +326,7 @@ impl Submission<'_> {
             requested_by: requested_by(),
             reason: self.args.reason.clone().unwrap_or_default(),
             supersedes,
+            rolling: None,
         };
         let mut next = stored.clone();
         next.service.scale = Some(to);

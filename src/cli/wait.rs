@@ -105,6 +105,7 @@ fn done_word(kind: OperationKind, to: u32) -> String {
         OperationKind::Scale => format!("scaled to {to}"),
         OperationKind::Restart => format!("restarted ({to} ready)"),
         OperationKind::Stop => "stopped (every instance is gone)".into(),
+        OperationKind::Rollout => format!("rolled out ({to} updated)"),
     }
 }
 
@@ -332,6 +333,7 @@ mod tests {
             requested_by: "me@here".into(),
             reason: String::new(),
             supersedes: vec![],
+            rolling: None,
         };
         let mut progress = stop.start(1, 8, &[], t(0));
         (progress.step, progress.steps, progress.step_target) = (1, 1, 0);

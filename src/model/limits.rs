@@ -42,6 +42,10 @@ pub const MAX_CPU_MILLIS: u32 = 4096 * 1000;
 /// `resources.pids`: 1 to the kernel's largest `pid_max`.
 pub const MAX_PIDS: u32 = 4_194_304;
 
+/// `update.minReadySeconds` and `rune restart --min-ready`: how long a new
+/// instance must stay ready before a rolling update counts it available.
+pub const MAX_MIN_READY: Duration = Duration::from_secs(3600);
+
 /// `rune-agent --capacity`: most instances one node accepts.
 pub const MAX_NODE_CAPACITY: u32 = 100_000;
 /// Labels of one node (`rune-agent --label`), and entries of one `nodeSelector`.

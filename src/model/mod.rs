@@ -16,6 +16,7 @@ pub mod resources;
 pub mod revision;
 pub mod spec;
 pub mod status;
+pub mod update;
 
 pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Usage};
@@ -31,6 +32,7 @@ pub use spec::{
     ScaleMode, ScalingDefaults, ServiceSpec,
 };
 pub use status::{Condition, ConditionKind, ConditionStatus, HistoryEntry, ServiceStatus};
+pub use update::{Bounds, Count, OnFailure, UpdateSettings};
 
 #[cfg(test)]
 mod tests;

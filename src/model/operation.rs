@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::ScaleMode;
 use super::status::HistoryEntry;
+use super::update::{Bounds, Count, OnFailure, UpdateSettings};
 use super::{duration, limits};
 
 /// The least time any operation gets; a gradual plan that takes longer gets its
@@ -53,6 +54,9 @@ pub enum OperationKind {
     Scale,
     Restart,
     Stop,
+    /// A spec change of a `Rolling` service rolled out by the controller (or the
+    /// revert of a failed one).
+    Rollout,
 }
 
 impl fmt::Display for OperationKind {
@@ -61,6 +65,7 @@ impl fmt::Display for OperationKind {
             OperationKind::Scale => "scale",
             OperationKind::Restart => "restart",
             OperationKind::Stop => "stop",
+            OperationKind::Rollout => "rollout",
         })
     }
 }
@@ -101,6 +106,10 @@ pub struct OperationRecord {
     /// superseded, so every operation the CLI accepted shows in the history.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supersedes: Vec<OperationSummary>,
+    /// Replace instances batch by batch (`rune restart --rolling`, or any restart
+    /// of a `Rolling` service), with these overrides of the spec's `update:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<RollingRequest>,
 }
 
 /// What the history needs of an operation that never ran: it was overwritten
@@ -314,6 +323,7 @@ impl OperationRecord {
             remaining: current,
             note: self.late_start(now).unwrap_or_default(),
             carries_on_from: vec![],
+            rolling: None,
         }
     }
 
@@ -356,6 +366,7 @@ impl OperationRecord {
             OperationKind::Scale => format!("scale to {} requested by {by}", self.to),
             OperationKind::Restart => format!("restart requested by {by}"),
             OperationKind::Stop => format!("stop requested by {by}"),
+            OperationKind::Rollout => format!("rollout requested by {by}"),
         }
     }
 }
@@ -444,6 +455,9 @@ pub struct OperationProgress {
     /// unready before this one, so its health checks judge them as its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carries_on_from: Vec<String>,
+    /// Set for a rolling restart or rollout: its bounds and where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<RollingProgress>,
 }
 
 impl OperationProgress {
@@ -461,6 +475,9 @@ impl OperationProgress {
     /// How many steps the operation takes: a restart stops every instance, then
     /// starts them again; a scale or a stop follows its plan.
     pub fn step_count(&self) -> u32 {
+        if self.rolling.is_some() {
+            return 1;
+        }
         match self.kind {
             OperationKind::Restart => 2,
             _ => self.plan().steps(),
@@ -469,6 +486,9 @@ impl OperationProgress {
 
     /// The instance count step `step` (1-based) aims at.
     pub fn target_of(&self, step: u32) -> u32 {
+        if self.rolling.is_some() {
+            return self.to;
+        }
         match self.kind {
             OperationKind::Restart if step <= 1 => 0,
             OperationKind::Restart => self.to,
@@ -524,7 +544,7 @@ impl OperationProgress {
     /// the interval, except between a restart's stop and its start.
     pub fn hold(&self) -> Duration {
         match self.kind {
-            OperationKind::Restart => Duration::ZERO,
+            OperationKind::Restart | OperationKind::Rollout => Duration::ZERO,
             _ => self.interval,
         }
     }
@@ -555,6 +575,85 @@ impl OperationProgress {
             finished_at: self.finished_at,
             error: error.to_string(),
             note: self.note.clone(),
+        }
+    }
+}
+
+/// The overrides `rune restart --rolling` took (none: the spec's `update:`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<Count>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<Count>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration::option"
+    )]
+    pub min_ready: Option<Duration>,
+}
+
+impl RollingRequest {
+    /// The overrides laid over the spec's `update:` settings, resolved for
+    /// `desired` instances: the bounds a rolling operation runs with.
+    pub fn settle(&self, spec: &UpdateSettings, desired: u32) -> (Bounds, Duration) {
+        let bounds = Bounds::resolve(
+            self.max_surge.unwrap_or(spec.max_surge),
+            self.max_unavailable.unwrap_or(spec.max_unavailable),
+            desired,
+        );
+        let min_ready = self
+            .min_ready
+            .unwrap_or(Duration::from_secs(spec.min_ready_seconds.into()))
+            .min(limits::MAX_MIN_READY);
+        (bounds, min_ready)
+    }
+}
+
+/// Where a rolling operation stands, in `status.operation.rolling`: the bounds it
+/// runs with and what it knows beyond the instance records, so a new leader
+/// resumes it from etcd alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingProgress {
+    pub max_surge: u32,
+    pub max_unavailable: u32,
+    #[serde(with = "duration")]
+    pub min_ready: Duration,
+    pub on_failure: OnFailure,
+    #[serde(with = "duration")]
+    pub progress_deadline: Duration,
+    /// The revision instances are replaced with.
+    pub update_revision: u64,
+    /// The revision the instances ran before (where a rollback goes), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<u64>,
+    /// This rollout reverts a failed one: should it fail too, it pauses rather
+    /// than revert again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revert: bool,
+    /// Instances replaced so far (active, updated).
+    pub updated: u32,
+    /// When the rollout last moved (an instance updated or an old one stopped):
+    /// `progressDeadline` counts from here.
+    pub last_progress_at: Timestamp,
+    /// Old instances stopped so far (by this operation).
+    #[serde(default)]
+    pub stopped: u32,
+}
+
+impl OperationProgress {
+    /// Whether an instance counts as updated by this rolling operation — the one
+    /// rule for it. `same_template`: the instance runs the update revision's spec
+    /// (a rollback's revision counts as the revision it copies). A rollout
+    /// replaces instances of another spec; a restart replaces every instance it did
+    /// not start itself (or took over from an operation it superseded).
+    pub fn counts_as_updated(&self, operation_id: Option<&str>, same_template: bool) -> bool {
+        match self.kind {
+            OperationKind::Restart => same_template && self.started(operation_id),
+            _ => same_template,
         }
     }
 }

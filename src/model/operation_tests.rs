@@ -48,6 +48,7 @@ fn record(kind: OperationKind, plan: ScalePlan, timeout: Duration) -> OperationR
         requested_by: "me@here".into(),
         reason: String::new(),
         supersedes: vec![],
+        rolling: None,
     }
 }
 

@@ -28,8 +28,8 @@ pub struct Revision {
 }
 
 /// The part of a spec that instances run with. `scale` and `scaling` say how many
-/// run and how a count changes, and `disruption` how many a drain may take down,
-/// not what runs: changing them makes no revision
+/// run and how a count changes, `disruption` how many a drain may take down, and
+/// `update` how instances are replaced, not what runs: changing them makes no revision
 /// (as a Deployment's replicas and strategy are not part of its pod template), and
 /// undoing to a revision will not bring an old scale back.
 pub fn template(spec: &ServiceSpec) -> ServiceSpec {
@@ -37,6 +37,7 @@ pub fn template(spec: &ServiceSpec) -> ServiceSpec {
         scale: None,
         scaling: None,
         disruption: None,
+        update: None,
         ..spec.clone()
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::names::Label;
 use super::resources::Resources;
+use super::update::{Strategy, UpdateSettings};
 use super::{duration, limits};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -64,6 +65,10 @@ pub struct ServiceSpec {
     /// Not part of the revision (as a PodDisruptionBudget is no part of a pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption: Option<Disruption>,
+    /// How instances are replaced (`Recreate` or `Rolling`). Not part of the
+    /// revision (as a Deployment's strategy is no part of its pod template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSettings>,
 }
 
 fn default_namespace() -> Label {
@@ -148,6 +153,16 @@ impl ServiceSpec {
     /// at; the controller keeps an existing service's scale instead).
     pub fn desired_scale(&self) -> u32 {
         self.scale.unwrap_or(1)
+    }
+
+    /// The `update:` settings, defaults filled in.
+    pub fn update_settings(&self) -> UpdateSettings {
+        self.update.clone().unwrap_or_default()
+    }
+
+    /// Whether restarts and spec changes roll out batch by batch.
+    pub fn is_rolling(&self) -> bool {
+        self.update_settings().strategy == Strategy::Rolling
     }
 
     pub fn scaling_defaults(&self) -> ScalingDefaults {

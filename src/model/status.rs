@@ -18,6 +18,16 @@ pub struct ServiceStatus {
     pub current_replicas: u32,
     pub last_scale_at: Option<Timestamp>,
     pub last_scale_reason: String,
+    /// Active instances that run the spec's current revision (`updateRevision`).
+    #[serde(default)]
+    pub updated_replicas: u32,
+    /// The revision every instance ran when the service last ran one revision
+    /// only: what a rolling update replaces, and where its rollback goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<u64>,
+    /// The spec's current revision: what new instances run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<u64>,
     /// The spec mod revision this status reflects.
     #[serde(default)]
     pub observed_generation: i64,

@@ -25,6 +25,7 @@ fn record(id: &str, kind: OperationKind, from: u32, to: u32) -> OperationRecord 
         requested_by: "me@here".into(),
         reason: format!("reason of {id}"),
         supersedes: vec![],
+        rolling: None,
     }
 }
 

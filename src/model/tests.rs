@@ -328,6 +328,7 @@ mod roundtrip {
                 }),
                 placement: None,
                 disruption: None,
+                update: None,
             }
         }
     }

@@ -26,6 +26,9 @@ pub(super) struct Census<'a> {
     /// step, a deletion) waits for them until the node's agent returns or the
     /// node is forgotten.
     pub unconfirmed: Vec<&'a InstanceRecord>,
+    /// Asked to stop, on a live node, and not ended yet: they still hold their
+    /// process (and a pinned port) until their agent reports them gone.
+    pub stopping: Vec<&'a InstanceRecord>,
     /// Those of `unconfirmed` given up with their node (`node_lost`) and replaced:
     /// unlike the others they are not in `remaining`, so scaling goes on without
     /// them.
@@ -41,6 +44,7 @@ impl<'a> Census<'a> {
             remaining: 0,
             ended: vec![],
             unconfirmed: vec![],
+            stopping: vec![],
             lost: 0,
         };
         for instance in &observed.instances {
@@ -69,6 +73,7 @@ impl<'a> Census<'a> {
                     plan.remove
                         .push(Versioned::new(record.id.clone(), instance.revision));
                 } else {
+                    census.stopping.push(record);
                     census.remaining += 1;
                 }
                 continue;

@@ -22,10 +22,16 @@ pub(super) fn failure(
 ) -> Option<String> {
     let created = |record: &InstanceRecord| progress.started(record.operation_id.as_deref());
     let was_ready = |record: &InstanceRecord| progress.ready_at_start.contains(&record.id);
-    let surplus = census
-        .active
-        .len()
-        .saturating_sub(progress.step_target as usize);
+    // A rolling operation's surplus are the old instances it replaces, and those
+    // are never what it starts: judge everything it started.
+    let surplus = if progress.rolling.is_some() {
+        0
+    } else {
+        census
+            .active
+            .len()
+            .saturating_sub(progress.step_target as usize)
+    };
     let leaving = victims(observed, census, surplus);
     let leaves =
         |record: &InstanceRecord| leaving.iter().any(|victim| victim.value.id == record.id);

@@ -18,6 +18,8 @@
 //! - `revisions`: the spec revisions instances run (create on change, keep the last
 //!   ten and those still run).
 //! - `records`: stored records that do not parse, and their defined outcomes.
+//! - `rolling`: rolling restarts and rollouts: batches bounded by maxSurge and
+//!   maxUnavailable, health-gated, rolled back or paused on failure.
 
 mod census;
 mod conditions;
@@ -27,6 +29,7 @@ mod operation;
 mod placement;
 mod records;
 mod revisions;
+mod rolling;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -190,15 +193,34 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
         }
         SpecState::Valid { stored, revision } => {
             conditions::spec_valid(observed, *revision, &mut plan.status);
-            operation::take_up(observed, &census, stored, *revision, &mut plan.status);
-            let target = operation::advance(observed, &census, stored, *revision, &mut plan);
             let current = revisions::current(observed, stored, *revision, &mut plan);
-            placement::converge(observed, cfg, &census, stored, current, target, &mut plan);
+            operation::take_up(
+                observed,
+                &census,
+                stored,
+                *revision,
+                current,
+                &mut plan.status,
+            );
+            let target = operation::advance(observed, &census, stored, *revision, &mut plan);
+            let rolling_op = plan
+                .status
+                .operation
+                .as_ref()
+                .filter(|op| op.rolling.is_some());
+            if rolling_op.is_some_and(|op| !op.phase.is_terminal()) {
+                rolling::converge(observed, cfg, &census, stored, current, &mut plan);
+            } else if rolling_op.is_none() || plan.rollback.is_none() {
+                // (A rolled-back rollout's spec write comes first: the next look
+                // rolls the previous revision out.)
+                placement::converge(observed, cfg, &census, stored, current, target, &mut plan);
+            }
             revisions::prune(observed, &mut plan);
             conditions::count_replicas(observed, &census, &mut plan.status);
             conditions::node_lost(observed, &census, &mut plan.status);
             conditions::settle(observed, &mut plan);
             conditions::failing(observed, &mut plan.status);
+            rolling::report(observed, &census, stored, current, &mut plan.status);
         }
     }
     records::report(observed, &mut plan);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::census::Census;
-use super::{Observed, Plan, health, until};
+use super::{Observed, Plan, health, rolling, until};
 use crate::model::{
     OperationKind, OperationPhase, OperationProgress, OperationRecord, ScalePlan, ServiceStatus,
     StoredService, Versioned, duration,
@@ -25,6 +25,7 @@ pub(super) fn take_up(
     census: &Census,
     stored: &StoredService,
     revision: i64,
+    current: u64,
     status: &mut ServiceStatus,
 ) {
     let ready = census.ready_ids(observed);
@@ -39,12 +40,23 @@ pub(super) fn take_up(
         // that knew was lost): never run an old restart again. One that nothing
         // ran yet runs, late if need be, with its own parameters.
         if !record.is_history(observed.now, created_instances(observed, &record.id)) {
-            let progress = record.start(
+            let mut progress = record.start(
                 *record_revision,
                 status.current_replicas,
                 &ready,
                 observed.now,
             );
+            if let Some(request) = rolling::request_of(record, stored) {
+                rolling::attach(
+                    &mut progress,
+                    &request,
+                    stored,
+                    current,
+                    status,
+                    false,
+                    observed.now,
+                );
+            }
             begin(status, progress, record.reason(), observed.now);
             status.record_superseded_unseen(
                 &record.supersedes,
@@ -68,6 +80,11 @@ pub(super) fn take_up(
             )
         };
         let progress = implied.start(revision, status.current_replicas, &ready, observed.now);
+        begin(status, progress, reason, observed.now);
+    } else if let Some((progress, reason)) =
+        rolling::implied(observed, census, stored, revision, current, status)
+    {
+        // A spec change of a `Rolling` service: roll the new revision out.
         begin(status, progress, reason, observed.now);
     }
 }
@@ -122,6 +139,7 @@ fn implied_by_spec(
         requested_by: "spec".into(),
         reason: String::new(),
         supersedes: vec![],
+        rolling: None,
     }
 }
 
@@ -167,7 +185,12 @@ pub(super) fn advance(
         progress.step_target = progress.target_of(1);
         progress.step_started_at = Some(observed.now);
     }
-    let (target, look_again) = match look_at_step(observed, census, &mut progress) {
+    let looked = if progress.rolling.is_some() {
+        rolling::look(observed, census, stored, &mut progress)
+    } else {
+        look_at_step(observed, census, &mut progress)
+    };
+    let (target, look_again) = match looked {
         Ok(look_again) => {
             if progress.phase == OperationPhase::Succeeded {
                 status.record_history(&progress, "");
@@ -178,6 +201,18 @@ pub(super) fn advance(
                 progress.step_target
             };
             (target, look_again)
+        }
+        Err(why) if progress.rolling.is_some() => {
+            rolling::fail(
+                observed,
+                stored,
+                revision,
+                &mut progress,
+                status,
+                &mut plan.rollback,
+                why,
+            );
+            (status.desired_replicas, None)
         }
         Err(why) => {
             let target = fail(

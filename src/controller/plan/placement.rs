@@ -276,7 +276,7 @@ pub(super) fn victims<'a>(
 }
 
 /// [`victims`] among `all`.
-fn victims_among<'a>(
+pub(super) fn victims_among<'a>(
     observed: &Observed,
     mut all: Vec<Versioned<&'a InstanceRecord>>,
     n: usize,
@@ -299,10 +299,16 @@ fn victims_among<'a>(
 /// Picks nodes for `want` new instances: only nodes that fit the rules (not
 /// cordoned or draining, labels matching, under `maxPerNode` and capacity); of those
 /// the fewest of this service, then the fewest overall.
-fn place(observed: &Observed, census: &Census, want: usize, rules: &Rules) -> Placed {
+pub(super) fn place(observed: &Observed, census: &Census, want: usize, rules: &Rules) -> Placed {
     let mut mine: HashMap<&str, u32> = HashMap::new();
     for active in &census.active {
         *mine.entry(active.value.node.as_str()).or_default() += 1;
+    }
+    // A pinned port stays bound until a stopping instance's process is gone.
+    if rules.one_per_node {
+        for stopping in &census.stopping {
+            *mine.entry(stopping.node.as_str()).or_default() += 1;
+        }
     }
     let mut total: HashMap<&str, u32> = observed
         .nodes

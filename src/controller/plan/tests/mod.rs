@@ -208,6 +208,7 @@ impl Sim {
                 requested_by: "me@here".into(),
                 reason: String::new(),
                 supersedes: vec![],
+                rolling: None,
             },
             self.rev,
         ));
