@@ -11,6 +11,7 @@ mod placement;
 mod records;
 mod resources;
 mod revisions;
+mod rolling;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
