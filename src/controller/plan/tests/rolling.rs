@@ -422,7 +422,9 @@ fn a_bad_revision_is_rolled_back_to_the_previous_one_keeping_the_live_scale() {
     for i in 0..50 {
         s.o.now = t(102 + i);
         s.agents(true);
-        s.o.statuses.get_mut(&new).map(|st| st.ready = false);
+        if let Some(st) = s.o.statuses.get_mut(&new) {
+            st.ready = false;
+        }
         s.step();
         if s.phase().is_terminal() {
             break;
