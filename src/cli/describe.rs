@@ -349,6 +349,19 @@ pub fn render_service(d: &ServiceDescription, _now: Timestamp) -> String {
                 None => "<defaults: immediate>".into(),
             };
             field(&mut out, "Scaling", &scaling);
+            if let Some(u) = &s.update {
+                let update = format!(
+                    "{:?}, maxSurge {}, maxUnavailable {}, minReadySeconds {}, onFailure {}, \
+                     progressDeadline {}",
+                    u.strategy,
+                    u.max_surge,
+                    u.max_unavailable,
+                    u.min_ready_seconds,
+                    u.on_failure,
+                    humantime::format_duration(u.progress_deadline)
+                );
+                field(&mut out, "Update", &update);
+            }
             if let Some(t) = stored.deletion_timestamp {
                 field(&mut out, "Terminating since", &when(Some(t)));
             }
@@ -367,6 +380,16 @@ pub fn render_service(d: &ServiceDescription, _now: Timestamp) -> String {
         "  Replicas:       {} desired | {} ready | {} current",
         st.desired_replicas, st.ready_replicas, st.current_replicas
     );
+    if let Some(update) = st.update_revision {
+        let current = st
+            .current_revision
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "  Revisions:      {} updated to {update} | current {current}",
+            st.updated_replicas
+        );
+    }
     let reason = if st.last_scale_reason.is_empty() {
         String::new()
     } else {
@@ -379,6 +402,9 @@ pub fn render_service(d: &ServiceDescription, _now: Timestamp) -> String {
             "  Operation:      {} {} → {} {:?}, step {}/{}",
             op.kind, op.from, op.to, op.phase, op.step, op.steps
         );
+        if op.rolling.is_some() {
+            let _ = writeln!(out, "                  {}", op.message);
+        }
     }
     if !st.last_failure.is_empty() {
         let _ = writeln!(out, "  Last failure:   {}", st.last_failure);

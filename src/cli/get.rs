@@ -269,7 +269,7 @@ fn service_table(views: &[ServiceView], wide: bool) -> comfy_table::Table {
         "AGE",
     ];
     if wide {
-        header.extend(["REASON", "MESSAGE"]);
+        header.extend(["UPDATED", "REVISION", "REASON", "MESSAGE"]);
     }
     let mut t = table(&header);
     for v in views {
@@ -292,12 +292,25 @@ fn service_table(views: &[ServiceView], wide: bool) -> comfy_table::Table {
                 .or(v.status.first_seen_at)),
         ];
         if wide {
+            row.push(v.status.updated_replicas.to_string());
+            row.push(revisions(&v.status));
             row.push(v.status.last_scale_reason.clone());
             row.push(v.message());
         }
         t.add_row(row);
     }
     t
+}
+
+/// `3`, or `2→3` while instances of revision 2 are replaced by (or wait for a
+/// restart to become) revision 3.
+fn revisions(status: &crate::model::ServiceStatus) -> String {
+    match (status.current_revision, status.update_revision) {
+        (Some(current), Some(update)) if current != update => format!("{current}→{update}"),
+        (_, Some(update)) => update.to_string(),
+        (Some(current), None) => current.to_string(),
+        (None, None) => "-".into(),
+    }
 }
 
 fn print_services(views: &[ServiceView], format: Format, single: bool) -> exit::Result<()> {

@@ -8,7 +8,8 @@ use jiff::Timestamp;
 
 use super::wait::{self, WaitFor};
 use crate::exit::{self, Error};
-use crate::model::operation::{self, BASE_TIMEOUT};
+use crate::model::operation::{self, BASE_TIMEOUT, RollingRequest};
+use crate::model::update::{self, Count};
 use crate::model::{
     OperationKind, OperationRecord, ScaleMode, ScalePlan, StoredService, duration, limits,
 };
@@ -81,15 +82,51 @@ pub enum ModeArg {
 #[command(after_help = "Examples:
   rune restart api
   rune restart api --no-wait
+  rune restart api --rolling
+  rune restart api --rolling --max-surge 25% --max-unavailable 0 --min-ready 10s
 
 Stops every instance, waits until all are gone, then starts the previous scale from
 the current spec (this is how spec edits reach running instances). On a stopped
-service it brings back the last non-zero scale.")]
+service it brings back the last non-zero scale.
+
+With --rolling, or on a service whose spec says `update: {strategy: Rolling}`, it
+replaces instances batch by batch instead: new ones start (at most --max-surge
+beyond the scale), and old ones stop once new ones are ready for --min-ready, never
+leaving fewer than scale - --max-unavailable ready. The defaults come from the
+spec's `update:` (maxSurge 1, maxUnavailable 0, minReadySeconds 0).")]
 pub struct RestartArgs {
     /// The service.
     pub name: String,
+    /// Replace instances batch by batch instead of stopping them all first.
+    #[arg(long)]
+    pub rolling: bool,
+    /// Rolling: most instances beyond the scale at once, a number or a
+    /// percentage of the scale (rounded up) [default: the spec's update.maxSurge, 1].
+    #[arg(long, value_name = "N|P%", value_parser = parse_surge)]
+    pub max_surge: Option<Count>,
+    /// Rolling: most instances below the scale that may be unavailable, a number or
+    /// a percentage (rounded down) [default: the spec's update.maxUnavailable, 0].
+    #[arg(long, value_name = "N|P%", value_parser = parse_unavailable)]
+    pub max_unavailable: Option<Count>,
+    /// Rolling: how long a new instance must stay ready before it counts, at most
+    /// 1h [default: the spec's update.minReadySeconds, 0s].
+    #[arg(long, value_name = "D", value_parser = parse_min_ready)]
+    pub min_ready: Option<Duration>,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+fn parse_surge(text: &str) -> Result<Count, String> {
+    Count::parse("--max-surge", text)
+}
+
+fn parse_unavailable(text: &str) -> Result<Count, String> {
+    Count::parse("--max-unavailable", text)
+}
+
+/// `--min-ready`: at most [`limits::MAX_MIN_READY`].
+fn parse_min_ready(text: &str) -> Result<Duration, String> {
+    limits::at_most("--min-ready", duration::parse(text)?, limits::MAX_MIN_READY)
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +154,8 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 struct Request {
+    /// A restart's rolling overrides, when asked with --rolling or its flags.
+    rolling: Option<RollingRequest>,
     kind: OperationKind,
     mode: ScaleMode,
     step: u32,
@@ -135,6 +174,7 @@ pub async fn scale(store: &Store, a: ScaleArgs) -> exit::Result<()> {
     let to = bounded("replicas", a.replicas, 0)?;
     let step = bounded("--step", a.step, 1)?;
     let req = Request {
+        rolling: None,
         kind: OperationKind::Scale,
         mode: match a.mode {
             ModeArg::Immediate => ScaleMode::Immediate,
@@ -149,7 +189,14 @@ pub async fn scale(store: &Store, a: ScaleArgs) -> exit::Result<()> {
 }
 
 pub async fn restart(store: &Store, a: RestartArgs) -> exit::Result<()> {
+    let overrides = RollingRequest {
+        max_surge: a.max_surge,
+        max_unavailable: a.max_unavailable,
+        min_ready: a.min_ready,
+    };
+    let rolling = (a.rolling || overrides != RollingRequest::default()).then_some(overrides);
     let req = Request {
+        rolling,
         kind: OperationKind::Restart,
         mode: ScaleMode::Immediate,
         step: 1,
@@ -162,6 +209,7 @@ pub async fn restart(store: &Store, a: RestartArgs) -> exit::Result<()> {
 
 pub async fn stop(store: &Store, a: StopArgs) -> exit::Result<()> {
     let req = Request {
+        rolling: None,
         kind: OperationKind::Stop,
         mode: ScaleMode::Immediate,
         step: 1,
@@ -226,6 +274,34 @@ struct Submission<'a> {
 }
 
 impl Submission<'_> {
+    /// A restart's rolling settings: the flags' overrides (`--rolling` or any of
+    /// its flags), or none for a `Rolling` service (the spec's `update:` then),
+    /// checked against the spec's so both counts are never 0. `None` for a
+    /// stop-the-world restart, a scale, a stop.
+    fn rolling(&self, stored: &StoredService) -> exit::Result<Option<RollingRequest>> {
+        if self.req.kind != OperationKind::Restart {
+            return Ok(None);
+        }
+        let spec = stored.service.update_settings();
+        let request = match &self.req.rolling {
+            Some(request) => request.clone(),
+            None if stored.service.is_rolling() => RollingRequest::default(),
+            None => return Ok(None),
+        };
+        update::check_counts(
+            request.max_surge.unwrap_or(spec.max_surge),
+            request.max_unavailable.unwrap_or(spec.max_unavailable),
+        )
+        .map_err(|e| {
+            Error::usage(format!(
+                "{e} (--max-surge {}, --max-unavailable {}, with the spec's update: settings)",
+                request.max_surge.unwrap_or(spec.max_surge),
+                request.max_unavailable.unwrap_or(spec.max_unavailable)
+            ))
+        })?;
+        Ok(Some(request))
+    }
+
     /// One attempt: read the service, check the request against it, and decide the
     /// spec's new scale and the operation record, guarded on the spec as read.
     async fn decide(&mut self, store: &Store) -> exit::Result<Decision<OperationRecord>> {
@@ -269,6 +345,7 @@ impl Submission<'_> {
                 last
             }
         };
+        let rolling = self.rolling(&stored)?;
         let plan = ScalePlan {
             mode: req.mode,
             from,
@@ -326,7 +403,7 @@ impl Submission<'_> {
             requested_by: requested_by(),
             reason: self.args.reason.clone().unwrap_or_default(),
             supersedes,
-            rolling: None,
+            rolling,
         };
         let mut next = stored.clone();
         next.service.scale = Some(to);

@@ -85,6 +85,9 @@ pub fn progress_line(status: &ServiceStatus, now: Timestamp) -> String {
     let Some(p) = &status.operation else {
         return line;
     };
+    if let Some(rolling) = &p.rolling {
+        line = format!("updated {}/{} · {line}", rolling.updated, p.to);
+    }
     if p.steps > 1 {
         line.push_str(&format!(
             " · step {} of {} (to {})",

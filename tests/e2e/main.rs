@@ -25,6 +25,7 @@ mod nodes;
 mod operations;
 mod rbac;
 mod resources;
+mod rolling;
 mod run_local;
 mod scale;
 mod store;

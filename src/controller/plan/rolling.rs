@@ -248,6 +248,11 @@ pub(super) fn look(
             duration::format(rolling.progress_deadline)
         ));
     }
+    let fallback = if progress.message.contains(PINNED_NOTE) {
+        format!("; {PINNED_NOTE}")
+    } else {
+        String::new()
+    };
     if old.is_empty()
         && updated_count == progress.to
         && new_available == progress.to
@@ -256,16 +261,11 @@ pub(super) fn look(
         progress.phase = OperationPhase::Succeeded;
         progress.finished_at = Some(now);
         progress.message = format!(
-            "updated {}/{}, every one available",
+            "updated {}/{}, every one available{fallback}",
             progress.to, progress.to
         );
         return Ok(None);
     }
-    let fallback = if progress.message.contains(PINNED_NOTE) {
-        format!("; {PINNED_NOTE}")
-    } else {
-        String::new()
-    };
     progress.message = format!("{counts}{fallback}");
     // Instances still inside their minReadySeconds become available by time alone.
     let soonest = new
