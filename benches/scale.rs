@@ -10,13 +10,16 @@
 //!    instances that are ready at once (`examples/tcp-ready.rs` under a TCP readiness
 //!    probe), and of the scale back to 0;
 //! 3. etcd requests per instance (the daemons' `rune_etcd_requests` counters);
-//! 4. controller, agent and etcd CPU time and peak RSS.
+//! 4. controller, agent and etcd CPU time and peak RSS;
+//! 5. wall time of the blocking `rune restart bench` of N instances, stop-the-world
+//!    and `--rolling --max-surge 10`, side by side.
 //!
 //! Prints tables and writes `docs/benchmarks.md`. Every process it starts is stopped
 //! when it ends, also on panic or Ctrl-C (drop guards), and every wait has a deadline.
 //!
 //! Settings (environment): RUNE_BENCH_RUNS (latency runs, default 30),
-//! RUNE_BENCH_SIZES (default 10,100,500), RUNE_BENCH_OUT (default docs/benchmarks.md;
+//! RUNE_BENCH_SIZES (default 10,100,500), RUNE_BENCH_RESTART_N (instances of the
+//! restart figure, default 100; 0 skips it), RUNE_BENCH_OUT (default docs/benchmarks.md;
 //! `-` writes nothing), RUNE_BENCH_BIN_DIR (default target/release), RUNE_BENCH_ETCD
 //! (default `etcd`), RUNE_BENCH_KEEP=1 keeps the scratch dir (logs) for a look.
 
@@ -206,6 +209,13 @@ struct SizeRun {
     gone_after_down: Duration,
     req_down: (u64, u64),
     cpu_down: Cpu,
+}
+
+/// Section 5: the restart of N instances, both ways.
+struct Restarts {
+    n: u32,
+    stop_the_world: Result<Duration, String>,
+    rolling: Result<Duration, String>,
 }
 
 struct Final {
@@ -524,6 +534,54 @@ async fn run() {
         });
     }
 
+    // 5. `rune restart bench` of N instances: stop-the-world, then rolling with
+    // maxSurge 10 (each from N ready instances).
+    let restart_n: u32 = env_or("RUNE_BENCH_RESTART_N", "100")
+        .parse()
+        .expect("RUNE_BENCH_RESTART_N");
+    let restarts = if restart_n == 0 {
+        None
+    } else {
+        let limit = Duration::from_secs(900);
+        let n = restart_n.to_string();
+        eprintln!("bench: rune scale bench {n}, then restart it both ways");
+        sys.rune(&["scale", "bench", &n], limit)
+            .await
+            .expect("scale bench for the restart figure");
+        let took = |r: Result<(Duration, String), String>| r.map(|(d, _)| d);
+        let stop_the_world = took(
+            sys.rune(&["restart", "bench", "--timeout", "15m"], limit)
+                .await,
+        );
+        let rolling = took(
+            sys.rune(
+                &[
+                    "restart",
+                    "bench",
+                    "--rolling",
+                    "--max-surge",
+                    "10",
+                    "--timeout",
+                    "15m",
+                ],
+                limit,
+            )
+            .await,
+        );
+        for (what, r) in [("stop-the-world", &stop_the_world), ("rolling", &rolling)] {
+            if let Err(e) = r {
+                eprintln!("bench: {what} restart of {n} failed: {e}");
+            }
+        }
+        let _ = sys.rune(&["scale", "bench", "0"], limit).await;
+        sys.wait_gone("bench", Duration::from_secs(120)).await;
+        Some(Restarts {
+            n: restart_n,
+            stop_the_world,
+            rolling,
+        })
+    };
+
     // 4. Totals at the end, before anything is stopped.
     let finals = [
         ("rune-controller", controller.pid()),
@@ -544,7 +602,10 @@ async fn run() {
     drop(reaper);
 
     let m = machine(&etcd_bin);
-    let report = render(&m, runs, &lat, &size_runs, &finals, agent_stop);
+    let mut report = render(&m, runs, &lat, &size_runs, &finals, agent_stop);
+    if let Some(r) = &restarts {
+        report = insert_before_how_measured(&report, &render_restarts(r));
+    }
     println!("{report}");
     let out = env_or(
         "RUNE_BENCH_OUT",
@@ -581,6 +642,49 @@ fn per(total: u64, n: u32) -> String {
     format!("{:.1}", total as f64 / n.max(1) as f64)
 }
 
+/// Section 5, placed before "How measured".
+fn render_restarts(r: &Restarts) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## 5. `rune restart bench` of {} instances
+",
+        r.n
+    );
+    let mut t = table(&["restart", "wall time (s)", "ready throughout"]);
+    t.add_row(vec![
+        "stop-the-world (`rune restart bench`)".to_string(),
+        secs(&r.stop_the_world),
+        "no: every instance stops first".to_string(),
+    ]);
+    t.add_row(vec![
+        "rolling (`--rolling --max-surge 10`, maxUnavailable 0)".to_string(),
+        secs(&r.rolling),
+        format!("yes: at least {} ready at every step", r.n),
+    ]);
+    let _ = writeln!(
+        s,
+        "{t}
+"
+    );
+    let _ = writeln!(
+        s,
+        "Both from {} ready instances, the blocking command from its start to its exit 0. \
+         The rolling restart starts at most 10 new instances beyond the scale, stops an old \
+         one for each new one ready, and waits for each stop to finish before the next \
+         surge (stopping instances count towards the surge).\n",
+        r.n
+    );
+    s
+}
+
+fn insert_before_how_measured(report: &str, section: &str) -> String {
+    match report.find("## How measured") {
+        Some(at) => format!("{}{section}\n{}", &report[..at], &report[at..]),
+        None => format!("{report}\n{section}"),
+    }
+}
+
 fn render(
     m: &Machine,
     runs: usize,
@@ -593,7 +697,7 @@ fn render(
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Sections 1–3 are produced by `make bench` (`benches/scale.rs`): one etcd, one \
+        "Sections 1–3 and 5 are produced by `make bench` (`benches/scale.rs`): one etcd, one \
          `rune-controller` and one `rune-agent` on one machine, release build. The fleet \
          section at the end is produced by `make bench-fleet` (`benches/fleet.rs`); each \
          rerun refreshes its own sections only.\n"

@@ -478,3 +478,42 @@ fn bad_update_settings_are_usage_errors_naming_where() {
         "nothing half-applied"
     );
 }
+
+#[test]
+fn the_readme_rolling_restarts_block_runs_verbatim() {
+    let w = World::new();
+    let _system = one_node(&w);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("### Rolling restarts").expect("the section")..];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("an sh block");
+    let bin = assert_cmd::cargo::cargo_bin("rune");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-e", "-c", block])
+        .current_dir(root)
+        .env("PATH", path)
+        .env("RUNE_ETCD_ENDPOINTS", &w.etcd.client_url)
+        .env("RUNE_ETCD_PREFIX", &w.prefix)
+        .env("RUNE_CONFIG", "/nonexistent")
+        .env_remove("RUNE_CONTEXT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README's Rolling restarts block failed:\n{block}\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("updatedReplicas: 2"), "{stdout}");
+    w.rune().args(["stop", "web"]).assert().success();
+}
