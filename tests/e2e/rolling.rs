@@ -395,7 +395,7 @@ fn a_leader_killed_mid_rollout_hands_over_with_no_instance_beyond_the_surge() {
 }
 
 #[test]
-fn a_newer_scale_supersedes_a_rolling_restart() {
+fn a_newer_scale_supersedes_a_rolling_restart_and_a_rollout_which_then_resumes() {
     let w = World::new();
     let _system = one_node(&w);
     let slow = "  update: {strategy: Rolling, minReadySeconds: 30}\n";
@@ -420,6 +420,44 @@ fn a_newer_scale_supersedes_a_rolling_restart() {
         "{history}"
     );
     wait_ready(&w, "web", 2);
+
+    // A spec rollout, superseded by a scale, resumes once the scale is done.
+    cast(
+        &w,
+        &web(&w, "web", 2, &format!("{slow}  env: {{V: \"2\"}}\n")),
+    );
+    eventually("the rollout runs", Duration::from_secs(60), || {
+        let op = last_operation(&w, "web");
+        (op["kind"] == "rollout" && op["phase"] == "Progressing").then_some(())
+    });
+    w.rune().args(["scale", "web", "3"]).assert().success();
+    let fast = "  update: {strategy: Rolling}\n";
+    cast(
+        &w,
+        &web(&w, "web", 3, &format!("{fast}  env: {{V: \"2\"}}\n")),
+    );
+    eventually(
+        "the rollout resumed and finished",
+        Duration::from_secs(120),
+        || {
+            let st = service(&w, "web")["status"].clone();
+            (st["operation"]["kind"] == "rollout"
+                && st["operation"]["phase"] == "Succeeded"
+                && st["updatedReplicas"] == 3
+                && st["readyReplicas"] == 3)
+                .then_some(())
+        },
+    );
+    let history = service(&w, "web")["status"]["history"].clone();
+    let results: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["kind"].as_str().unwrap(), h["result"].as_str().unwrap()))
+        .collect();
+    assert!(results.contains(&("rollout", "Superseded")), "{results:?}");
+    assert!(results.contains(&("scale", "Succeeded")), "{results:?}");
+    assert!(pids(&w, "web").iter().all(|p| env_of(*p).contains("V=2")));
 }
 
 #[test]
