@@ -21,7 +21,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::census::Census;
-use super::placement::{Rules, place, victims_among};
+use super::placement::{Rules, place, unschedulable, victims_among};
 use super::{Observed, Plan, PlanConfig, health, until};
 use crate::model::operation::{RollingProgress, RollingRequest};
 use crate::model::revision::template;
@@ -388,13 +388,27 @@ pub(super) fn converge(
             op.message = format!("{}; {PINNED_NOTE}", op.message);
         }
     }
-    plan.status.set_condition(
-        ConditionKind::ReplicaFailure,
-        ConditionStatus::False,
-        "Scheduled",
-        "",
-        observed.now,
-    );
+    if placed.chosen.len() < creatable && !pinned_fallback {
+        // No node takes a new instance (cordoned, selectors, capacity): say why,
+        // as a scale would; the rollout waits (and fails at its progressDeadline).
+        let missing = creatable - placed.chosen.len();
+        let message = unschedulable(observed, missing, &rules, &placed);
+        plan.status.set_condition(
+            ConditionKind::ReplicaFailure,
+            ConditionStatus::True,
+            "Unschedulable",
+            &message,
+            observed.now,
+        );
+    } else {
+        plan.status.set_condition(
+            ConditionKind::ReplicaFailure,
+            ConditionStatus::False,
+            "Scheduled",
+            "",
+            observed.now,
+        );
+    }
     plan.requeue(Duration::from_secs(2));
 }
 

@@ -527,3 +527,24 @@ fn a_restart_of_a_rolling_service_rolls_without_the_flag() {
     let p = s.step();
     assert_eq!((p.create.len(), p.stop.len()), (0, 2));
 }
+
+#[test]
+fn a_rollout_with_nowhere_to_surge_says_why_and_stops_nothing() {
+    let mut s = rolling_sim(2, &["n1"], "");
+    s.o.node_states.insert(
+        "n1".into(),
+        NodeState {
+            cordoned: true,
+            draining: false,
+            by: "me@here".into(),
+            at: t(0),
+            reason: String::new(),
+        },
+    );
+    restart(&mut s, surge(1, 0));
+    let p = s.step();
+    assert!(p.create.is_empty() && p.stop.is_empty());
+    let c = s.o.status.condition(ConditionKind::ReplicaFailure).unwrap();
+    assert_eq!(c.reason, "Unschedulable");
+    assert!(c.message.contains("cordoned"), "{}", c.message);
+}
