@@ -364,6 +364,9 @@ impl OperationRecord {
         let by = &self.requested_by;
         match self.kind {
             OperationKind::Scale => format!("scale to {} requested by {by}", self.to),
+            OperationKind::Restart if self.rolling.is_some() => {
+                format!("rolling restart requested by {by}")
+            }
             OperationKind::Restart => format!("restart requested by {by}"),
             OperationKind::Stop => format!("stop requested by {by}"),
             OperationKind::Rollout => format!("rollout requested by {by}"),

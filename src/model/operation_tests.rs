@@ -354,3 +354,57 @@ fn an_operation_judges_the_instances_of_the_running_one_it_superseded_as_its_own
     assert!(!scale.started(Some("other")));
     assert!(!scale.started(None), "instances from before any operation");
 }
+
+#[test]
+fn a_rolling_operation_takes_the_spec_settings_under_the_flags_overrides() {
+    use crate::model::update::{Count, UpdateSettings};
+    let spec = UpdateSettings {
+        max_surge: Count::Percent(25),
+        min_ready_seconds: 5,
+        ..UpdateSettings::default()
+    };
+    let (bounds, min_ready) = RollingRequest::default().settle(&spec, 10);
+    assert_eq!((bounds.max_surge, bounds.max_unavailable), (3, 0));
+    assert_eq!(min_ready, secs(5));
+    let flags = RollingRequest {
+        max_surge: Some(Count::Absolute(0)),
+        max_unavailable: None,
+        min_ready: Some(secs(7200)),
+    };
+    let (bounds, min_ready) = flags.settle(&spec, 10);
+    assert_eq!(
+        (bounds.max_surge, bounds.max_unavailable),
+        (0, 1),
+        "never both 0"
+    );
+    assert_eq!(
+        min_ready,
+        limits::MAX_MIN_READY,
+        "a hand-written record is bounded"
+    );
+}
+
+#[test]
+fn what_counts_as_updated_is_one_rule_per_kind() {
+    let restart = record(
+        OperationKind::Restart,
+        ScalePlan {
+            mode: ScaleMode::Immediate,
+            from: 3,
+            to: 3,
+            step: 1,
+            interval: secs(0),
+        },
+        secs(300),
+    );
+    let mut p = restart.start(1, 3, &[], t(0));
+    assert!(p.counts_as_updated(Some("op"), true));
+    assert!(!p.counts_as_updated(None, true), "an instance from before");
+    assert!(!p.counts_as_updated(Some("op"), false), "another spec");
+    p.kind = OperationKind::Rollout;
+    assert!(
+        p.counts_as_updated(None, true),
+        "a rollout goes by the spec"
+    );
+    assert!(!p.counts_as_updated(Some("op"), false));
+}

@@ -188,9 +188,14 @@ pub(super) fn implied(
         observed.now,
     );
     let reason = match revert {
-        Some((op, _)) => format!(
-            "rollback: rolling out revision {current} again after {} failed ({})",
-            op.id, op.message
+        Some((op, failed)) => format!(
+            "rollback: rolling out revision {current}{} after {} failed ({})",
+            failed
+                .previous_revision
+                .map(|n| format!(" (the spec of revision {n})"))
+                .unwrap_or_default(),
+            op.id,
+            op.message
         ),
         None => format!(
             "spec change: rolling out revision {current} to {stale} instance(s) (spec revision \
