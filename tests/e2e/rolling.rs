@@ -555,3 +555,32 @@ fn the_readme_rolling_restarts_block_runs_verbatim() {
     assert!(stdout.contains("updatedReplicas: 2"), "{stdout}");
     w.rune().args(["stop", "web"]).assert().success();
 }
+
+#[test]
+fn a_failing_rolling_restart_exits_1_and_the_old_instances_keep_running() {
+    let w = World::new();
+    let _system = one_node(&w);
+    deploy(&w, &gated(&w, "api", 2), "api", 2);
+    let before = pids(&w, "api");
+    // From now on new instances exit 1 at once.
+    std::fs::remove_file(w.dir.join("gate")).unwrap();
+    let out = w
+        .rune()
+        .args(["restart", "api", "--rolling"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("instance api-") && stderr.contains("exit code 1"),
+        "names the instance and the error: {stderr}"
+    );
+    eventually("only the old ones run", Duration::from_secs(60), || {
+        (pids(&w, "api") == before && live_processes(&w, "api").len() == 2).then_some(())
+    });
+    let history = text(&stdout_ok(w.rune().args(["history", "api"])));
+    assert!(
+        history.contains("restart") && history.contains("Failed"),
+        "{history}"
+    );
+}
