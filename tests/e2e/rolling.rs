@@ -490,6 +490,23 @@ fn bad_update_settings_are_usage_errors_naming_where() {
         .stderr(predicate::str::contains(
             "minReadySeconds must be from 0 to 3600",
         ));
+    // The example of docs/gitops.md's `update:` section is a valid spec.
+    let gitops = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gitops.md"),
+    )
+    .unwrap();
+    let example = gitops[gitops.find("### `update:`").unwrap()..]
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap()
+        .to_string();
+    let file = w.file("gitops-update.yaml", &example);
+    w.rune()
+        .args(["cast", "--dry-run"])
+        .arg(&file)
+        .assert()
+        .success();
     cast(&w, &web(&w, "web", 1, ""));
     w.rune()
         .args([
