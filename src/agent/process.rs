@@ -29,8 +29,11 @@ pub fn build_env(record: &Assigned, node: &str, ports: &[(String, u16)]) -> Vec<
     rune.insert("RUNE_INSTANCE".into(), record.id.clone());
     rune.insert("RUNE_NODE".into(), node.to_string());
     let mut all: BTreeMap<String, String> = BTreeMap::new();
+    // Values from configs and secrets are added at start (`agent::files`), verbatim.
     for (k, v) in &record.spec.env {
-        all.insert(k.clone(), expand(v, &rune));
+        if let Some(v) = v.plain() {
+            all.insert(k.clone(), expand(v, &rune));
+        }
     }
     all.extend(rune);
     all.into_iter().collect()

@@ -307,7 +307,7 @@ mod roundtrip {
                 scale,
                 command: if shell { Command::Shell(words.join(" ")) } else { Command::Argv(words) },
                 args: vec![],
-                env,
+                env: env.into_iter().map(|(k, v)| (k, v.into())).collect(),
                 working_dir: None,
                 ports: vec![PortSpec { name: Label::new("port", "http").unwrap(), port: pinned }],
                 health: Health { readiness: Some(readiness), liveness },
@@ -328,6 +328,7 @@ mod roundtrip {
                 }),
                 placement: None,
                 disruption: None,
+                files: vec![],
             }
         }
     }
