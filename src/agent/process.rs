@@ -39,6 +39,18 @@ pub fn build_env(record: &Assigned, node: &str, ports: &[(String, u16)]) -> Vec<
     all.into_iter().collect()
 }
 
+/// Adds a variable that `build_env` could not know (a config's or secret's value,
+/// `RUNE_FILES`), taken verbatim. rune's own names still win over a spec's: a
+/// `PORT` or `RUNE_*` already set stays.
+pub fn add_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    let owned = name == "PORT" || name.starts_with("RUNE_");
+    match env.iter_mut().find(|(k, _)| k == name) {
+        Some(_) if owned && name != "RUNE_FILES" => {}
+        Some((_, v)) => *v = value.to_string(),
+        None => env.push((name.to_string(), value.to_string())),
+    }
+}
+
 /// `RUNE_PORT_<NAME>`: uppercase, '-' → '_'.
 pub fn port_var(name: &str) -> String {
     format!("RUNE_PORT_{}", name.to_uppercase().replace('-', "_"))

@@ -18,6 +18,7 @@
 //! - `revisions`: the spec revisions instances run (create on change, keep the last
 //!   ten and those still run).
 //! - `records`: stored records that do not parse, and their defined outcomes.
+//! - `stale`: instances that run older configs or secrets than the current ones.
 
 mod census;
 mod conditions;
@@ -27,6 +28,7 @@ mod operation;
 mod placement;
 mod records;
 mod revisions;
+mod stale;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -79,6 +81,9 @@ pub struct Observed {
     /// Stored records that do not parse; see `records` for what becomes of them.
     pub unparseable: Vec<Unparseable>,
     pub now: Timestamp,
+    /// The current version of each config and secret (`"secret/db"`) the spec or
+    /// an instance status names; `None`: not stored (any more). For `Stale`.
+    pub source_versions: BTreeMap<String, Option<u64>>,
 }
 
 impl Observed {
@@ -199,6 +204,7 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             conditions::node_lost(observed, &census, &mut plan.status);
             conditions::settle(observed, &mut plan);
             conditions::failing(observed, &mut plan.status);
+            stale::stale(observed, &census, &mut plan.status);
         }
     }
     records::report(observed, &mut plan);

@@ -11,6 +11,7 @@ mod placement;
 mod records;
 mod resources;
 mod revisions;
+mod stale;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -88,6 +89,7 @@ impl Sim {
                 disruption: None,
                 unparseable: vec![],
                 now: t(0),
+                source_versions: Default::default(),
             },
             rev: 10,
         }
