@@ -323,6 +323,13 @@ fn print_services(views: &[ServiceView], format: Format, single: bool) -> exit::
     match format {
         Format::Table | Format::Wide => {
             print_table(&service_table(views, format == Format::Wide));
+            if single {
+                // A restart would change what the instances see (configs, secrets).
+                let stale = views[0].status.condition(ConditionKind::Stale);
+                if let Some(c) = stale.filter(|c| c.status == crate::model::ConditionStatus::True) {
+                    println!("\nStale: {}", c.message);
+                }
+            }
             for v in views.iter().filter(|v| v.spec.is_err()) {
                 if format == Format::Table {
                     eprintln!("warning: {}", v.spec.as_ref().unwrap_err());

@@ -27,4 +27,5 @@ mod rbac;
 mod resources;
 mod run_local;
 mod scale;
+mod secrets;
 mod store;
