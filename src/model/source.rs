@@ -479,3 +479,27 @@ mod tests {
         assert!(check_files(&[f("a"), f("a")]).is_err());
     }
 }
+
+#[cfg(test)]
+mod yaml_scalars {
+    use super::*;
+
+    /// An env value is a string or a ref (a map), so YAML's plain scalars are read
+    /// by their YAML type first: numbers come back in their canonical form. Quoting
+    /// keeps the text as written (documented in docs/gitops.md).
+    #[test]
+    fn yaml_env_scalars_become_strings() {
+        let spec = crate::model::parse_cast_file(
+            "t",
+            "service:\n  name: a\n  command: x\n  env: {A: 1.5, B: 7, C: true, Q: \"1.10\", R: {secret: db, key: p}}\n",
+        )
+        .unwrap()
+        .remove(0);
+        let plain = |k: &str| spec.env[k].plain().unwrap().to_string();
+        assert_eq!(
+            [plain("A"), plain("B"), plain("C"), plain("Q")],
+            ["1.5", "7", "true", "1.10"]
+        );
+        assert!(spec.env["R"].plain().is_none());
+    }
+}
