@@ -482,8 +482,6 @@ mod tests {
 
 #[cfg(test)]
 mod yaml_scalars {
-    use super::*;
-
     /// An env value is a string or a ref (a map), so YAML's plain scalars are read
     /// by their YAML type first: numbers come back in their canonical form. Quoting
     /// keeps the text as written (documented in docs/gitops.md).
