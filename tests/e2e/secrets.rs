@@ -479,3 +479,50 @@ fn a_missing_secret_or_key_fails_the_scale_and_rolls_back() {
     stdout_ok(w.rune().args(["delete", "secret", "db"]));
     scale_fails("secret default/db not found");
 }
+
+#[test]
+fn cast_writes_config_and_secret_documents_with_versions() {
+    let w = World::new();
+    let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
+    let doc = |mode: &str, password: &str| {
+        w.file(
+            "sources.yaml",
+            &format!(
+                "config:\n  name: app\n  data: {{mode: {mode}}}\n---\nsecret:\n  name: db\n  data: {{password: {password}}}\n"
+            ),
+        )
+    };
+    let cast = |file: &PathBuf| {
+        let mut c = w.rune();
+        c.arg("cast").arg(file).env("RUNE_SECRETS_KEY_FILE", &keys);
+        String::from_utf8(stdout_ok(&mut c)).unwrap()
+    };
+    assert_eq!(
+        cast(&doc("fast", "one")),
+        "config default/app created\nsecret default/db created\n"
+    );
+    assert_eq!(
+        cast(&doc("fast", "one")),
+        "config default/app unchanged\nsecret default/db unchanged\n"
+    );
+    assert_eq!(
+        cast(&doc("slow", "one")),
+        "config default/app updated (version 2)\nsecret default/db unchanged\n"
+    );
+    assert_eq!(
+        cast(&doc("slow", "two")),
+        "config default/app unchanged\nsecret default/db updated (version 2)\n"
+    );
+    let config = String::from_utf8(stdout_ok(
+        w.rune().args(["get", "config", "app", "-o", "json"]),
+    ))
+    .unwrap();
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["version"], 2);
+    assert_eq!(config["data"]["mode"], "slow", "a config's values show");
+    let table = String::from_utf8(stdout_ok(w.rune().args(["get", "configs"]))).unwrap();
+    assert!(table.contains("app") && table.contains("mode"), "{table}");
+    stdout_ok(w.rune().args(["delete", "config", "app"]));
+    let out = w.rune().args(["delete", "config", "app"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+}
