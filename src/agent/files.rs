@@ -131,6 +131,18 @@ impl Sources {
         Ok(dir)
     }
 
+    /// Removes the files directories of instances not in `known` (file names).
+    pub fn sweep(&self, known: &std::collections::HashSet<String>) {
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            if !known.contains(&*d.file_name().to_string_lossy()) {
+                remove(&d.path());
+            }
+        }
+    }
+
     /// The instance is gone: so are its files.
     pub fn remove(&self, file_name: &str) {
         remove(&self.dir(file_name));
@@ -269,8 +281,15 @@ mod tests {
         );
         assert_eq!(mode(&dir.join("db/password")), 0o400);
         assert_eq!(mode(&dir.join("conf/app/mode")), 0o444);
-        remove(&dir);
-        assert!(!dir.exists());
+        let sources = Sources {
+            store: OnceLock::new(),
+            key_file: None,
+            root: root.clone(),
+        };
+        sources.sweep(&["ns_a_i1".to_string()].into());
+        assert!(dir.exists(), "known: kept");
+        sources.sweep(&Default::default());
+        assert!(!dir.exists(), "unknown: swept");
         let _ = std::fs::remove_dir_all(root);
     }
 

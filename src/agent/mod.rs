@@ -243,6 +243,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         key_file: args.secrets.secrets_key_file.clone(),
         root: data.root().join("files"),
     });
+    // Files of instances this data dir no longer knows (a crash between forgetting
+    // an instance and removing its files): secrets do not linger on disk.
+    sources.sweep(&known.iter().map(InstanceRef::file_name).collect());
     let shared = Arc::new(Shared {
         sources: sources.clone(),
         cgroups: cgroups.clone(),
