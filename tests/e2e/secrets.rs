@@ -478,6 +478,14 @@ fn a_missing_secret_or_key_fails_the_scale_and_rolls_back() {
     // The secret is gone.
     stdout_ok(w.rune().args(["delete", "secret", "db"]));
     scale_fails("secret default/db not found");
+    // Sealed with a key the agent's key file does not hold.
+    let other = key_file(&w, "other", &[new_key(&w, "k9")]);
+    stdout_ok(
+        w.rune()
+            .args(["create", "secret", "db", "--from-literal", "password=p"])
+            .env("RUNE_SECRETS_KEY_FILE", &other),
+    );
+    scale_fails("secret default/db is encrypted with key \"k9\", which the key file");
 }
 
 #[test]
