@@ -13,5 +13,6 @@ pub mod host;
 pub mod logging;
 pub mod model;
 pub mod probe;
+pub mod secrets;
 pub mod serve;
 pub mod store;

@@ -12,6 +12,7 @@
 mod assignments;
 pub mod cgroups;
 mod events;
+pub mod files;
 pub mod hollow;
 pub mod logs;
 pub mod metrics;
@@ -143,6 +144,8 @@ pub struct Args {
     /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub secrets: crate::secrets::KeyFileArgs,
     /// Last: its help heading ("etcd connection") applies to what follows.
     #[command(flatten)]
     pub etcd: EtcdArgs,
@@ -230,7 +233,21 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let logs = Logs::with_cap(&data.root().join("logs"), args.instance_log_max_size);
     let cgroups = open_cgroups(&args.cgroup_parent);
     let (requests, requests_rx) = cgroups::Requests::new();
+    if let Some(path) = &args.secrets.secrets_key_file {
+        // Read at each start (so keys rotate without an agent restart), but a file
+        // that cannot be used at all is a configuration error now.
+        crate::secrets::Keyring::load(Some(path)).map_err(|e| AgentError::Setup(e.to_string()))?;
+    }
+    let sources = Arc::new(files::Sources {
+        store: std::sync::OnceLock::new(),
+        key_file: args.secrets.secrets_key_file.clone(),
+        root: data.root().join("files"),
+    });
+    // Files of instances this data dir no longer knows (a crash between forgetting
+    // an instance and removing its files): secrets do not linger on disk.
+    sources.sweep(&known.iter().map(InstanceRef::file_name).collect());
     let shared = Arc::new(Shared {
+        sources: sources.clone(),
         cgroups: cgroups.clone(),
         requests: Arc::new(requests),
         node: node.clone(),
@@ -256,6 +273,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
 
     let store = connect(&args.etcd).await?;
     check_layout(&store).await?;
+    let _ = sources.store.set(store.clone());
     let mut registry = Registry::default();
     agent_metrics.register(&mut registry);
     crate::events::register(&mut registry);

@@ -29,11 +29,26 @@ pub fn build_env(record: &Assigned, node: &str, ports: &[(String, u16)]) -> Vec<
     rune.insert("RUNE_INSTANCE".into(), record.id.clone());
     rune.insert("RUNE_NODE".into(), node.to_string());
     let mut all: BTreeMap<String, String> = BTreeMap::new();
+    // Values from configs and secrets are added at start (`agent::files`), verbatim.
     for (k, v) in &record.spec.env {
-        all.insert(k.clone(), expand(v, &rune));
+        if let Some(v) = v.plain() {
+            all.insert(k.clone(), expand(v, &rune));
+        }
     }
     all.extend(rune);
     all.into_iter().collect()
+}
+
+/// Adds a variable that `build_env` could not know (a config's or secret's value,
+/// `RUNE_FILES`), taken verbatim. rune's own names still win over a spec's: a
+/// `PORT` or `RUNE_*` already set stays.
+pub fn add_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    let owned = name == "PORT" || name.starts_with("RUNE_");
+    match env.iter_mut().find(|(k, _)| k == name) {
+        Some(_) if owned && name != "RUNE_FILES" => {}
+        Some((_, v)) => *v = value.to_string(),
+        None => env.push((name.to_string(), value.to_string())),
+    }
 }
 
 /// `RUNE_PORT_<NAME>`: uppercase, '-' → '_'.

@@ -37,6 +37,10 @@ pub struct Persisted {
     pub ended: Option<Phase>,
     #[serde(default)]
     pub last_exit: Option<ExitInfo>,
+    /// The configs' and secrets' versions the process started with (its status
+    /// says them again after an agent restart).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, u64>,
 }
 
 fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Assigned>, D::Error> {
@@ -170,6 +174,7 @@ mod tests {
             record: None,
             ended: Some(Phase::Failed),
             last_exit: None,
+            sources: Default::default(),
         };
         d.save("ns_svc_id", &p).unwrap();
         assert_eq!(d.load_all().get("ns/svc/id"), Some(&p));

@@ -6,7 +6,8 @@ use jiff::Timestamp;
 
 use crate::exit::{self, Error};
 use crate::model::document::check_stored_size;
-use crate::model::{ServiceSpec, StoredService, limits, parse_cast_file};
+use crate::model::document::parse_cast_documents;
+use crate::model::{ServiceSpec, SourceKind, StoredService, limits};
 use crate::store::cas::{Decision, Guard};
 use crate::store::{Store, op};
 
@@ -35,8 +36,20 @@ enum Change {
 }
 
 pub async fn run(store: &Store, args: CastArgs) -> exit::Result<()> {
+    run_with_keys(store, &Default::default(), args).await
+}
+
+/// `rune cast` with the secrets key file (for `secret:` documents). Configs and
+/// secrets are written before the services, so a service that uses them finds
+/// them at its first start.
+pub async fn run_with_keys(
+    store: &Store,
+    keys: &crate::secrets::KeyFileArgs,
+    args: CastArgs,
+) -> exit::Result<()> {
     // Parse everything first: one bad file means nothing is written.
     let mut specs = Vec::new();
+    let mut sources = Vec::new();
     for path in &args.files {
         let (name, text) = if path.as_os_str() == "-" {
             let text = read_bounded(std::io::stdin())
@@ -48,12 +61,25 @@ pub async fn run(store: &Store, args: CastArgs) -> exit::Result<()> {
                 .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
             (path.display().to_string(), text)
         };
-        for spec in parse_cast_file(&name, &text)? {
+        let file = parse_cast_documents(&name, &text)?;
+        let configs = file.configs.into_iter().map(|d| (SourceKind::Config, d));
+        sources.extend(configs.chain(file.secrets.into_iter().map(|d| (SourceKind::Secret, d))));
+        for spec in file.services {
             let what = format!("{name}: service {}/{}", spec.namespace(), spec.name());
             let stored = StoredService::new(spec.clone()).to_json();
             check_stored_size(&what, stored.len())?;
             specs.push(spec);
         }
+    }
+    if sources.iter().any(|(kind, _)| *kind == SourceKind::Secret) {
+        // Before anything is written: a missing key file writes nothing.
+        keys.keyring()?;
+    }
+    for (kind, doc) in &sources {
+        println!(
+            "{}",
+            super::configs::cast(store, keys, *kind, doc, args.dry_run).await?
+        );
     }
     let suffix = if args.dry_run { " (dry run)" } else { "" };
     for spec in specs {

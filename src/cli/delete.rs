@@ -36,6 +36,10 @@ stays marked; nothing is stopped until a controller runs."
         #[arg(long, default_value = "5m", value_parser = crate::model::duration::parse, requires = "wait")]
         timeout: std::time::Duration,
     },
+    /// Delete a config (instances that use it fail to start until it is back).
+    Config(super::configs::DeleteArgs),
+    /// Delete a secret (instances that use it fail to start until it is back).
+    Secret(super::configs::DeleteArgs),
 }
 
 pub async fn run(store: &Store, cmd: DeleteCommand) -> exit::Result<()> {
@@ -44,7 +48,10 @@ pub async fn run(store: &Store, cmd: DeleteCommand) -> exit::Result<()> {
         namespace,
         wait,
         timeout,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("cli::run sends configs and secrets to cli::configs")
+    };
     let key = store.keys().service(&namespace, &name);
     let Some(kv) = store.get(&key).await? else {
         return Err(not_found(&namespace, &name));

@@ -71,6 +71,23 @@ pub enum GetCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// List configs (keys, sizes, version, age; values with -o yaml|json).
+    #[command(
+        visible_alias = "config",
+        after_help = "Examples:
+  rune get configs
+  rune get config app -o yaml"
+    )]
+    Configs(super::configs::GetArgs),
+    /// List secrets: keys, sizes, version and age; values only with --show-values
+    /// (and the key file).
+    #[command(
+        visible_alias = "secret",
+        after_help = "Examples:
+  rune get secrets
+  rune get secret db --show-values -o yaml"
+    )]
+    Secrets(super::configs::GetArgs),
     /// List nodes: registered, lost (named by instances, not registered), cordoned.
     #[command(
         visible_aliases = ["node", "no"],
@@ -114,6 +131,9 @@ pub async fn run(store: &Store, cmd: GetCommand) -> exit::Result<()> {
         } => list_instances(store, &namespace, service.as_deref(), output).await,
         GetCommand::Nodes { name, output } => {
             super::node::list_nodes(store, name.as_deref(), output).await
+        }
+        GetCommand::Configs(_) | GetCommand::Secrets(_) => {
+            unreachable!("cli::run sends configs and secrets to cli::configs")
         }
     }
 }
@@ -317,6 +337,13 @@ fn print_services(views: &[ServiceView], format: Format, single: bool) -> exit::
     match format {
         Format::Table | Format::Wide => {
             print_table(&service_table(views, format == Format::Wide));
+            if single {
+                // A restart would change what the instances see (configs, secrets).
+                let stale = views[0].status.condition(ConditionKind::Stale);
+                if let Some(c) = stale.filter(|c| c.status == crate::model::ConditionStatus::True) {
+                    println!("\nStale: {}", c.message);
+                }
+            }
             for v in views.iter().filter(|v| v.spec.is_err()) {
                 if format == Format::Table {
                     eprintln!("warning: {}", v.spec.as_ref().unwrap_err());

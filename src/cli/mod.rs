@@ -4,6 +4,7 @@
 pub mod cast;
 pub mod completions;
 pub mod config;
+pub mod configs;
 pub mod delete;
 pub mod describe;
 pub mod events;
@@ -36,6 +37,8 @@ pub struct Cli {
     /// file's current-context]. See `rune config --help`.
     #[arg(long, env = "RUNE_CONTEXT", global = true, value_name = "NAME")]
     pub context: Option<String>,
+    #[command(flatten)]
+    pub secrets: crate::secrets::KeyFileArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +75,12 @@ pub enum Command {
     /// Act on nodes: cordon, uncordon, drain, forget a lost one.
     #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
     Node(node::NodeCommand),
+    /// Create a config or a secret.
+    #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
+    Create(configs::CreateCommand),
+    /// Secrets' encryption keys: rotate-key, generate-key.
+    #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
+    Secrets(configs::SecretsCommand),
     /// Show and switch contexts (named etcd clusters) in the configuration file.
     #[command(subcommand, after_long_help = config::help())]
     Config(config::ConfigCommand),
@@ -156,11 +165,34 @@ async fn run(cli: Cli) -> exit::Result<()> {
     match cli.command {
         Command::Config(cmd) => return config::run(cmd, cli.context.as_deref()),
         Command::Completions(args) => return completions::run(args),
+        Command::Secrets(configs::SecretsCommand::GenerateKey { id }) => {
+            return configs::generate_key(id);
+        }
         _ => {}
     }
     let store = Store::connect(&cli.etcd).await?;
+    let keys = &cli.secrets;
     match cli.command {
-        Command::Cast(args) => cast::run(&store, args).await,
+        Command::Create(configs::CreateCommand::Config(a)) => {
+            configs::create(&store, keys, crate::model::SourceKind::Config, a).await
+        }
+        Command::Create(configs::CreateCommand::Secret(a)) => {
+            configs::create(&store, keys, crate::model::SourceKind::Secret, a).await
+        }
+        Command::Get(get::GetCommand::Configs(a)) => {
+            configs::get(&store, keys, crate::model::SourceKind::Config, a).await
+        }
+        Command::Get(get::GetCommand::Secrets(a)) => {
+            configs::get(&store, keys, crate::model::SourceKind::Secret, a).await
+        }
+        Command::Delete(delete::DeleteCommand::Config(a)) => {
+            configs::delete(&store, crate::model::SourceKind::Config, a).await
+        }
+        Command::Delete(delete::DeleteCommand::Secret(a)) => {
+            configs::delete(&store, crate::model::SourceKind::Secret, a).await
+        }
+        Command::Secrets(cmd) => configs::secrets(&store, keys, cmd).await,
+        Command::Cast(args) => cast::run_with_keys(&store, keys, args).await,
         Command::Get(cmd) => get::run(&store, cmd).await,
         Command::Scale(a) => scale::scale(&store, a).await,
         Command::Restart(a) => scale::restart(&store, a).await,

@@ -168,6 +168,7 @@ mod tests {
             disruption: None,
             unparseable: vec![],
             now: Timestamp::UNIX_EPOCH,
+            source_versions: Default::default(),
         }
     }
 

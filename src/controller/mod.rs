@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod plan;
 pub mod queue;
 pub mod reconcile;
+mod sources;
 mod triage;
 
 use std::net::SocketAddr;
@@ -378,6 +379,10 @@ async fn lead(
                         {
                             // Our own writes (status, revisions) and the election:
                             // nothing to do.
+                        } else if let Some((ns, source)) = keys.source_of(&kv.key) {
+                            // A config or secret changed: its users' `Stale`
+                            // condition may have (see sources.rs).
+                            for k in informer.sources.users(&ns, &source) { queue.add(k); }
                         } else if let Some(k) = keys.service_of(&kv.key) {
                             known.insert(k.clone());
                             queue.add(k);

@@ -14,8 +14,8 @@ use super::metrics::ControllerMetrics;
 use super::nodes::NodeTracker;
 use super::plan::{self, Observed, Plan, PlanConfig, RecordKind, SpecState, Unparseable};
 use crate::model::{
-    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, Revision, ServiceRef,
-    StoredService, Versioned,
+    InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, Revision, ServiceRef, SourceRef,
+    StoredService, StoredSource, Versioned,
 };
 use crate::store::batch::{self, Write};
 use crate::store::{Kv, Store, StoreError, op};
@@ -206,7 +206,9 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
             (record.node.clone(), lost)
         })
         .collect();
+    let source_versions = source_versions(ctx, ns, &spec, &statuses).await?;
     Ok(Observed {
+        source_versions,
         spec,
         operation,
         status,
@@ -222,6 +224,38 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         unparseable,
         now: Timestamp::now(),
     })
+}
+
+/// The current version of every config and secret the spec or a running
+/// instance names: one get each (metadata only; the controller never decrypts).
+/// Services that use none read nothing more.
+async fn source_versions(
+    ctx: &Context,
+    ns: &str,
+    spec: &SpecState,
+    statuses: &std::collections::HashMap<String, InstanceStatus>,
+) -> Result<BTreeMap<String, Option<u64>>, StoreError> {
+    let mut refs: std::collections::BTreeSet<SourceRef> = match spec {
+        SpecState::Valid { stored, .. } => stored.service.sources(),
+        _ => Default::default(),
+    };
+    refs.extend(
+        statuses
+            .values()
+            .flat_map(|s| s.sources.keys())
+            .filter_map(|s| SourceRef::parse(s)),
+    );
+    let mut out = BTreeMap::new();
+    for r in refs {
+        let key = ctx.store.keys().source(r.kind, ns, &r.name);
+        let version = ctx.store.get(&key).await?.and_then(|kv| {
+            // Only the clear metadata is read; one that does not parse counts as
+            // absent (no Stale claim from it).
+            StoredSource::parse(&key, &kv.value).ok().map(|s| s.version)
+        });
+        out.insert(r.to_string(), version);
+    }
+    Ok(out)
 }
 
 async fn apply(

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::limits;
+use super::source::SourceDocument;
 use super::spec::ServiceSpec;
 
 /// An input that could not be turned into specs, with where it went wrong.
@@ -157,11 +158,41 @@ struct FileDocument {
     service: Option<ServiceSpec>,
     #[serde(default)]
     services: Option<Vec<ServiceSpec>>,
+    #[serde(default)]
+    config: Option<SourceDocument>,
+    #[serde(default)]
+    secret: Option<SourceDocument>,
+}
+
+/// Everything a cast file holds: services, configs and secrets.
+#[derive(Debug, Default)]
+pub struct CastFile {
+    pub services: Vec<ServiceSpec>,
+    pub configs: Vec<SourceDocument>,
+    pub secrets: Vec<SourceDocument>,
 }
 
 /// Parses a cast file: `service:`, `services: [...]`, several YAML documents, or the
 /// same as JSON. `source` names the file in errors.
 pub fn parse_cast_file(source: &str, text: &str) -> Result<Vec<ServiceSpec>, SpecError> {
+    let file = parse_cast_documents(source, text)?;
+    if file.services.is_empty() {
+        // Point at the top of the file, so editors and CI annotations can jump there.
+        return Err(SpecError {
+            line: Some(1),
+            column: Some(1),
+            ..SpecError::new(
+                source,
+                "no services in this file (expected `service:` or `services:`)",
+            )
+        });
+    }
+    Ok(file.services)
+}
+
+/// Parses a cast file that may also hold `config:` and `secret:` documents (what
+/// `rune cast` takes).
+pub fn parse_cast_documents(source: &str, text: &str) -> Result<CastFile, SpecError> {
     if text.len() > limits::MAX_FILE_BYTES {
         return Err(SpecError::new(
             source,
@@ -178,23 +209,27 @@ pub fn parse_cast_file(source: &str, text: &str) -> Result<Vec<ServiceSpec>, Spe
         serde_saphyr::from_multiple_with_options(text, yaml_options())
             .map_err(|e| SpecError::from_yaml(source, e))?
     };
-    let mut specs = Vec::new();
+    let mut file = CastFile::default();
     for (i, doc) in docs.into_iter().enumerate() {
-        match (doc.service, doc.services) {
-            (None, None) => {
-                return Err(SpecError::new(
-                    source,
-                    format!("document {}: expected `service:` or `services:`", i + 1),
-                ));
-            }
-            (s, list) => {
-                specs.extend(s);
-                specs.extend(list.unwrap_or_default());
-            }
+        let empty = doc.service.is_none()
+            && doc.services.is_none()
+            && doc.config.is_none()
+            && doc.secret.is_none();
+        if empty {
+            return Err(SpecError::new(
+                source,
+                format!(
+                    "document {}: expected `service:` or `services:` (or `config:`, `secret:`)",
+                    i + 1
+                ),
+            ));
         }
+        file.services.extend(doc.service);
+        file.services.extend(doc.services.unwrap_or_default());
+        file.configs.extend(doc.config);
+        file.secrets.extend(doc.secret);
     }
-    if specs.is_empty() {
-        // Point at the top of the file, so editors and CI annotations can jump there.
+    if file.services.is_empty() && file.configs.is_empty() && file.secrets.is_empty() {
         return Err(SpecError {
             line: Some(1),
             column: Some(1),
@@ -204,7 +239,7 @@ pub fn parse_cast_file(source: &str, text: &str) -> Result<Vec<ServiceSpec>, Spe
             )
         });
     }
-    Ok(specs)
+    Ok(file)
 }
 
 /// A stored spec over [`limits::MAX_SPEC_BYTES`] is refused: `rune cast` before it

@@ -163,6 +163,11 @@ pub struct InstanceStatus {
     /// cgroups only); refreshed at most every 10 s, when it changed noticeably.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The configs and secrets the running process started with, and their
+    /// versions (`{"secret/db": 2}`): what the controller's `Stale` condition
+    /// compares with the current versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, u64>,
 }
 
 /// An instance's resource usage, as its agent last reported it.
@@ -216,6 +221,7 @@ impl InstanceStatus {
             started_at: None,
             ready_at: None,
             usage: None,
+            sources: BTreeMap::new(),
         }
     }
 }

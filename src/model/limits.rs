@@ -50,6 +50,10 @@ pub const MAX_MIN_READY: Duration = Duration::from_secs(3600);
 pub const MAX_NODE_CAPACITY: u32 = 100_000;
 /// Labels of one node (`rune-agent --label`), and entries of one `nodeSelector`.
 pub const MAX_LABELS: usize = 64;
+/// One config or secret (its keys and values): as Kubernetes bounds a ConfigMap or
+/// Secret, and so that a secret, sealed and base64-encoded (4/3 the size), still
+/// fits etcd's default 1.5 MiB request.
+pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 
 /// Sizes as people read them: `256 KiB`, `4 MiB`.
 pub fn size(bytes: usize) -> String {

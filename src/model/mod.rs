@@ -14,6 +14,7 @@ pub mod operation;
 pub mod refs;
 pub mod resources;
 pub mod revision;
+pub mod source;
 pub mod spec;
 pub mod status;
 pub mod update;
@@ -27,6 +28,7 @@ pub use operation::{
 pub use refs::{InstanceRef, ServiceRef, Versioned};
 pub use resources::{Cpu, Memory, Resources};
 pub use revision::{KEEP_REVISIONS, Revision};
+pub use source::{EnvValue, FileSource, SourceKind, SourceRef, StoredSource};
 pub use spec::{
     Command, Disruption, Health, Placement, PortRef, PortSpec, Probe, ProbeKind, RestartPolicy,
     ScaleMode, ScalingDefaults, ServiceSpec,

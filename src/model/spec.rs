@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::names::Label;
 use super::resources::Resources;
 use super::update::{Strategy, UpdateSettings};
+use super::source::{EnvValue, FileSource, SourceRef};
 use super::{duration, limits};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -37,7 +38,7 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -69,6 +70,10 @@ pub struct ServiceSpec {
     /// revision (as a Deployment's strategy is no part of its pod template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateSettings>,
+    /// Configs and secrets written under the instance's `$RUNE_FILES` before it
+    /// starts. Part of the revision (what instances run with).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSource>,
 }
 
 fn default_namespace() -> Label {
@@ -138,7 +143,18 @@ impl ServiceSpec {
                 _ => {}
             }
         }
+        super::source::check_files(&self.files).map_err(|e| format!("{who}: {e}"))?;
         Ok(())
+    }
+
+    /// The configs and secrets this spec refers to (`env` and `files`).
+    pub fn sources(&self) -> BTreeSet<SourceRef> {
+        let from_env = self.env.values().filter_map(|v| match v {
+            EnvValue::From { source, .. } => Some(source.clone()),
+            EnvValue::Plain(_) => None,
+        });
+        let from_files = self.files.iter().map(|f| f.source.clone());
+        from_env.chain(from_files).collect()
     }
 
     pub fn namespace(&self) -> &str {

@@ -98,6 +98,9 @@ pub enum ConditionKind {
     RecordsInvalid,
     /// Instances keep ending for good; their replacements are backed off.
     InstancesFailing,
+    /// Some instances run configs or secrets older than the current versions: a
+    /// restart would change what they see.
+    Stale,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -307,7 +307,7 @@ mod roundtrip {
                 scale,
                 command: if shell { Command::Shell(words.join(" ")) } else { Command::Argv(words) },
                 args: vec![],
-                env,
+                env: env.into_iter().map(|(k, v)| (k, v.into())).collect(),
                 working_dir: None,
                 ports: vec![PortSpec { name: Label::new("port", "http").unwrap(), port: pinned }],
                 health: Health { readiness: Some(readiness), liveness },
@@ -329,6 +329,7 @@ mod roundtrip {
                 placement: None,
                 disruption: None,
                 update: None,
+                files: vec![],
             }
         }
     }

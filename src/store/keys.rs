@@ -106,6 +106,43 @@ impl Keys {
         format!("{}events/{ns}/{svc}/{id}", self.root)
     }
 
+    /// Configs and secrets: `configs/<ns>/<name>`, `secrets/<ns>/<name>` (see
+    /// `model::source`). Written by the CLI and GitOps tools; a secret's data is
+    /// sealed, its metadata in clear.
+    pub fn configs(&self) -> String {
+        format!("{}configs/", self.root)
+    }
+    pub fn secrets(&self) -> String {
+        format!("{}secrets/", self.root)
+    }
+    /// Every config or every secret (`kind`), of one namespace or of all.
+    pub fn sources_of(&self, kind: crate::model::SourceKind, ns: Option<&str>) -> String {
+        match ns {
+            Some(ns) => format!("{}{}/{ns}/", self.root, kind.collection()),
+            None => format!("{}{}/", self.root, kind.collection()),
+        }
+    }
+    pub fn source(&self, kind: crate::model::SourceKind, ns: &str, name: &str) -> String {
+        format!("{}{}/{ns}/{name}", self.root, kind.collection())
+    }
+    /// The config or secret a `configs/` or `secrets/` key names: its namespace and
+    /// reference; `None` for any other key, or one of the wrong shape.
+    pub fn source_of(&self, key: &str) -> Option<(String, crate::model::SourceRef)> {
+        use crate::model::{SourceKind, SourceRef};
+        let rest = key.strip_prefix(&self.root)?;
+        let (collection, rest) = rest.split_once('/')?;
+        let kind = match collection {
+            "configs" => SourceKind::Config,
+            "secrets" => SourceKind::Secret,
+            _ => return None,
+        };
+        let (ns, name) = rest.split_once('/')?;
+        if ns.is_empty() || name.is_empty() || name.contains('/') {
+            return None;
+        }
+        Some((ns.to_string(), SourceRef::new(kind, name)))
+    }
+
     /// The layout marker: which key layout this prefix holds (see `store::layout`).
     pub fn layout(&self) -> String {
         format!("{}layout", self.root)
@@ -200,6 +237,16 @@ mod tests {
             );
         }
         assert_eq!(k.service_of(&k.node("n1")), None);
+        use crate::model::{SourceKind, SourceRef};
+        let secret = k.source(SourceKind::Secret, "ns", "db");
+        assert_eq!(secret, "/t/secrets/ns/db");
+        assert_eq!(k.service_of(&secret), None, "a secret is no service's key");
+        assert_eq!(
+            k.source_of(&secret),
+            Some(("ns".into(), SourceRef::new(SourceKind::Secret, "db")))
+        );
+        assert_eq!(k.source_of("/t/configs/ns/a/b"), None);
+        assert_eq!(k.source_of(&k.service("ns", "a")), None);
         assert_eq!(k.service_of(&k.node_state("n1")), None);
         assert_eq!(
             k.segments("node-state", &k.node_state("n1")),

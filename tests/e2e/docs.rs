@@ -149,8 +149,8 @@ fn gitops_sh_blocks_run_verbatim_against_etcd() {
         let (puts, dels) = writes(&b.text);
         for k in puts.iter().filter(|k| !dels.contains(k)) {
             assert!(
-                k.starts_with("/rune/services/"),
-                "docs write only specs: {k}"
+                k.starts_with("/rune/services/") || k.starts_with("/rune/configs/"),
+                "docs write only specs and configs: {k}"
             );
             assert!(
                 etcd.get(k).is_some(),

@@ -28,4 +28,5 @@ mod resources;
 mod rolling;
 mod run_local;
 mod scale;
+mod secrets;
 mod store;

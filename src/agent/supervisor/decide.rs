@@ -214,6 +214,12 @@ impl Core {
         self.ports = ports;
     }
 
+    /// The configs' and secrets' versions the next process starts with, reported
+    /// from its start on (set just before `started`).
+    pub fn set_sources(&mut self, sources: std::collections::BTreeMap<String, u64>) {
+        self.status.sources = sources;
+    }
+
     /// The first decision: takes up what a previous agent persisted. `alive`: the
     /// persisted pid is still the process started at the persisted start time.
     pub fn restore(&mut self, persisted: Option<Persisted>, alive: bool, now: Now) -> Vec<Effect> {
@@ -223,6 +229,7 @@ impl Core {
         self.set_ports(p.ports.clone());
         self.status.restarts = p.restarts;
         self.status.last_exit = p.last_exit.clone();
+        self.status.sources = p.sources.clone();
         if let Some(phase) = p.ended {
             // Ended for good before the agent restarted: stays ended.
             self.state = State::Ended;
@@ -620,6 +627,7 @@ impl Core {
             record: Some(self.record.clone()),
             ended: (self.state == State::Ended).then_some(s.phase),
             last_exit: s.last_exit.clone(),
+            sources: s.sources.clone(),
         }))
     }
 }

@@ -49,6 +49,8 @@ pub struct Shared {
     pub cgroups: Option<Arc<Cgroups>>,
     /// What the instances ask for in all (`resources`), for the node record.
     pub requests: Arc<cgroups::Requests>,
+    /// Configs and secrets: resolved at each start, written under `$RUNE_FILES`.
+    pub sources: Arc<super::files::Sources>,
 }
 
 pub struct Handle {
@@ -191,7 +193,7 @@ impl Supervisor {
         let mut todo = VecDeque::from(decision);
         while let Some(effect) = todo.pop_front() {
             let next = match effect {
-                Effect::Start => self.start(),
+                Effect::Start => self.start().await,
                 Effect::Stop { reason } => self.stop(reason).await,
                 Effect::Quit => return false,
                 // Both clear the instance's cgroup before anything else happens
@@ -274,8 +276,20 @@ impl Supervisor {
         info!(instance = %self.core.key(), exit = %exit, "process ended");
     }
 
-    fn start(&mut self) -> Vec<Effect> {
-        match self.launch() {
+    async fn start(&mut self) -> Vec<Effect> {
+        // Configs and secrets at their current versions, at every start: a restart
+        // picks up what changed; a running process keeps what it started with.
+        let spec = &self.core.record().spec;
+        let namespace = self.core.key().service.namespace.clone();
+        let resolved = match self.shared.sources.resolve(&namespace, spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(instance = %self.core.key(), error = %e, "cannot start instance");
+                return self.core.start_failed(&e, now());
+            }
+        };
+        self.core.set_sources(resolved.versions.clone());
+        match self.launch(&resolved) {
             Ok(p) => {
                 let pid = p.pid;
                 self.proc = Some(p);
@@ -297,14 +311,28 @@ impl Supervisor {
 
     /// Allocates the ports (once per instance), spawns the process and starts waiting
     /// for its exit and probing it.
-    fn launch(&mut self) -> std::io::Result<Proc> {
+    fn launch(&mut self, resolved: &super::files::Resolved) -> std::io::Result<Proc> {
         let spec = &self.core.record().spec;
         if self.core.ports().is_empty() && !spec.ports.is_empty() {
             let ports = self.shared.ports.allocate(&spec.ports)?;
             self.core.set_ports(ports);
         }
         let record = self.core.record();
-        let env = process::build_env(record, &self.shared.node, self.core.ports());
+        let mut env = process::build_env(record, &self.shared.node, self.core.ports());
+        if !record.spec.files.is_empty() {
+            // The owner (the spec's `user:`/`group:`) is wired in with instance
+            // users; until then the files belong to the agent's user, as the process.
+            let owner = None;
+            let dir = self
+                .shared
+                .sources
+                .materialise(&self.file_name, &record.spec, resolved, owner)
+                .map_err(|e| std::io::Error::other(format!("cannot write $RUNE_FILES: {e}")))?;
+            process::add_env(&mut env, "RUNE_FILES", &dir.to_string_lossy());
+        }
+        for (k, v) in &resolved.env {
+            process::add_env(&mut env, k, v);
+        }
         let argv = process::build_argv(record, &env);
         let (cgroup, join) = match self.cgroup()? {
             Some(cg) => {
@@ -534,6 +562,7 @@ impl Supervisor {
     /// kept a while for post-mortems (see `logs/retention.rs`).
     async fn forget(&self) {
         self.shared.requests.set(&self.file_name, None);
+        self.shared.sources.remove(&self.file_name);
         if let Some(cg) = self.existing_cgroup() {
             cg.kill_all().await;
             cg.remove().await;

@@ -550,6 +550,7 @@ fn saved() -> Persisted {
         record: None,
         ended: None,
         last_exit: None,
+        sources: Default::default(),
     }
 }
 

@@ -57,7 +57,11 @@ pub(super) fn failure(
         let Some(status) = observed.statuses.get(&record.id) else {
             continue;
         };
-        if created(record) && status.restarts > 0 && status.ready_at.is_none() {
+        // An exit before readiness shows as a restart once the process is started
+        // again, or at once as its last exit: a start that failed (a config or
+        // secret missing, a command not found) never counts a restart.
+        let exited = status.restarts > 0 || status.last_exit.is_some();
+        if created(record) && exited && status.ready_at.is_none() {
             return Some(format!(
                 "instance {} exited before it was ready: {}",
                 record.id,

@@ -20,6 +20,7 @@
 //! - `records`: stored records that do not parse, and their defined outcomes.
 //! - `rolling`: rolling restarts and rollouts: batches bounded by maxSurge and
 //!   maxUnavailable, health-gated, rolled back or paused on failure.
+//! - `stale`: instances that run older configs or secrets than the current ones.
 
 mod census;
 mod conditions;
@@ -30,6 +31,7 @@ mod placement;
 mod records;
 mod revisions;
 mod rolling;
+mod stale;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -82,6 +84,9 @@ pub struct Observed {
     /// Stored records that do not parse; see `records` for what becomes of them.
     pub unparseable: Vec<Unparseable>,
     pub now: Timestamp,
+    /// The current version of each config and secret (`"secret/db"`) the spec or
+    /// an instance status names; `None`: not stored (any more). For `Stale`.
+    pub source_versions: BTreeMap<String, Option<u64>>,
 }
 
 impl Observed {
@@ -221,6 +226,7 @@ pub fn plan(observed: &Observed, cfg: &PlanConfig) -> Plan {
             conditions::settle(observed, &mut plan);
             conditions::failing(observed, &mut plan.status);
             rolling::report(observed, &census, stored, current, &mut plan.status);
+            stale::stale(observed, &census, &mut plan.status);
         }
     }
     records::report(observed, &mut plan);

@@ -12,6 +12,7 @@ mod records;
 mod resources;
 mod revisions;
 mod rolling;
+mod stale;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -89,6 +90,7 @@ impl Sim {
                 disruption: None,
                 unparseable: vec![],
                 now: t(0),
+                source_versions: Default::default(),
             },
             rev: 10,
         }
