@@ -11,8 +11,10 @@
 
 mod assignments;
 pub mod cgroups;
+pub mod environment;
 mod events;
 pub mod hollow;
+pub mod identity;
 pub mod logs;
 pub mod metrics;
 pub mod ports;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::account::{self, Account};
 use super::names::Label;
 use super::resources::Resources;
 use super::{duration, limits};
@@ -64,6 +65,22 @@ pub struct ServiceSpec {
     /// Not part of the revision (as a PodDisruptionBudget is no part of a pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption: Option<Disruption>,
+    /// The user instances run as (a name, or a numeric id); none: the agent's own.
+    /// Part of the revision. Resolved on the node (`agent/identity.rs`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "account::user"
+    )]
+    pub user: Option<Account>,
+    /// The group instances run as (a name, or a numeric id); none: `user`'s
+    /// primary group. Part of the revision.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "account::group"
+    )]
+    pub group: Option<Account>,
 }
 
 fn default_namespace() -> Label {

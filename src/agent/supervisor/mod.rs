@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::cgroups::{self, Cgroups, InstanceCgroup};
+use super::identity;
 use super::logs::Logs;
 use super::metrics::{AgentMetrics, InstanceLabel};
 use super::ports::Ports;
@@ -299,6 +300,8 @@ impl Supervisor {
     /// for its exit and probing it.
     fn launch(&mut self) -> std::io::Result<Proc> {
         let spec = &self.core.record().spec;
+        // Who it runs as comes first: an unknown user or a refusal starts nothing.
+        let who = identity::of_spec(spec.user.as_ref(), spec.group.as_ref())?;
         if self.core.ports().is_empty() && !spec.ports.is_empty() {
             let ports = self.shared.ports.allocate(&spec.ports)?;
             self.core.set_ports(ports);
@@ -320,6 +323,7 @@ impl Supervisor {
             record.spec.working_dir.as_deref(),
             &self.log,
             join,
+            &who,
         );
         let mut child = match spawned {
             Ok(child) => child,
