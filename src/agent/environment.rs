@@ -9,7 +9,8 @@
 //! the host does, as systemd gives a service: `PATH` (a default when the agent
 //! has none, systemd's), `LANG`, `LANGUAGE`, `LC_*` and `TZ`. `HOME`, `USER`,
 //! `LOGNAME` and `SHELL` are those of the instance's user, as a login sets them.
-//! A spec's `env` may set any of these; rune's variables (`PORT`, `RUNE_*`) win
+//! An operator adds names with `--pass-env` (proxy settings, a CA bundle's path:
+//! the node's, not a spec author's, to give). A spec's `env` may set any of these; rune's variables (`PORT`, `RUNE_*`) win
 //! over everything.
 
 use std::ffi::OsString;
@@ -23,20 +24,24 @@ pub const INHERITED_PREFIXES: &[&str] = &["LC_"];
 /// `PATH` when the agent has none (systemd's default for services).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Whether the agent's variable `name` is passed on to instances.
-pub fn inherited_name(name: &str) -> bool {
-    INHERITED.contains(&name) || INHERITED_PREFIXES.iter().any(|p| name.starts_with(p))
+/// Whether the agent's variable `name` is passed on to instances: the allowlist,
+/// and the names the operator adds with `--pass-env` (`pass`).
+pub fn inherited_name(name: &str, pass: &[String]) -> bool {
+    INHERITED.contains(&name)
+        || INHERITED_PREFIXES.iter().any(|p| name.starts_with(p))
+        || pass.iter().any(|p| p == name)
 }
 
 /// The base environment of an instance running as `who`, from the agent's
-/// variables `agent` (`std::env::vars_os()`).
+/// variables `agent` (`std::env::vars_os()`) and the operator's `--pass-env`.
 pub fn base(
     agent: impl IntoIterator<Item = (OsString, OsString)>,
+    pass: &[String],
     who: &Identity,
 ) -> Vec<(OsString, OsString)> {
     let mut out: Vec<(OsString, OsString)> = agent
         .into_iter()
-        .filter(|(k, _)| k.to_str().is_some_and(inherited_name))
+        .filter(|(k, _)| k.to_str().is_some_and(|k| inherited_name(k, pass)))
         .collect();
     if !out.iter().any(|(k, _)| k == "PATH") {
         out.push(("PATH".into(), DEFAULT_PATH.into()));
@@ -84,8 +89,9 @@ mod tests {
             ("HOME", "/root"),
             ("USER", "root"),
             ("PATHOLOGY", "z"),
+            ("https_proxy", "http://proxy:3128"),
         ]);
-        let env = base(agent, &who(Some("nobody")));
+        let env = base(agent, &["https_proxy".into()], &who(Some("nobody")));
         assert_eq!(
             env,
             vars(&[
@@ -93,6 +99,7 @@ mod tests {
                 ("LANG", "C.UTF-8"),
                 ("LC_TIME", "en_GB.UTF-8"),
                 ("TZ", "Europe/Berlin"),
+                ("https_proxy", "http://proxy:3128"),
                 ("HOME", "/nonexistent"),
                 ("USER", "nobody"),
                 ("LOGNAME", "nobody"),
@@ -103,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_default_path_and_no_names_for_an_unknown_id() {
-        let env = base(vars(&[("SECRET", "x")]), &who(None));
+        let env = base(vars(&[("SECRET", "x")]), &[], &who(None));
         assert_eq!(
             env,
             vars(&[("PATH", DEFAULT_PATH), ("HOME", "/nonexistent")])

@@ -142,6 +142,16 @@ pub struct Args {
     /// default: the machine's CPU count).
     #[arg(long, env = "RUNE_CAPACITY_CPU", value_name = "QUANTITY", value_parser = crate::model::Cpu::parse)]
     pub capacity_cpu: Option<crate::model::Cpu>,
+    /// A variable of the agent's environment that instances get too (repeatable;
+    /// in the environment, comma separated), beyond PATH, LANG, LANGUAGE, LC_*
+    /// and TZ: instances inherit nothing else of the agent's environment.
+    #[arg(
+        long = "pass-env",
+        env = "RUNE_PASS_ENV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub pass_env: Vec<String>,
     /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -246,6 +256,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             max: args.restart_backoff_max,
             reset: args.restart_backoff_reset,
         },
+        pass_env: args.pass_env.clone(),
     });
     let mut agent = Assignments::new(Keys::new(&args.etcd.prefix), shared.clone(), persisted);
     agent.adopt_local();

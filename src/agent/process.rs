@@ -105,12 +105,13 @@ pub fn spawn(
     log: &Path,
     cgroup: Option<super::cgroups::Join>,
     who: &Identity,
+    pass_env: &[String],
 ) -> std::io::Result<tokio::process::Child> {
     let out = super::logs::open(log, who.owner())?;
     let err = out.try_clone()?;
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.env_clear()
-        .envs(environment::base(std::env::vars_os(), who))
+        .envs(environment::base(std::env::vars_os(), pass_env, who))
         .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

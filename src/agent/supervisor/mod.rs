@@ -50,6 +50,8 @@ pub struct Shared {
     pub cgroups: Option<Arc<Cgroups>>,
     /// What the instances ask for in all (`resources`), for the node record.
     pub requests: Arc<cgroups::Requests>,
+    /// The agent's variables instances get beyond the allowlist (`--pass-env`).
+    pub pass_env: Vec<String>,
 }
 
 pub struct Handle {
@@ -324,6 +326,7 @@ impl Supervisor {
             &self.log,
             join,
             &who,
+            &self.shared.pass_env,
         );
         let mut child = match spawned {
             Ok(child) => child,
