@@ -75,6 +75,44 @@ pub struct Args {
     /// (default: the bound address; set it when listening on 0.0.0.0).
     #[arg(long, env = "RUNE_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
     pub advertise_address: Option<String>,
+    /// Serve the logs endpoint (`rune logs`) on this address of its own instead of
+    /// on --listen, which then keeps /healthz, /readyz and /metrics only (plain
+    /// HTTP, for probes and Prometheus). Needed for --logs-tls-cert.
+    #[arg(long, env = "RUNE_LOGS_LISTEN", value_name = "HOST:PORT")]
+    pub logs_listen: Option<SocketAddr>,
+    /// The HOST:PORT of --logs-listen that `rune logs` reaches, published in the
+    /// node record (default: the bound address). With TLS, HOST must be in the
+    /// certificate's subjectAltName.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_ADVERTISE_ADDRESS",
+        value_name = "HOST:PORT",
+        requires = "logs_listen"
+    )]
+    pub logs_advertise_address: Option<String>,
+    /// Certificate (PEM, the chain from the leaf) of the logs endpoint: serves it
+    /// over TLS. Needs --logs-listen and --logs-tls-key.
+    #[arg(long, env = "RUNE_LOGS_TLS_CERT", value_name = "FILE", requires_all = ["logs_listen", "logs_tls_key"])]
+    pub logs_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --logs-tls-cert.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_TLS_KEY",
+        value_name = "FILE",
+        requires = "logs_tls_cert"
+    )]
+    pub logs_tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the clients of the logs endpoint: mutual
+    /// TLS. A client without a certificate this CA signed is refused in the
+    /// handshake; the certificate is the authentication, so no token is published
+    /// (node-tokens/<node> is deleted). Needs --logs-tls-cert.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "logs_tls_cert"
+    )]
+    pub logs_client_ca: Option<PathBuf>,
     /// A live instance log is rotated (copied to `.log.1`, then truncated) past
     /// this size (KiB, MiB, GiB or bytes).
     #[arg(long, env = "RUNE_INSTANCE_LOG_MAX_SIZE", default_value = "10MiB", value_parser = logs::parse_bytes)]
@@ -277,19 +315,15 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     }
     store.metrics().register(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
-    let token = logs::http::new_token()
-        .map_err(|e| AgentError::Setup(format!("cannot make a logs token: {e}")))?;
-    let routes = logs::http::routes(logs.clone(), token.clone());
-    let bound = serve::serve_with(args.listen, registry, ready_rx, routes)
-        .await
-        .map_err(|e| AgentError::Setup(e.to_string()))?;
-    tokio::spawn(publish_token(store.clone(), node.clone(), token));
+    let (bound, logs_endpoint) =
+        serve_endpoints(&args, &store, &node, &logs, registry, ready_rx).await?;
 
     let address = args
         .advertise_address
         .clone()
         .unwrap_or_else(|| bound.to_string());
     let mut record = args.describe(registration::node_record(&node, address))?;
+    record.logs = logs_endpoint;
     record.cgroups = cgroups.as_ref().map(|c| c.controllers());
     record.allocatable = Some(crate::model::node::Allocatable {
         memory_bytes: args
@@ -455,15 +489,83 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Serves /healthz, /readyz and /metrics on --listen, and the logs endpoint there
+/// too, or on --logs-listen (over TLS when configured); publishes the logs token,
+/// or with mutual TLS deletes any earlier one. The bound --listen address and the
+/// logs endpoint for the node record when it has a listener of its own.
+async fn serve_endpoints(
+    args: &Args,
+    store: &Store,
+    node: &str,
+    logs: &Arc<Logs>,
+    registry: Registry,
+    ready: watch::Receiver<Readiness>,
+) -> Result<(SocketAddr, Option<crate::model::node::LogsEndpoint>), AgentError> {
+    let setup = |e: String| AgentError::Setup(e);
+    let tls = match (&args.logs_tls_cert, &args.logs_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            logs::tls::server_config(&logs::tls::ServerFiles {
+                cert,
+                key,
+                client_ca: args.logs_client_ca.as_deref(),
+            })
+            .map_err(setup)?,
+        ),
+        _ => None,
+    };
+    let mutual = tls.is_some() && args.logs_client_ca.is_some();
+    let token = if mutual {
+        None
+    } else {
+        Some(logs::http::new_token().map_err(|e| setup(format!("cannot make a logs token: {e}")))?)
+    };
+    let routes = logs::http::routes(logs.clone(), token.clone());
+    let (bound, endpoint) = match args.logs_listen {
+        None => (
+            serve::serve_with(args.listen, registry, ready, routes)
+                .await
+                .map_err(|e| setup(e.to_string()))?,
+            None,
+        ),
+        Some(logs_listen) => {
+            let bound = serve::serve(args.listen, registry, ready)
+                .await
+                .map_err(|e| setup(e.to_string()))?;
+            let tls_on = tls.is_some();
+            let logs_bound = logs::tls::serve(logs_listen, routes, tls)
+                .await
+                .map_err(|e| setup(e.to_string()))?;
+            info!(listen = %logs_bound, tls = tls_on, mutual, "logs endpoint on a listener of its own");
+            let endpoint = crate::model::node::LogsEndpoint {
+                address: args
+                    .logs_advertise_address
+                    .clone()
+                    .unwrap_or_else(|| logs_bound.to_string()),
+                tls: tls_on,
+                client_certificates: mutual,
+            };
+            (bound, Some(endpoint))
+        }
+    };
+    tokio::spawn(publish_token(store.clone(), node.to_string(), token));
+    Ok((bound, endpoint))
+}
+
 /// Writes this start's logs token to `node-tokens/<node>` (not on the lease: a
 /// lease lost and taken again must not leave the endpoint without one), retrying
 /// while etcd refuses or is away.
-async fn publish_token(store: Store, node: String, token: String) {
+/// With mutual TLS (`token` None) an earlier start's token is deleted instead: a
+/// reader of etcd then holds no credential for this endpoint.
+async fn publish_token(store: Store, node: String, token: Option<String>) {
     let key = store.keys().node_token(&node);
     let mut delay = Duration::from_millis(500);
     loop {
-        match store.put(&key, token.as_bytes().to_vec()).await {
-            Ok(_) => return,
+        let done = match &token {
+            Some(token) => store.put(&key, token.as_bytes().to_vec()).await.map(|_| ()),
+            None => store.delete(&key).await,
+        };
+        match done {
+            Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, "cannot publish the logs token yet; retrying");
                 tokio::time::sleep(delay).await;

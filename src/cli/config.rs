@@ -37,6 +37,9 @@ The configuration file is $RUNE_CONFIG, else $XDG_CONFIG_HOME/rune/config.yaml, 
       ca: /etc/rune/tls/ca.crt        # relative paths are relative to this file
       cert: prod-client.crt
       key: prod-client.key
+      logs-ca: logs-ca.crt            # rune logs: agents serving logs over TLS
+      logs-cert: logs-client.crt      # ... and mutual TLS
+      logs-key: logs-client.key
     - name: local
       endpoints: [http://127.0.0.1:2379]
 
@@ -46,7 +49,9 @@ does not change where `rune cast` puts a spec (a spec without `namespace:` is in
 (--etcd-endpoints, --etcd-prefix, --etcd-ca, --etcd-cert, --etcd-key, -n), the
 environment (RUNE_ETCD_ENDPOINTS, RUNE_ETCD_PREFIX, RUNE_ETCD_CA, RUNE_ETCD_CERT,
 RUNE_ETCD_KEY), the context chosen by --context / RUNE_CONTEXT or else
-`current-context`, and last the built-in default.";
+`current-context`, and last the built-in default. `rune logs`' --logs-tls-ca,
+--logs-tls-cert and --logs-tls-key (RUNE_LOGS_TLS_CA, ...) come from `logs-ca`,
+`logs-cert` and `logs-key` in the same way.";
 
 /// The configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +80,15 @@ pub struct Context {
     pub cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// `rune logs --logs-tls-ca`: the CA of the agents' logs endpoints.
+    #[serde(default, rename = "logs-ca", skip_serializing_if = "Option::is_none")]
+    pub logs_ca: Option<PathBuf>,
+    /// `rune logs --logs-tls-cert`: the client certificate for mutual TLS.
+    #[serde(default, rename = "logs-cert", skip_serializing_if = "Option::is_none")]
+    pub logs_cert: Option<PathBuf>,
+    /// `rune logs --logs-tls-key`.
+    #[serde(default, rename = "logs-key", skip_serializing_if = "Option::is_none")]
+    pub logs_key: Option<PathBuf>,
 }
 
 /// The configuration file's path: `$RUNE_CONFIG`, else
@@ -121,7 +135,15 @@ impl Config {
                 // TLS paths are relative to the file, as in kubeconfig.
                 if let Some(dir) = path.parent() {
                     for c in &mut config.contexts {
-                        for p in [&mut c.ca, &mut c.cert, &mut c.key].into_iter().flatten() {
+                        let files = [
+                            &mut c.ca,
+                            &mut c.cert,
+                            &mut c.key,
+                            &mut c.logs_ca,
+                            &mut c.logs_cert,
+                            &mut c.logs_key,
+                        ];
+                        for p in files.into_iter().flatten() {
                             if p.is_relative() {
                                 *p = dir.join(&*p);
                             }
@@ -203,7 +225,26 @@ pub fn apply_context(cmd: clap::Command, ctx: &Context) -> clap::Command {
             None => a,
         }
     };
-    let cmd = cmd.mut_args(set);
+    let logs = [
+        ("logs_tls_ca", ctx.logs_ca.as_deref().map(path)),
+        ("logs_tls_cert", ctx.logs_cert.as_deref().map(path)),
+        ("logs_tls_key", ctx.logs_key.as_deref().map(path)),
+    ];
+    let mut cmd = cmd.mut_args(set);
+    if logs.iter().any(|(_, v)| v.is_some()) && cmd.find_subcommand("logs").is_some() {
+        cmd = cmd.mut_subcommand("logs", |sub| {
+            sub.mut_args(|a| {
+                match logs
+                    .iter()
+                    .find(|(id, _)| a.get_id() == *id)
+                    .and_then(|(_, v)| *v)
+                {
+                    Some(v) => a.default_value(v),
+                    None => a,
+                }
+            })
+        });
+    }
     match namespace {
         Some(ns) => with_namespace_default(cmd, ns),
         None => cmd,

@@ -9,12 +9,14 @@
 //! This file holds the blocking file operations; `keeper.rs` decides when they run
 //! (off the async threads) and which logs are in use; `retention.rs` is the pure
 //! policy that picks which logs of ended instances go. `read.rs` reads a log for
-//! `rune logs` (tail, since, following across rotation) and `http.rs` serves it.
+//! `rune logs` (tail, since, following across rotation) and `http.rs` serves it,
+//! over TLS when configured (`tls.rs`).
 
 pub mod http;
 mod keeper;
 pub mod read;
 mod retention;
+pub mod tls;
 
 use std::fs::{File, OpenOptions};
 use std::io;
