@@ -83,7 +83,14 @@ fn an_instance_runs_as_nobody_with_its_log_and_none_of_the_agents_environment() 
         &[("AWS_SECRET_ACCESS_KEY", "x"), ("TZ", "UTC")],
     );
     let data = w.dir.join("agent-n1");
-    deploy(&w, &env_printer(&w, "web", "  user: nobody\n"), "web", 1);
+    // Ready only when its exec probe runs as nobody, without the agent's secret.
+    let probe = "  health:\n    readiness: {type: exec, intervalSeconds: 1, command: [\"sh\", \"-c\", \"test $(id -u) = 65534 && test -z \\\"$AWS_SECRET_ACCESS_KEY\\\"\"]}\n";
+    deploy(
+        &w,
+        &env_printer(&w, "web", &format!("  user: nobody\n{probe}")),
+        "web",
+        1,
+    );
 
     let (pid, id) = the_instance(&w, "web");
     let nobody = format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}");

@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::cgroups::{self, Cgroups, InstanceCgroup};
-use super::identity;
 use super::logs::Logs;
 use super::metrics::{AgentMetrics, InstanceLabel};
 use super::ports::Ports;
@@ -31,6 +30,7 @@ use super::process;
 use super::reporter::{Report, Reports};
 use super::revisions::Assigned;
 use super::state::{DataDir, Persisted};
+use super::{environment, identity};
 use crate::model::{ExitInfo, InstanceRef, InstanceStatus};
 use crate::probe::{self, Which};
 pub use decide::{Backoff, Cmd, READY_WITHOUT_PROBE};
@@ -473,10 +473,27 @@ impl Supervisor {
     fn supervise(&self, pid: u32, exit: oneshot::Receiver<ExitInfo>) -> Proc {
         let (tx, probe_rx) = mpsc::channel(16);
         let (status, record) = (self.core.status(), self.core.record());
+        // Exec probes run as the instance does (an adopted one's user resolved
+        // again: one gone meanwhile fails the probe, never runs it as the agent).
+        let (user, base_env) =
+            match identity::of_spec(record.spec.user.as_ref(), record.spec.group.as_ref()) {
+                Ok(who) => {
+                    let base = environment::base(std::env::vars_os(), &self.shared.pass_env, &who);
+                    let user = if who.switch {
+                        probe::RunAs::Instance(who)
+                    } else {
+                        probe::RunAs::Agent
+                    };
+                    (user, base)
+                }
+                Err(e) => (probe::RunAs::Unresolved(e.to_string()), Vec::new()),
+            };
         let target = probe::Target {
             first_port: status.port,
             ports: status.ports.clone(),
             env: process::build_env(record, &self.shared.node, self.core.ports()),
+            base_env,
+            user,
             working_dir: record.spec.working_dir.clone(),
         };
         let health = &record.spec.health;
