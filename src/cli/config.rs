@@ -492,4 +492,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn a_contexts_logs_tls_files_become_rune_logs_defaults() {
+        use clap::{CommandFactory, FromArgMatches};
+        let file = "contexts:\n  - name: c\n    logs-ca: /t/ca.pem\n    logs-cert: /t/me.crt\n    logs-key: /t/me.key\n";
+        let c = Config::parse("f", file).unwrap();
+        let cmd = apply_context(super::super::Cli::command(), c.context("c").unwrap());
+        let logs_of = |args: &[&str]| {
+            let m = cmd.clone().try_get_matches_from(args).unwrap();
+            match super::super::Cli::from_arg_matches(&m).unwrap().command {
+                super::super::Command::Logs(a) => a,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = logs_of(&["rune", "logs", "api"]);
+        assert_eq!(a.logs_tls_ca.as_deref(), Some(Path::new("/t/ca.pem")));
+        assert_eq!(a.logs_tls_cert.as_deref(), Some(Path::new("/t/me.crt")));
+        assert_eq!(a.logs_tls_key.as_deref(), Some(Path::new("/t/me.key")));
+        let a = logs_of(&["rune", "logs", "api", "--logs-tls-ca", "/other.pem"]);
+        assert_eq!(a.logs_tls_ca.as_deref(), Some(Path::new("/other.pem")));
+        // A context without them changes nothing.
+        let plain = Config::parse("f", FILE).unwrap();
+        let cmd = apply_context(super::super::Cli::command(), plain.context("b").unwrap());
+        let m = cmd.try_get_matches_from(["rune", "logs", "api"]).unwrap();
+        match super::super::Cli::from_arg_matches(&m).unwrap().command {
+            super::super::Command::Logs(a) => assert_eq!(a.logs_tls_ca, None),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -294,4 +294,35 @@ mod tests {
         assert!(e.contains("missing.crt"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_agents_tls_flags_go_together() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::agent::Args::try_parse_from([&["rune-agent"][..], args].concat())
+                .map_err(|e| e.to_string())
+        };
+        let e = parse(&["--logs-tls-cert", "c", "--logs-tls-key", "k"]).unwrap_err();
+        assert!(e.contains("--logs-listen"), "{e}");
+        let e = parse(&["--logs-listen", "127.0.0.1:0", "--logs-tls-cert", "c"]).unwrap_err();
+        assert!(e.contains("--logs-tls-key"), "{e}");
+        let e = parse(&["--logs-client-ca", "ca"]).unwrap_err();
+        assert!(e.contains("--logs-tls-cert"), "{e}");
+        let ok = parse(&[
+            "--logs-listen",
+            "127.0.0.1:0",
+            "--logs-tls-cert",
+            "c",
+            "--logs-tls-key",
+            "k",
+            "--logs-client-ca",
+            "ca",
+        ])
+        .unwrap();
+        assert_eq!(ok.logs_client_ca.as_deref(), Some(Path::new("ca")));
+        assert!(
+            parse(&["--logs-listen", "127.0.0.1:0"]).is_ok(),
+            "plain, on its own listener"
+        );
+    }
 }
