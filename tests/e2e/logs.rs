@@ -1,6 +1,7 @@
 //! `rune logs`: instance logs read from their agents' `/v1/logs/` endpoint with the
 //! token each agent publishes in etcd; merged and prefixed, tailed, followed across
-//! a rotation and a scale-up, and with one of two nodes down.
+//! a rotation and a scale-up, and with one of two nodes down; on a listener of its
+//! own (`--logs-listen`), plain, over TLS, and over mutual TLS instead of the token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -603,6 +604,81 @@ fn logs_over_mutual_tls_need_a_client_certificate_of_the_logs_ca() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("warning: node n1:") && err.contains("TLS handshake"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_on_a_listener_of_their_own_plain_or_tls_with_the_token() {
+    let w = World::new();
+    let pki = w.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "logs-ca");
+    make_leaf(
+        &pki,
+        "logs-ca",
+        "agent",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let (cert, key, ca) = (p("agent.crt"), p("agent.key"), p("logs-ca.crt"));
+
+    let _c = w.controller("c1", &fast_controller_with_grace("120s"));
+    // n1: plain HTTP on its own listener; n2: TLS without client certificates.
+    let _a1 = agent_with(&w, "n1", &["--logs-listen", "127.0.0.1:0"]);
+    let _a2 = agent_with(
+        &w,
+        "n2",
+        &[
+            "--logs-listen",
+            "127.0.0.1:0",
+            "--logs-tls-cert",
+            &cert,
+            "--logs-tls-key",
+            &key,
+        ],
+    );
+    let file = w.file(
+        "pair.yaml",
+        &format!(
+            "service:\n  name: pair\n  scale: 2\n  command: '{COUNTER}'\n  stopGracePeriod: 2s\n  placement: {{maxPerNode: 1}}\n"
+        ),
+    );
+    deploy(&w, &file, "pair", 2);
+    let placed = ids(&w, "pair");
+    let on = |node: &str| placed.iter().find(|(_, n)| *n == node).unwrap().0.clone();
+    let (i1, i2) = (on("n1"), on("n2"));
+    for node in ["n1", "n2"] {
+        assert!(
+            w.etcd.get(&w.key(&format!("node-tokens/{node}"))).is_some(),
+            "{node}: without client certificates the token authenticates"
+        );
+    }
+
+    // With the CA both nodes are read.
+    let seen = eventually("both instances' logs", LONG, || {
+        let out = logs(&w, &["pair", "--tail", "2", "--logs-tls-ca", &ca]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let ids: BTreeSet<String> = text
+            .lines()
+            .filter_map(parse)
+            .filter_map(|(id, _)| id)
+            .collect();
+        (out.status.success() && ids.len() == 2).then_some(ids)
+    });
+    assert_eq!(seen, [i1.clone(), i2.clone()].into());
+
+    // Without it, the TLS node is named and the plain one still prints.
+    let out = logs(&w, &["pair", "--tail", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.is_empty() && text.lines().all(|l| l.starts_with(&format!("[{i1}] "))),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: node n2:") && err.contains("--logs-tls-ca") && err.contains(&i2),
         "{err}"
     );
 }
