@@ -4,7 +4,8 @@
 //! Layout: this file holds the flags and the main loop (the informer on this node's
 //! `assignments/<node>/`, driving one supervisor task per instance); `registration.rs` the node key and its
 //! lease; `supervisor/` the per-instance task; `process.rs` spawning, signals and
-//! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
+//! process identity; `identity.rs` the user an instance runs as and `environment.rs`
+//! what it inherits; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
 //! (rotation, and retention of ended instances' logs), `reporter.rs` (status
 //! writes) and `metrics.rs`. `hollow.rs` is `--hollow N`: simulated nodes for testing
 //! and benchmarking the control plane, which start no processes.
@@ -264,6 +265,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             AgentError::Setup(format!("data dir {}: {e}", args.data_dir.display()))
         })?);
     let _lock = data.lock().map_err(AgentError::Taken)?;
+    // Bad TLS files are bad configuration: said at once, before etcd is reached.
+    let logs_tls = args.logs_tls_server_config()?;
 
     // Supervision starts from the data dir before etcd is reached: an agent restarted
     // during an etcd outage keeps what it knows running (and restarting) meanwhile.
@@ -316,7 +319,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     store.metrics().register(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
     let (bound, logs_endpoint) =
-        serve_endpoints(&args, &store, &node, &logs, registry, ready_rx).await?;
+        serve_endpoints(&args, logs_tls, &store, &node, &logs, registry, ready_rx).await?;
 
     let address = args
         .advertise_address
@@ -495,6 +498,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
 /// logs endpoint for the node record when it has a listener of its own.
 async fn serve_endpoints(
     args: &Args,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     store: &Store,
     node: &str,
     logs: &Arc<Logs>,
@@ -502,17 +506,6 @@ async fn serve_endpoints(
     ready: watch::Receiver<Readiness>,
 ) -> Result<(SocketAddr, Option<crate::model::node::LogsEndpoint>), AgentError> {
     let setup = |e: String| AgentError::Setup(e);
-    let tls = match (&args.logs_tls_cert, &args.logs_tls_key) {
-        (Some(cert), Some(key)) => Some(
-            logs::tls::server_config(&logs::tls::ServerFiles {
-                cert,
-                key,
-                client_ca: args.logs_client_ca.as_deref(),
-            })
-            .map_err(setup)?,
-        ),
-        _ => None,
-    };
     let mutual = tls.is_some() && args.logs_client_ca.is_some();
     let token = if mutual {
         None
@@ -641,6 +634,22 @@ pub fn check_node_name(node: &str) -> Result<(), AgentError> {
 }
 
 impl Args {
+    /// The logs endpoint's TLS configuration, when `--logs-tls-cert` is given.
+    fn logs_tls_server_config(
+        &self,
+    ) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, AgentError> {
+        let (Some(cert), Some(key)) = (&self.logs_tls_cert, &self.logs_tls_key) else {
+            return Ok(None);
+        };
+        logs::tls::server_config(&logs::tls::ServerFiles {
+            cert,
+            key,
+            client_ca: self.logs_client_ca.as_deref(),
+        })
+        .map(Some)
+        .map_err(AgentError::Setup)
+    }
+
     /// The node record with this agent's labels and capacity.
     pub(crate) fn describe(
         &self,

@@ -682,3 +682,31 @@ fn logs_on_a_listener_of_their_own_plain_or_tls_with_the_token() {
         "{err}"
     );
 }
+
+#[test]
+fn an_agent_with_an_unreadable_logs_certificate_exits_2_naming_it_before_etcd() {
+    let dir = crate::support::scratch::ScratchDir::create(
+        crate::support::scratch::scratch_root()
+            .join(crate::support::scratch::unique("rune-logs-tls")),
+    );
+    let missing = dir.path.join("missing.crt");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("rune-agent"))
+        .args(["--node-name", "n1", "--data-dir"])
+        .arg(dir.path.join("data"))
+        .args(["--listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
+        .arg("--logs-tls-cert")
+        .arg(&missing)
+        .arg("--logs-tls-key")
+        .arg(&missing)
+        // Nothing listens there: the error must come before etcd is tried.
+        .env("RUNE_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+        .env("RUNE_CGROUP_PARENT", "none")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--logs-tls-cert") && err.contains("missing.crt"),
+        "{err}"
+    );
+}
