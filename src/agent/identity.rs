@@ -217,13 +217,11 @@ impl Identity {
         if !self.switch {
             return Ok(());
         }
-        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
-        // SAFETY-adjacent: Gid is a transparent wrapper of gid_t, so the slice is
-        // reinterpreted without allocating.
-        let groups: &[Gid] = unsafe {
-            std::slice::from_raw_parts(self.groups.as_ptr().cast::<Gid>(), self.groups.len())
-        };
-        setgroups(groups).map_err(std::io::Error::from)?;
+        use nix::unistd::{Gid, Uid, setgid, setuid};
+        let groups: &[nix::libc::gid_t] = &self.groups;
+        // SAFETY: a plain system call on a slice that outlives it; no allocation.
+        let set = unsafe { nix::libc::setgroups(groups.len(), groups.as_ptr()) };
+        nix::errno::Errno::result(set).map_err(std::io::Error::from)?;
         setgid(Gid::from_raw(self.gid)).map_err(std::io::Error::from)?;
         setuid(Uid::from_raw(self.uid)).map_err(std::io::Error::from)?;
         Ok(())
