@@ -95,6 +95,17 @@ fn an_instance_runs_as_nobody_with_its_log_and_none_of_the_agents_environment() 
     let (pid, id) = the_instance(&w, "web");
     let nobody = format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}");
     assert_eq!(credentials(pid), (nobody.clone(), nobody));
+    // The login's supplementary groups (nobody's: nogroup), none of root's.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let groups = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap();
+    assert_eq!(
+        groups.split_whitespace().collect::<Vec<_>>(),
+        ["65534"],
+        "{groups}"
+    );
 
     let log = log_of(&data, "web", &id);
     let meta = std::fs::metadata(&log).unwrap();
