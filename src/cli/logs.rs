@@ -259,9 +259,10 @@ async fn send(
                 .map_err(|e| refused(&e))?;
         tokio::spawn(conn);
         // With TLS 1.3 the server judges the client's certificate after the
-        // client's handshake is done: a refusal shows on the first exchange.
+        // client's handshake is done: its refusal (an alert) ends the first
+        // exchange.
         sender.send_request(request).await.map_err(|e| {
-            if tls::is_tls_error(&e) || !endpoint.mutual {
+            if !endpoint.mutual {
                 refused(&e)
             } else {
                 (
