@@ -532,6 +532,17 @@ fn logs_over_mutual_tls_need_a_client_certificate_of_the_logs_ca() {
         (out.status.success() && text.lines().filter_map(parse).count() == 3).then_some(text)
     });
     assert!(got.lines().all(|l| l.starts_with("line ")), "{got}");
+    // Followed too: new lines keep coming over the one TLS stream.
+    let mut f = Follower::start(
+        &w,
+        &[&["secure", "--prefix", "--tail", "1"][..], &reader[..]].concat(),
+    );
+    let first = eventually("a followed line", LONG, || f.numbers(&id).first().copied());
+    eventually("lines after it", LONG, || {
+        (f.numbers(&id).last().copied()? >= first + 5).then_some(())
+    });
+    let err = f.stop();
+    assert!(!err.contains("warning"), "{err}");
 
     // No client certificate: the CLI says what is missing, naming the node.
     let out = logs(&w, &["secure", "--logs-tls-ca", &ca]);
