@@ -160,17 +160,18 @@ pub const PRIVATE_DIR: u32 = 0o700;
 /// Its state files.
 pub const PRIVATE_FILE: u32 = 0o600;
 
-/// Write-then-rename, so a crash never leaves a half-written file; mode 0600 (a
-/// leftover temporary file of another mode is replaced, not reused).
+/// Write-then-rename, so a crash never leaves a half-written file; mode 0600 (also
+/// when a leftover temporary file had another).
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
     let mut f = File::options()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(PRIVATE_FILE)
         .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
     f.write_all(bytes)?;
     drop(f);
     std::fs::rename(tmp, path)
