@@ -92,7 +92,7 @@ say "starting rune-controller and rune-agent (node: local)"
 setsid "$bin/rune-controller" --listen "${RUNE_RUN_CONTROLLER_LISTEN:-127.0.0.1:9464}" --lease-duration 5s --renew-deadline 3s --retry-period 1s \
   >"$run_dir/logs/controller.log" 2>&1 &
 controller_pid=$!
-setsid "$bin/rune-agent" --node-name local --data-dir "$run_dir/agent" --listen "${RUNE_RUN_AGENT_LISTEN:-127.0.0.1:9465}" \
+setsid "$bin/rune-agent" --node-name local --data-dir "$run_dir/agent" --files-dir "$run_dir/files" --listen "${RUNE_RUN_AGENT_LISTEN:-127.0.0.1:9465}" \
   --stop-instances-on-exit >"$run_dir/logs/agent.log" 2>&1 &
 agent_pid=$!
 # Stopped in this order by cleanup: the controller first (so it does not replace the

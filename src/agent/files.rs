@@ -1,7 +1,8 @@
 //! Configs and secrets for an instance, at each process start: resolve the spec's
 //! refs (`env` values and `files`) to the current versions in etcd, opening
 //! secrets with the key file, and write the files under the instance's private
-//! directory `$RUNE_FILES` (`<data-dir>/files/<ns>_<svc>_<id>`, mode 0700): each
+//! directory `$RUNE_FILES` (`<files-dir>/<ns>_<svc>_<id>`, mode 0700, owned by the
+//! instance's user; `--files-dir` is 0711, outside the data dir, which is 0700): each
 //! key at `<path>/<key>`, 0400 for a secret's, 0444 for a config's.
 //!
 //! Anything missing — a config or secret, a key of one, the key that sealed a
@@ -12,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,7 +29,8 @@ pub struct Sources {
     pub store: OnceLock<Store>,
     /// `--secrets-key-file`.
     pub key_file: Option<PathBuf>,
-    /// `<data-dir>/files`.
+    /// `--files-dir`: 0711 (instance users pass through to their own directory,
+    /// and list nothing); tmpfs by default (`/run`), so secrets never reach a disk.
     pub root: PathBuf,
 }
 
@@ -126,6 +128,8 @@ impl Sources {
         resolved: &Resolved,
         owner: Option<(u32, u32)>,
     ) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o711))?;
         let dir = self.dir(file_name);
         write_files(&dir, spec, resolved, owner)?;
         Ok(dir)
@@ -180,7 +184,8 @@ async fn get(store: &Store, key: &str) -> Result<Option<crate::store::Kv>, Strin
 /// The one function that writes an instance's files: `dir` (0700) with each
 /// `files` source's keys under its path, 0400 (secret) or 0444 (config).
 /// `owner`: the instance's user and group, when it runs as another user than the
-/// agent; `None` today (the spec's `user:`/`group:` will pass it in).
+/// agent. Everything is written as the agent and given away only at the end, so
+/// nothing the instance's user could plant meanwhile (a symlink) is followed.
 pub fn write_files(
     dir: &Path,
     spec: &ServiceSpec,
@@ -188,7 +193,8 @@ pub fn write_files(
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
     remove(dir);
-    mkdir(dir, owner)?;
+    mkdir(dir)?;
+    let mut created = vec![dir.to_path_buf()];
     for f in &spec.files {
         let sub = dir.join(&f.path);
         // Parents of a nested path (`a/b`), each private like the root.
@@ -196,7 +202,8 @@ pub fn write_files(
         for part in Path::new(&f.path).components() {
             at.push(part);
             if !at.exists() {
-                mkdir(&at, owner)?;
+                mkdir(&at)?;
+                created.push(at.clone());
             }
         }
         let mode = match f.source.kind {
@@ -220,18 +227,17 @@ pub fn write_files(
             }
         }
     }
+    // Directories last, deepest first: until now only the agent could write here.
+    if let Some((uid, gid)) = owner {
+        for at in created.iter().rev() {
+            std::os::unix::fs::lchown(at, Some(uid), Some(gid))?;
+        }
+    }
     Ok(())
 }
 
-fn mkdir(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    }
-    Ok(())
+fn mkdir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().mode(0o700).create(path)
 }
 
 /// Removes a files directory; read-only files in it are no obstacle to its owner.

@@ -4,16 +4,19 @@
 //! Layout: this file holds the flags and the main loop (the informer on this node's
 //! `assignments/<node>/`, driving one supervisor task per instance); `registration.rs` the node key and its
 //! lease; `supervisor/` the per-instance task; `process.rs` spawning, signals and
-//! process identity; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
+//! process identity; `identity.rs` the user an instance runs as and `environment.rs`
+//! what it inherits; `ports.rs`, `state.rs` (data-dir persistence), `logs/`
 //! (rotation, and retention of ended instances' logs), `reporter.rs` (status
 //! writes) and `metrics.rs`. `hollow.rs` is `--hollow N`: simulated nodes for testing
 //! and benchmarking the control plane, which start no processes.
 
 mod assignments;
 pub mod cgroups;
+pub mod environment;
 mod events;
 pub mod files;
 pub mod hollow;
+pub mod identity;
 pub mod logs;
 pub mod metrics;
 pub mod ports;
@@ -66,6 +69,13 @@ pub struct Args {
     /// Instance logs and local state (adoption after restarts, the node lease).
     #[arg(long, env = "RUNE_DATA_DIR", default_value = "/var/lib/rune-agent")]
     pub data_dir: PathBuf,
+    /// Where instances' `$RUNE_FILES` directories go (configs and secrets, one
+    /// directory per instance, owned by its user). Kept apart from the data dir,
+    /// which is private to the agent (0700); this one is 0711. The default is on
+    /// tmpfs, so secrets never reach a disk; an agent that is not root needs one it
+    /// can write.
+    #[arg(long, env = "RUNE_FILES_DIR", default_value = "/run/rune-agent/files")]
+    pub files_dir: PathBuf,
     /// Where /healthz, /readyz, /metrics and the logs endpoint (`rune logs`)
     /// answer. For `rune logs` from other hosts, bind an address they reach.
     #[arg(long, env = "RUNE_AGENT_LISTEN", default_value = "127.0.0.1:9465")]
@@ -74,6 +84,44 @@ pub struct Args {
     /// (default: the bound address; set it when listening on 0.0.0.0).
     #[arg(long, env = "RUNE_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
     pub advertise_address: Option<String>,
+    /// Serve the logs endpoint (`rune logs`) on this address of its own instead of
+    /// on --listen, which then keeps /healthz, /readyz and /metrics only (plain
+    /// HTTP, for probes and Prometheus). Needed for --logs-tls-cert.
+    #[arg(long, env = "RUNE_LOGS_LISTEN", value_name = "HOST:PORT")]
+    pub logs_listen: Option<SocketAddr>,
+    /// The HOST:PORT of --logs-listen that `rune logs` reaches, published in the
+    /// node record (default: the bound address). With TLS, HOST must be in the
+    /// certificate's subjectAltName.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_ADVERTISE_ADDRESS",
+        value_name = "HOST:PORT",
+        requires = "logs_listen"
+    )]
+    pub logs_advertise_address: Option<String>,
+    /// Certificate (PEM, the chain from the leaf) of the logs endpoint: serves it
+    /// over TLS. Needs --logs-listen and --logs-tls-key.
+    #[arg(long, env = "RUNE_LOGS_TLS_CERT", value_name = "FILE", requires_all = ["logs_listen", "logs_tls_key"])]
+    pub logs_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --logs-tls-cert.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_TLS_KEY",
+        value_name = "FILE",
+        requires = "logs_tls_cert"
+    )]
+    pub logs_tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the clients of the logs endpoint: mutual
+    /// TLS. A client without a certificate this CA signed is refused in the
+    /// handshake; the certificate is the authentication, so no token is published
+    /// (node-tokens/<node> is deleted). Needs --logs-tls-cert.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "logs_tls_cert"
+    )]
+    pub logs_client_ca: Option<PathBuf>,
     /// A live instance log is rotated (copied to `.log.1`, then truncated) past
     /// this size (KiB, MiB, GiB or bytes).
     #[arg(long, env = "RUNE_INSTANCE_LOG_MAX_SIZE", default_value = "10MiB", value_parser = logs::parse_bytes)]
@@ -141,6 +189,16 @@ pub struct Args {
     /// default: the machine's CPU count).
     #[arg(long, env = "RUNE_CAPACITY_CPU", value_name = "QUANTITY", value_parser = crate::model::Cpu::parse)]
     pub capacity_cpu: Option<crate::model::Cpu>,
+    /// A variable of the agent's environment that instances get too (repeatable;
+    /// in the environment, comma separated), beyond PATH, LANG, LANGUAGE, LC_*
+    /// and TZ: instances inherit nothing else of the agent's environment.
+    #[arg(
+        long = "pass-env",
+        env = "RUNE_PASS_ENV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub pass_env: Vec<String>,
     /// Log output: human-readable text, or JSON for log pipelines.
     #[arg(long, env = "RUNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -217,6 +275,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             AgentError::Setup(format!("data dir {}: {e}", args.data_dir.display()))
         })?);
     let _lock = data.lock().map_err(AgentError::Taken)?;
+    // Bad TLS files are bad configuration: said at once, before etcd is reached.
+    let logs_tls = args.logs_tls_server_config()?;
 
     // Supervision starts from the data dir before etcd is reached: an agent restarted
     // during an etcd outage keeps what it knows running (and restarting) meanwhile.
@@ -241,7 +301,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let sources = Arc::new(files::Sources {
         store: std::sync::OnceLock::new(),
         key_file: args.secrets.secrets_key_file.clone(),
-        root: data.root().join("files"),
+        root: args.files_dir.clone(),
     });
     // Files of instances this data dir no longer knows (a crash between forgetting
     // an instance and removing its files): secrets do not linger on disk.
@@ -261,6 +321,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             max: args.restart_backoff_max,
             reset: args.restart_backoff_reset,
         },
+        pass_env: args.pass_env.clone(),
     });
     let mut agent = Assignments::new(Keys::new(&args.etcd.prefix), shared.clone(), persisted);
     agent.adopt_local();
@@ -282,19 +343,15 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     }
     store.metrics().register(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
-    let token = logs::http::new_token()
-        .map_err(|e| AgentError::Setup(format!("cannot make a logs token: {e}")))?;
-    let routes = logs::http::routes(logs.clone(), token.clone());
-    let bound = serve::serve_with(args.listen, registry, ready_rx, routes)
-        .await
-        .map_err(|e| AgentError::Setup(e.to_string()))?;
-    tokio::spawn(publish_token(store.clone(), node.clone(), token));
+    let (bound, logs_endpoint) =
+        serve_endpoints(&args, logs_tls, &store, &node, &logs, registry, ready_rx).await?;
 
     let address = args
         .advertise_address
         .clone()
         .unwrap_or_else(|| bound.to_string());
     let mut record = args.describe(registration::node_record(&node, address))?;
+    record.logs = logs_endpoint;
     record.cgroups = cgroups.as_ref().map(|c| c.controllers());
     record.allocatable = Some(crate::model::node::Allocatable {
         memory_bytes: args
@@ -460,15 +517,73 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Serves /healthz, /readyz and /metrics on --listen, and the logs endpoint there
+/// too, or on --logs-listen (over TLS when configured); publishes the logs token,
+/// or with mutual TLS deletes any earlier one. The bound --listen address and the
+/// logs endpoint for the node record when it has a listener of its own.
+async fn serve_endpoints(
+    args: &Args,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    store: &Store,
+    node: &str,
+    logs: &Arc<Logs>,
+    registry: Registry,
+    ready: watch::Receiver<Readiness>,
+) -> Result<(SocketAddr, Option<crate::model::node::LogsEndpoint>), AgentError> {
+    let setup = |e: String| AgentError::Setup(e);
+    let mutual = tls.is_some() && args.logs_client_ca.is_some();
+    let token = if mutual {
+        None
+    } else {
+        Some(logs::http::new_token().map_err(|e| setup(format!("cannot make a logs token: {e}")))?)
+    };
+    let routes = logs::http::routes(logs.clone(), token.clone());
+    let (bound, endpoint) = match args.logs_listen {
+        None => (
+            serve::serve_with(args.listen, registry, ready, routes)
+                .await
+                .map_err(|e| setup(e.to_string()))?,
+            None,
+        ),
+        Some(logs_listen) => {
+            let bound = serve::serve(args.listen, registry, ready)
+                .await
+                .map_err(|e| setup(e.to_string()))?;
+            let tls_on = tls.is_some();
+            let logs_bound = logs::tls::serve(logs_listen, routes, tls)
+                .await
+                .map_err(|e| setup(e.to_string()))?;
+            info!(listen = %logs_bound, tls = tls_on, mutual, "logs endpoint on a listener of its own");
+            let endpoint = crate::model::node::LogsEndpoint {
+                address: args
+                    .logs_advertise_address
+                    .clone()
+                    .unwrap_or_else(|| logs_bound.to_string()),
+                tls: tls_on,
+                client_certificates: mutual,
+            };
+            (bound, Some(endpoint))
+        }
+    };
+    tokio::spawn(publish_token(store.clone(), node.to_string(), token));
+    Ok((bound, endpoint))
+}
+
 /// Writes this start's logs token to `node-tokens/<node>` (not on the lease: a
 /// lease lost and taken again must not leave the endpoint without one), retrying
 /// while etcd refuses or is away.
-async fn publish_token(store: Store, node: String, token: String) {
+/// With mutual TLS (`token` None) an earlier start's token is deleted instead: a
+/// reader of etcd then holds no credential for this endpoint.
+async fn publish_token(store: Store, node: String, token: Option<String>) {
     let key = store.keys().node_token(&node);
     let mut delay = Duration::from_millis(500);
     loop {
-        match store.put(&key, token.as_bytes().to_vec()).await {
-            Ok(_) => return,
+        let done = match &token {
+            Some(token) => store.put(&key, token.as_bytes().to_vec()).await.map(|_| ()),
+            None => store.delete(&key).await,
+        };
+        match done {
+            Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, "cannot publish the logs token yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -544,6 +659,22 @@ pub fn check_node_name(node: &str) -> Result<(), AgentError> {
 }
 
 impl Args {
+    /// The logs endpoint's TLS configuration, when `--logs-tls-cert` is given.
+    fn logs_tls_server_config(
+        &self,
+    ) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, AgentError> {
+        let (Some(cert), Some(key)) = (&self.logs_tls_cert, &self.logs_tls_key) else {
+            return Ok(None);
+        };
+        logs::tls::server_config(&logs::tls::ServerFiles {
+            cert,
+            key,
+            client_ca: self.logs_client_ca.as_deref(),
+        })
+        .map(Some)
+        .map_err(AgentError::Setup)
+    }
+
     /// The node record with this agent's labels and capacity.
     pub(crate) fn describe(
         &self,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use super::environment;
+use super::identity::Identity;
 use super::revisions::Assigned;
 use crate::model::Command;
 
@@ -107,26 +109,25 @@ fn shell_quote(s: &str) -> String {
 
 /// Starts the instance in a new session (so it is its own process group leader, gets
 /// no SIGHUP from our terminal and does not die with the agent), output appended to
-/// `log`. With `cgroup`, the child enters the instance's cgroup before it execs, so
-/// nothing it runs is ever outside it.
+/// `log` (owned by the instance's user). With `cgroup`, the child enters the
+/// instance's cgroup before it execs, so nothing it runs is ever outside it; then it
+/// becomes `who` (the agent must still be root to write `cgroup.procs`). Its
+/// environment is `environment::base` and then `env`: nothing else of the agent's.
 pub fn spawn(
     argv: &[String],
     env: &[(String, String)],
     working_dir: Option<&str>,
     log: &Path,
     cgroup: Option<super::cgroups::Join>,
+    who: &Identity,
+    pass_env: &[String],
 ) -> std::io::Result<tokio::process::Child> {
-    let out = super::logs::open(log)?;
+    let out = super::logs::open(log, who.owner())?;
     let err = out.try_clone()?;
     let mut cmd = tokio::process::Command::new(&argv[0]);
-    // The agent's own settings (etcd endpoints, node name, ...) are not the
-    // instance's business; it gets rune's variables below instead.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("RUNE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(&argv[1..])
+    cmd.env_clear()
+        .envs(environment::base(std::env::vars_os(), pass_env, who))
+        .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
@@ -135,15 +136,17 @@ pub fn spawn(
     if let Some(dir) = working_dir {
         cmd.current_dir(dir);
     }
-    // SAFETY: setsid and write(2) on descriptors opened before the fork are
-    // async-signal-safe and touch no memory of the parent.
+    let who = who.clone();
+    // SAFETY: setsid, write(2) on descriptors opened before the fork, setgroups,
+    // setgid and setuid are async-signal-safe and touch no memory of the parent
+    // (the identity was cloned before the fork).
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             if let Some(join) = &cgroup {
                 join.enter()?;
             }
-            Ok(())
+            who.enter()
         });
     }
     cmd.spawn()

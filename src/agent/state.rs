@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -53,9 +54,21 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// Creates the data dir, or tightens an existing one: it and its directories
+    /// are 0700, since instance logs and state (each instance's environment) are no
+    /// business of other users, instances running as them included.
     pub fn new(root: &Path) -> io::Result<DataDir> {
-        std::fs::create_dir_all(root.join("instances"))?;
-        std::fs::create_dir_all(root.join("logs"))?;
+        for dir in [
+            root.to_path_buf(),
+            root.join("instances"),
+            root.join("logs"),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(PRIVATE_DIR))?;
+        }
         Ok(DataDir {
             root: root.to_path_buf(),
         })
@@ -73,6 +86,7 @@ impl DataDir {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(PRIVATE_FILE)
             .open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         match f.try_lock() {
@@ -145,10 +159,25 @@ impl DataDir {
     }
 }
 
-/// Write-then-rename, so a crash never leaves a half-written file.
+/// The data dir and its directories.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Its state files.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Write-then-rename, so a crash never leaves a half-written file; mode 0600 (also
+/// when a leftover temporary file had another).
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+    f.write_all(bytes)?;
+    drop(f);
     std::fs::rename(tmp, path)
 }
 
@@ -182,6 +211,18 @@ mod tests {
         assert!(d.load_all().is_empty());
         let _held = d.lock().unwrap();
         assert!(d.lock().unwrap_err().contains("in use"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for dir in [root.clone(), root.join("instances"), root.join("logs")] {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
+        assert_eq!(mode(&root.join("lease-id")), 0o600);
+        assert_eq!(mode(&root.join("agent.lock")), 0o600);
+        d.save("ns_svc_id", &p).unwrap();
+        assert_eq!(mode(&root.join("instances/ns_svc_id.json")), 0o600);
+        // An existing, open data dir is tightened.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        DataDir::new(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

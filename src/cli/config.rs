@@ -37,6 +37,9 @@ The configuration file is $RUNE_CONFIG, else $XDG_CONFIG_HOME/rune/config.yaml, 
       ca: /etc/rune/tls/ca.crt        # relative paths are relative to this file
       cert: prod-client.crt
       key: prod-client.key
+      logs-ca: logs-ca.crt            # rune logs: agents serving logs over TLS
+      logs-cert: logs-client.crt      # ... and mutual TLS
+      logs-key: logs-client.key
     - name: local
       endpoints: [http://127.0.0.1:2379]
 
@@ -46,7 +49,9 @@ does not change where `rune cast` puts a spec (a spec without `namespace:` is in
 (--etcd-endpoints, --etcd-prefix, --etcd-ca, --etcd-cert, --etcd-key, -n), the
 environment (RUNE_ETCD_ENDPOINTS, RUNE_ETCD_PREFIX, RUNE_ETCD_CA, RUNE_ETCD_CERT,
 RUNE_ETCD_KEY), the context chosen by --context / RUNE_CONTEXT or else
-`current-context`, and last the built-in default.";
+`current-context`, and last the built-in default. `rune logs`' --logs-tls-ca,
+--logs-tls-cert and --logs-tls-key (RUNE_LOGS_TLS_CA, ...) come from `logs-ca`,
+`logs-cert` and `logs-key` in the same way.";
 
 /// The configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +80,15 @@ pub struct Context {
     pub cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// `rune logs --logs-tls-ca`: the CA of the agents' logs endpoints.
+    #[serde(default, rename = "logs-ca", skip_serializing_if = "Option::is_none")]
+    pub logs_ca: Option<PathBuf>,
+    /// `rune logs --logs-tls-cert`: the client certificate for mutual TLS.
+    #[serde(default, rename = "logs-cert", skip_serializing_if = "Option::is_none")]
+    pub logs_cert: Option<PathBuf>,
+    /// `rune logs --logs-tls-key`.
+    #[serde(default, rename = "logs-key", skip_serializing_if = "Option::is_none")]
+    pub logs_key: Option<PathBuf>,
 }
 
 /// The configuration file's path: `$RUNE_CONFIG`, else
@@ -121,7 +135,15 @@ impl Config {
                 // TLS paths are relative to the file, as in kubeconfig.
                 if let Some(dir) = path.parent() {
                     for c in &mut config.contexts {
-                        for p in [&mut c.ca, &mut c.cert, &mut c.key].into_iter().flatten() {
+                        let files = [
+                            &mut c.ca,
+                            &mut c.cert,
+                            &mut c.key,
+                            &mut c.logs_ca,
+                            &mut c.logs_cert,
+                            &mut c.logs_key,
+                        ];
+                        for p in files.into_iter().flatten() {
                             if p.is_relative() {
                                 *p = dir.join(&*p);
                             }
@@ -203,7 +225,26 @@ pub fn apply_context(cmd: clap::Command, ctx: &Context) -> clap::Command {
             None => a,
         }
     };
-    let cmd = cmd.mut_args(set);
+    let logs = [
+        ("logs_tls_ca", ctx.logs_ca.as_deref().map(path)),
+        ("logs_tls_cert", ctx.logs_cert.as_deref().map(path)),
+        ("logs_tls_key", ctx.logs_key.as_deref().map(path)),
+    ];
+    let mut cmd = cmd.mut_args(set);
+    if logs.iter().any(|(_, v)| v.is_some()) && cmd.find_subcommand("logs").is_some() {
+        cmd = cmd.mut_subcommand("logs", |sub| {
+            sub.mut_args(|a| {
+                match logs
+                    .iter()
+                    .find(|(id, _)| a.get_id() == *id)
+                    .and_then(|(_, v)| *v)
+                {
+                    Some(v) => a.default_value(v),
+                    None => a,
+                }
+            })
+        });
+    }
     match namespace {
         Some(ns) => with_namespace_default(cmd, ns),
         None => cmd,
@@ -448,6 +489,35 @@ mod tests {
                 namespace,
                 ..
             }) => assert_eq!(namespace, "x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_contexts_logs_tls_files_become_rune_logs_defaults() {
+        use clap::{CommandFactory, FromArgMatches};
+        let file = "contexts:\n  - name: c\n    logs-ca: /t/ca.pem\n    logs-cert: /t/me.crt\n    logs-key: /t/me.key\n";
+        let c = Config::parse("f", file).unwrap();
+        let cmd = apply_context(super::super::Cli::command(), c.context("c").unwrap());
+        let logs_of = |args: &[&str]| {
+            let m = cmd.clone().try_get_matches_from(args).unwrap();
+            match super::super::Cli::from_arg_matches(&m).unwrap().command {
+                super::super::Command::Logs(a) => a,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = logs_of(&["rune", "logs", "api"]);
+        assert_eq!(a.logs_tls_ca.as_deref(), Some(Path::new("/t/ca.pem")));
+        assert_eq!(a.logs_tls_cert.as_deref(), Some(Path::new("/t/me.crt")));
+        assert_eq!(a.logs_tls_key.as_deref(), Some(Path::new("/t/me.key")));
+        let a = logs_of(&["rune", "logs", "api", "--logs-tls-ca", "/other.pem"]);
+        assert_eq!(a.logs_tls_ca.as_deref(), Some(Path::new("/other.pem")));
+        // A context without them changes nothing.
+        let plain = Config::parse("f", FILE).unwrap();
+        let cmd = apply_context(super::super::Cli::command(), plain.context("b").unwrap());
+        let m = cmd.try_get_matches_from(["rune", "logs", "api"]).unwrap();
+        match super::super::Cli::from_arg_matches(&m).unwrap().command {
+            super::super::Command::Logs(a) => assert_eq!(a.logs_tls_ca, None),
             other => panic!("{other:?}"),
         }
     }

@@ -7,9 +7,16 @@
 //! created; with `-f` lines are printed as they arrive, whole, and the instance
 //! records are listed again every second: a new instance joins the stream from its
 //! first line, one whose record is gone leaves it.
+//!
+//! An agent whose node record has `logs` serves them on a listener of its own,
+//! maybe over TLS: verified with `--logs-tls-ca`, and with mutual TLS the client
+//! presents `--logs-tls-cert`/`--logs-tls-key` instead of a token. What cannot be
+//! read names its node in a warning, as an unreachable node does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::agent::logs::read::Lines;
+use crate::agent::logs::tls;
 use crate::exit::{self, Error};
 use crate::model::{InstanceRecord, NodeRecord};
 use crate::store::Store;
@@ -62,6 +70,56 @@ pub struct LogsArgs {
     /// Prefix every line with when the agent knew it was written (an upper bound).
     #[arg(long)]
     pub timestamps: bool,
+    /// CA certificate (PEM) that signed the agents' logs certificates: verifies
+    /// agents that serve logs over TLS (rune-agent --logs-tls-cert).
+    #[arg(long, env = "RUNE_LOGS_TLS_CA", value_name = "FILE")]
+    pub logs_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for agents that serve logs over mutual TLS
+    /// (rune-agent --logs-client-ca). Needs --logs-tls-ca and --logs-tls-key.
+    #[arg(long, env = "RUNE_LOGS_TLS_CERT", value_name = "FILE", requires_all = ["logs_tls_key", "logs_tls_ca"])]
+    pub logs_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --logs-tls-cert.
+    #[arg(
+        long,
+        env = "RUNE_LOGS_TLS_KEY",
+        value_name = "FILE",
+        requires = "logs_tls_cert"
+    )]
+    pub logs_tls_key: Option<PathBuf>,
+}
+
+/// How `rune logs` talks TLS to agents that serve logs over it.
+struct Transport {
+    /// None: no --logs-tls-ca, so no agent serving TLS can be read.
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// A client certificate is presented (for mutual TLS).
+    identity: bool,
+}
+
+impl Transport {
+    fn new(args: &LogsArgs) -> exit::Result<Transport> {
+        let identity = args
+            .logs_tls_cert
+            .as_deref()
+            .zip(args.logs_tls_key.as_deref());
+        let tls = match &args.logs_tls_ca {
+            Some(ca) => Some(tls::client_config(ca, identity).map_err(Error::usage)?),
+            None => None,
+        };
+        Ok(Transport {
+            tls,
+            identity: identity.is_some(),
+        })
+    }
+}
+
+/// Where a node's agent serves logs, and how.
+struct Endpoint {
+    address: String,
+    tls: bool,
+    mutual: bool,
+    /// The bearer token, unless mutual TLS authenticates instead.
+    token: Option<String>,
 }
 
 /// `[id] line`, or the line as is.
@@ -102,8 +160,9 @@ async fn instances(store: &Store, ns: &str, svc: &str) -> exit::Result<Vec<Insta
     Ok(v)
 }
 
-/// Where a node's agent answers and its token.
-async fn endpoint(store: &Store, node: &str) -> Result<(String, String), String> {
+/// Where a node's agent serves logs (its node record's `logs`, else its
+/// `address`), and its token unless it takes mutual TLS.
+async fn endpoint(store: &Store, node: &str) -> Result<Endpoint, String> {
     let keys = store.keys();
     let record = store
         .get(&keys.node(node))
@@ -111,13 +170,116 @@ async fn endpoint(store: &Store, node: &str) -> Result<(String, String), String>
         .map_err(|e| e.to_string())?
         .ok_or("not registered (agent down?)")?;
     let record: NodeRecord = record.json().map_err(|e| format!("node record: {e}"))?;
-    let token = store
-        .get(&keys.node_token(node))
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("publishes no logs token (a hollow node, or an agent without logs)")?;
-    let token = String::from_utf8_lossy(&token.value).trim().to_string();
-    Ok((record.address, token))
+    let mut endpoint = match record.logs {
+        Some(logs) => Endpoint {
+            address: logs.address,
+            tls: logs.tls,
+            mutual: logs.client_certificates,
+            token: None,
+        },
+        None => Endpoint {
+            address: record.address,
+            tls: false,
+            mutual: false,
+            token: None,
+        },
+    };
+    if !endpoint.mutual {
+        let token = store
+            .get(&keys.node_token(node))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("publishes no logs token (a hollow node, or an agent without logs)")?;
+        endpoint.token = Some(String::from_utf8_lossy(&token.value).trim().to_string());
+    }
+    Ok(endpoint)
+}
+
+/// Sends `request` to the agent at `endpoint`: plain HTTP, or over TLS with
+/// `transport`'s configuration. An error says what failed, naming the address.
+async fn send(
+    endpoint: &Endpoint,
+    transport: &Transport,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, (String, bool)> {
+    let address = &endpoint.address;
+    let unreachable = |why: String| (format!("unreachable at {address} ({why})"), true);
+    if !endpoint.tls {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(3)));
+        let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
+        return match tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(unreachable(root_cause(&e))),
+            Err(_) => Err(unreachable("timed out".into())),
+        };
+    }
+    let Some(config) = transport.tls.clone() else {
+        return Err((
+            format!(
+                "its agent serves logs over TLS at {address}: give the CA that signed its \
+                 certificate with --logs-tls-ca{}",
+                if endpoint.mutual {
+                    ", and a client certificate with --logs-tls-cert and --logs-tls-key"
+                } else {
+                    ""
+                }
+            ),
+            false,
+        ));
+    };
+    if endpoint.mutual && !transport.identity {
+        return Err((
+            format!(
+                "its agent at {address} takes mutual TLS: give a client certificate with \
+                 --logs-tls-cert and --logs-tls-key"
+            ),
+            false,
+        ));
+    }
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let refused = |e: &(dyn std::error::Error + 'static)| {
+            (
+                format!(
+                    "the TLS handshake with its agent at {address} failed ({})",
+                    root_cause(e)
+                ),
+                true,
+            )
+        };
+        let stream = tls::connect(config, address, tcp)
+            .await
+            .map_err(|e| refused(&e))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| refused(&e))?;
+        tokio::spawn(conn);
+        // With TLS 1.3 the server judges the client's certificate after the
+        // client's handshake is done: its refusal (an alert) ends the first
+        // exchange.
+        sender.send_request(request).await.map_err(|e| {
+            if !endpoint.mutual {
+                refused(&e)
+            } else {
+                (
+                    format!(
+                        "its agent at {address} refused the TLS connection ({}; is the client \
+                         certificate signed by its --logs-client-ca?)",
+                        root_cause(&e)
+                    ),
+                    true,
+                )
+            }
+        })
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(unreachable("timed out".into())),
+    }
 }
 
 /// What one instance's stream came to.
@@ -146,6 +308,7 @@ struct Request {
 /// Streams one instance's log, sending each complete line.
 async fn stream(
     store: Store,
+    transport: Arc<Transport>,
     req: std::sync::Arc<Request>,
     rec: InstanceRecord,
     tail: Option<usize>,
@@ -156,12 +319,14 @@ async fn stream(
         why,
         retry,
     };
-    let (address, token) = match endpoint(&store, &rec.node).await {
+    let endpoint = match endpoint(&store, &rec.node).await {
         Ok(e) => e,
         Err(why) => return fail(why, true),
     };
+    let address = endpoint.address.clone();
+    // The path only (with a Host header): origin form, for plain and TLS alike.
     let mut url = format!(
-        "http://{address}/v1/logs/{}/{}/{}?timestamps={}&follow={}",
+        "/v1/logs/{}/{}/{}?timestamps={}&follow={}",
         req.ns, req.svc, rec.id, req.timestamps as u8, req.follow as u8
     );
     if let Some(n) = tail {
@@ -170,26 +335,24 @@ async fn stream(
     if let Some(d) = req.since {
         url.push_str(&format!("&since={}ms", d.as_millis()));
     }
+    if !endpoint.tls {
+        url = format!("http://{address}{url}");
+    }
     let uri: hyper::Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => return fail(format!("bad address {address:?}: {e}"), false),
     };
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(Duration::from_secs(3)));
-    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(http);
-    let request = hyper::Request::get(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .body(Empty::new())
-        .expect("a valid request");
-    let resp = match tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            return fail(
-                format!("unreachable at {address} ({})", root_cause(&e)),
-                true,
-            );
-        }
-        Err(_) => return fail(format!("unreachable at {address} (timed out)"), true),
+    let mut request = hyper::Request::get(uri).header("host", address.as_str());
+    if let Some(token) = &endpoint.token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = match request.body(Empty::new()) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("bad address {address:?}: {e}"), false),
+    };
+    let resp = match send(&endpoint, &transport, request).await {
+        Ok(r) => r,
+        Err((why, retry)) => return fail(why, retry),
     };
     match resp.status().as_u16() {
         200 => {}
@@ -256,6 +419,8 @@ fn print(out: &mut impl Write, bytes: &[u8]) -> bool {
 }
 
 pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
+    // Bad TLS files are bad input, before anything is read.
+    let transport = Arc::new(Transport::new(&args)?);
     let (ns, svc) = (args.namespace.clone(), args.name.clone());
     let all = instances(store, &ns, &svc).await?;
     if all.is_empty() && store.get(&store.keys().service(&ns, &svc)).await?.is_none() {
@@ -287,6 +452,7 @@ pub async fn run(store: &Store, args: LogsArgs) -> exit::Result<()> {
     let start = |rec: &InstanceRecord, tail: Option<usize>| -> JoinHandle<Outcome> {
         tokio::spawn(stream(
             store.clone(),
+            transport.clone(),
             req.clone(),
             rec.clone(),
             tail,

@@ -1,6 +1,7 @@
 //! The data model: every value rune stores in etcd, and the rules that make a spec
 //! valid. Pure: no I/O here.
 
+pub mod account;
 pub mod document;
 pub mod duration;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod spec;
 pub mod status;
 pub mod update;
 
+pub use account::Account;
 pub use document::{SpecError, StoredService, parse_cast_file};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Usage};
 pub use node::{NodeRecord, NodeState};

@@ -35,6 +35,25 @@ pub struct NodeRecord {
     /// The node's labels (`rune-agent --label k=v`), matched by `placement.nodeSelector`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Where the logs endpoint answers when it has a listener of its own
+    /// (`--logs-listen`); none: at `address`, plain HTTP with a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsEndpoint>,
+}
+
+/// The agent's logs endpoint on a listener of its own, and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsEndpoint {
+    /// HOST:PORT (`--logs-advertise-address`, else the bound address).
+    pub address: String,
+    /// Served over TLS (`--logs-tls-cert`).
+    #[serde(default)]
+    pub tls: bool,
+    /// Mutual TLS (`--logs-client-ca`): clients present a certificate, and no
+    /// token is published or checked.
+    #[serde(default)]
+    pub client_certificates: bool,
 }
 
 /// Which cgroup controllers a node can limit instances with.

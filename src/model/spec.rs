@@ -12,10 +12,11 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::account::{self, Account};
 use super::names::Label;
 use super::resources::Resources;
-use super::update::{Strategy, UpdateSettings};
 use super::source::{EnvValue, FileSource, SourceRef};
+use super::update::{Strategy, UpdateSettings};
 use super::{duration, limits};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -74,6 +75,22 @@ pub struct ServiceSpec {
     /// starts. Part of the revision (what instances run with).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSource>,
+    /// The user instances run as (a name, or a numeric id); none: the agent's own.
+    /// Part of the revision. Resolved on the node (`agent/identity.rs`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "account::user"
+    )]
+    pub user: Option<Account>,
+    /// The group instances run as (a name, or a numeric id); none: `user`'s
+    /// primary group. Part of the revision.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "account::group"
+    )]
+    pub group: Option<Account>,
 }
 
 fn default_namespace() -> Label {

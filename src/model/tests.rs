@@ -330,6 +330,8 @@ mod roundtrip {
                 disruption: None,
                 update: None,
                 files: vec![],
+                user: None,
+                group: None,
             }
         }
     }
@@ -425,4 +427,32 @@ fn disruption_parses_is_bounded_and_stays_out_of_the_revision() {
     assert!(e.message.contains("minAvailable must be from 0"), "{e}");
     let e = error_of("service:\n  name: a\n  command: x\n  disruption: {maxUnavailable: 1}\n");
     assert!(e.message.contains("maxUnavailable"), "{e}");
+}
+
+#[test]
+fn user_and_group_parse_round_trip_and_are_part_of_the_revision() {
+    let text = "service:\n  name: a\n  command: x\n  user: nobody\n  group: 65534\n";
+    let spec = parse(text).unwrap().remove(0);
+    assert_eq!(
+        spec.user,
+        Some(crate::model::Account::Name("nobody".into()))
+    );
+    assert_eq!(spec.group, Some(crate::model::Account::Id(65534)));
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains(r#""user":"nobody","group":65534"#), "{json}");
+    assert_eq!(serde_json::from_str::<ServiceSpec>(&json).unwrap(), spec);
+    assert_eq!(crate::model::revision::template(&spec).user, spec.user);
+    let quoted = parse("service:\n  name: a\n  command: x\n  user: \"1000\"\n").unwrap();
+    assert_eq!(quoted[0].user, Some(crate::model::Account::Id(1000)));
+    let plain = parse("service:\n  name: a\n  command: x\n")
+        .unwrap()
+        .remove(0);
+    assert_eq!((plain.user, plain.group), (None, None));
+
+    let e = error_of("service:\n  name: a\n  command: x\n  user: \"bad name\"\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("user \"bad name\""), "{e}");
+    let e = error_of("service:\n  name: a\n  command: x\n  group: -1\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("group id -1 is negative"), "{e}");
 }

@@ -1,21 +1,20 @@
-//! exec probes: run a command with the instance's environment; exit 0 is healthy.
+//! exec probes: run a command with the instance's environment, as the instance's
+//! user (a spec's probe must not run as root when its instance does not); exit 0
+//! is healthy.
 
 use std::process::Stdio;
 
-use super::Target;
+use super::{RunAs, Target};
 
 pub async fn check(command: &[String], target: &Target) -> Result<(), String> {
     let Some((prog, args)) = command.split_first() else {
         return Err("exec probe has no command".into());
     };
     let mut cmd = tokio::process::Command::new(prog);
-    // Like the instance itself: rune's variables, not the agent's own RUNE_* settings.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("RUNE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
+    // Like the instance itself: its environment, none of the agent's own.
+    cmd.env_clear()
+        .envs(target.base_env.iter().map(|(k, v)| (k, v)))
+        .args(args)
         .envs(target.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -24,6 +23,18 @@ pub async fn check(command: &[String], target: &Target) -> Result<(), String> {
         .kill_on_drop(true);
     if let Some(dir) = &target.working_dir {
         cmd.current_dir(dir);
+    }
+    match &target.user {
+        RunAs::Agent => {}
+        RunAs::Unresolved(why) => return Err(format!("exec {prog}: {why}")),
+        RunAs::Instance(who) => {
+            let who = who.clone();
+            // SAFETY: setgroups, setgid and setuid are async-signal-safe; the
+            // identity was cloned before the fork.
+            unsafe {
+                cmd.pre_exec(move || who.enter());
+            }
+        }
     }
     let status = cmd
         .status()

@@ -38,7 +38,25 @@ pub struct Target {
     pub ports: BTreeMap<String, u16>,
     /// The instance's environment, for exec probes.
     pub env: Vec<(String, String)>,
+    /// What exec probes' environment starts from, as the instance's does
+    /// (`agent::environment::base`): nothing else of the agent's.
+    pub base_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Who exec probes run as: the instance's user, never more than it.
+    pub user: RunAs,
     pub working_dir: Option<String>,
+}
+
+/// Who an exec probe runs as.
+#[derive(Debug, Clone, Default)]
+pub enum RunAs {
+    /// The agent's own user: the instance runs as it too.
+    #[default]
+    Agent,
+    /// The instance's user (`user:`/`group:`).
+    Instance(crate::agent::identity::Identity),
+    /// The instance's user cannot be resolved now (gone from the node since it
+    /// started): exec probes fail, saying why, rather than run as the agent.
+    Unresolved(String),
 }
 
 impl Target {

@@ -389,8 +389,12 @@ fn systemd_units_restart_read_the_env_file_and_keep_instances() {
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
-        let (k, _) = l.split_once('=').unwrap_or_else(|| panic!("rune.env: {l}"));
+        let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("rune.env: {l}"));
         assert!(k.starts_with("RUNE_"), "rune.env sets only RUNE_*: {k}");
+        if k.ends_with("_LISTEN") {
+            // /metrics and /readyz are for this host's monitoring: loopback.
+            assert!(v.starts_with("127.0.0.1:"), "rune.env: {l}");
+        }
     }
     for (file, bin) in [
         ("rune-controller.service", "rune-controller"),
@@ -413,10 +417,38 @@ fn systemd_units_restart_read_the_env_file_and_keep_instances() {
         let ef = value(&u, "Service", "EnvironmentFile").unwrap_or_else(|| panic!("{file}"));
         assert_eq!(ef.trim_start_matches('-'), "/etc/rune/rune.env", "{file}");
         assert_eq!(value(&u, "Install", "WantedBy"), Some("multi-user.target"));
-        assert!(
-            value(&u, "Service", "User").is_some_and(|u| u != "root"),
-            "{file}: runs as an unprivileged user"
-        );
+        if bin == "rune-agent" {
+            // Root, to run instances as their users; bounded to what that takes.
+            assert_eq!(value(&u, "Service", "User"), Some("root"), "{file}");
+            let caps = value(&u, "Service", "CapabilityBoundingSet").unwrap_or_default();
+            let mut caps: Vec<&str> = caps.split_whitespace().collect();
+            caps.sort();
+            assert_eq!(
+                caps,
+                [
+                    "CAP_CHOWN",
+                    "CAP_DAC_OVERRIDE",
+                    "CAP_KILL",
+                    "CAP_SETGID",
+                    "CAP_SETUID"
+                ],
+                "{file}"
+            );
+            assert_eq!(value(&u, "Service", "StateDirectoryMode"), Some("0700"));
+            // $RUNE_FILES on tmpfs (the --files-dir default), passable by instance
+            // users, kept while instances outlive an agent restart.
+            assert_eq!(value(&u, "Service", "RuntimeDirectory"), Some("rune-agent"));
+            assert_eq!(value(&u, "Service", "RuntimeDirectoryMode"), Some("0711"));
+            assert_eq!(
+                value(&u, "Service", "RuntimeDirectoryPreserve"),
+                Some("yes")
+            );
+        } else {
+            assert!(
+                value(&u, "Service", "User").is_some_and(|u| u != "root"),
+                "{file}: runs as an unprivileged user"
+            );
+        }
         assert_eq!(value(&u, "Service", "NoNewPrivileges"), Some("yes"));
         let kill_mode = value(&u, "Service", "KillMode");
         if bin == "rune-agent" {

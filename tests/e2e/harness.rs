@@ -178,6 +178,8 @@ impl World {
             // Agents run instances without cgroups unless a test gives them a
             // --cgroup-parent of its own (tests/e2e/resources.rs), which it removes.
             .env("RUNE_CGROUP_PARENT", "none")
+            // Instances' $RUNE_FILES in the test's scratch dir, not /run.
+            .env("RUNE_FILES_DIR", self.dir.join(format!("{name}-files")))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -224,7 +226,7 @@ impl World {
 
     /// `rune-agent` for `node`, data dir `data_name` under the scratch dir, log `name`.
     /// `manifests/flaky.yaml`'s instances keep their slots in the scratch dir too
-    /// (`FLAKY_DIR`, which instances inherit): tests running at once on one host
+    /// (`FLAKY_DIR`, which instances get through `--pass-env`): tests running at once on one host
     /// must not take each other's slots.
     fn agent_in(&self, node: &str, data_name: &str, name: &str, extra: &[&str]) -> Daemon {
         let data = self.dir.join(data_name);
@@ -232,7 +234,10 @@ impl World {
         let mut args = vec!["--node-name", node, "--data-dir", &data];
         args.extend_from_slice(extra);
         let slots = self.dir.join("flaky-slots");
-        let envs = [("FLAKY_DIR", slots.to_str().unwrap())];
+        let envs = [
+            ("FLAKY_DIR", slots.to_str().unwrap()),
+            ("RUNE_PASS_ENV", "FLAKY_DIR"),
+        ];
         self.daemon("rune-agent", name, &args, &envs)
     }
 

@@ -1,6 +1,7 @@
 //! `rune logs`: instance logs read from their agents' `/v1/logs/` endpoint with the
 //! token each agent publishes in etcd; merged and prefixed, tailed, followed across
-//! a rotation and a scale-up, and with one of two nodes down.
+//! a rotation and a scale-up, and with one of two nodes down; on a listener of its
+//! own (`--logs-listen`), plain, over TLS, and over mutual TLS instead of the token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -374,4 +375,349 @@ fn logs_need_the_token_and_a_node_down_is_named_while_the_rest_print() {
     // Only n2's instance asked for: none could be read.
     let gone = on2.iter().next().unwrap();
     assert_eq!(logs(&w, &["spread", gone]).status.code(), Some(4));
+}
+
+/// Runs `openssl ARGS` in `dir`; it must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `<ca>.crt`/`<ca>.key` in `dir`.
+fn make_ca(dir: &std::path::Path, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A leaf `<name>.crt`/`<name>.key` signed by `ca`, with extensions `ext`.
+fn make_leaf(dir: &std::path::Path, ca: &str, name: &str, ext: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+#[test]
+fn logs_over_mutual_tls_need_a_client_certificate_of_the_logs_ca() {
+    let w = World::new();
+    let pki = w.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "logs-ca");
+    make_ca(&pki, "other-ca");
+    make_leaf(
+        &pki,
+        "logs-ca",
+        "agent",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    make_leaf(&pki, "logs-ca", "reader", "extendedKeyUsage=clientAuth\n");
+    make_leaf(
+        &pki,
+        "other-ca",
+        "stranger",
+        "extendedKeyUsage=clientAuth\n",
+    );
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+
+    let _c = w.controller("c1", &fast_controller_with_grace("120s"));
+    let (cert, key, ca) = (p("agent.crt"), p("agent.key"), p("logs-ca.crt"));
+    let a = agent_with(
+        &w,
+        "n1",
+        &[
+            "--logs-listen",
+            "127.0.0.1:0",
+            "--logs-tls-cert",
+            &cert,
+            "--logs-tls-key",
+            &key,
+            "--logs-client-ca",
+            &ca,
+        ],
+    );
+    deploy(&w, &counter(&w, "secure", 1), "secure", 1);
+    let node: serde_json::Value =
+        serde_json::from_str(&w.etcd.get(&w.key("nodes/n1")).unwrap()).unwrap();
+    assert_eq!(node["logs"]["tls"], true, "{node}");
+    assert_eq!(node["logs"]["clientCertificates"], true, "{node}");
+    let logs_at = node["logs"]["address"].as_str().unwrap().to_string();
+    assert_ne!(logs_at, node["address"].as_str().unwrap());
+    assert_eq!(
+        w.etcd.get(&w.key("node-tokens/n1")),
+        None,
+        "mutual TLS authenticates: no token is published"
+    );
+    // /metrics stays plain HTTP on --listen, and the logs are not served there.
+    assert_eq!(a.http_get("/metrics").map(|(c, _)| c), Some(200));
+    let id = ids(&w, "secure").into_keys().next().unwrap();
+    let path = format!("/v1/logs/default/secure/{id}?tail=1");
+    assert_eq!(a.http_get(&path).map(|(c, _)| c), Some(404));
+
+    // The reader's certificate: the log streams.
+    let reader = [
+        "--logs-tls-ca",
+        &ca,
+        "--logs-tls-cert",
+        &p("reader.crt"),
+        "--logs-tls-key",
+        &p("reader.key"),
+    ];
+    let got = eventually("the log over mutual TLS", LONG, || {
+        let out = logs(&w, &[&["secure", "--tail", "3"][..], &reader[..]].concat());
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && text.lines().filter_map(parse).count() == 3).then_some(text)
+    });
+    assert!(got.lines().all(|l| l.starts_with("line ")), "{got}");
+    // Followed too: new lines keep coming over the one TLS stream.
+    let mut f = Follower::start(
+        &w,
+        &[&["secure", "--prefix", "--tail", "1"][..], &reader[..]].concat(),
+    );
+    let first = eventually("a followed line", LONG, || f.numbers(&id).first().copied());
+    eventually("lines after it", LONG, || {
+        (f.numbers(&id).last().copied()? >= first + 5).then_some(())
+    });
+    let err = f.stop();
+    assert!(!err.contains("warning"), "{err}");
+
+    // No client certificate: the CLI says what is missing, naming the node.
+    let out = logs(&w, &["secure", "--logs-tls-ca", &ca]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: node n1:") && err.contains("takes mutual TLS") && err.contains(&id),
+        "{err}"
+    );
+    // ... and the agent refuses a client without one (curl: no --cert).
+    let url = format!("https://{logs_at}{path}");
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                &ca,
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let bare = curl(&[]);
+    assert!(
+        !bare.status.success(),
+        "served without a client certificate: {bare:?}"
+    );
+    let good = curl(&["--cert", &p("reader.crt"), "--key", &p("reader.key")]);
+    assert_eq!(String::from_utf8_lossy(&good.stdout), "200", "{good:?}");
+
+    // A certificate of another CA: refused in the handshake, the node named.
+    let stranger = [
+        "--logs-tls-ca",
+        &ca,
+        "--logs-tls-cert",
+        &p("stranger.crt"),
+        "--logs-tls-key",
+        &p("stranger.key"),
+    ];
+    let out = logs(&w, &[&["secure"][..], &stranger[..]].concat());
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: node n1:") && err.contains("TLS") && err.contains(&id),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Not the agent's CA either way: the agent's certificate does not verify.
+    let out = logs(
+        &w,
+        &[
+            "secure",
+            "--logs-tls-ca",
+            &p("other-ca.crt"),
+            "--logs-tls-cert",
+            &p("reader.crt"),
+            "--logs-tls-key",
+            &p("reader.key"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: node n1:") && err.contains("TLS handshake"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_on_a_listener_of_their_own_plain_or_tls_with_the_token() {
+    let w = World::new();
+    let pki = w.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "logs-ca");
+    make_leaf(
+        &pki,
+        "logs-ca",
+        "agent",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let (cert, key, ca) = (p("agent.crt"), p("agent.key"), p("logs-ca.crt"));
+
+    let _c = w.controller("c1", &fast_controller_with_grace("120s"));
+    // n1: plain HTTP on its own listener; n2: TLS without client certificates.
+    let _a1 = agent_with(&w, "n1", &["--logs-listen", "127.0.0.1:0"]);
+    let _a2 = agent_with(
+        &w,
+        "n2",
+        &[
+            "--logs-listen",
+            "127.0.0.1:0",
+            "--logs-tls-cert",
+            &cert,
+            "--logs-tls-key",
+            &key,
+        ],
+    );
+    let file = w.file(
+        "pair.yaml",
+        &format!(
+            "service:\n  name: pair\n  scale: 2\n  command: '{COUNTER}'\n  stopGracePeriod: 2s\n  placement: {{maxPerNode: 1}}\n"
+        ),
+    );
+    deploy(&w, &file, "pair", 2);
+    let placed = ids(&w, "pair");
+    let on = |node: &str| placed.iter().find(|(_, n)| *n == node).unwrap().0.clone();
+    let (i1, i2) = (on("n1"), on("n2"));
+    for node in ["n1", "n2"] {
+        assert!(
+            w.etcd.get(&w.key(&format!("node-tokens/{node}"))).is_some(),
+            "{node}: without client certificates the token authenticates"
+        );
+    }
+
+    // With the CA both nodes are read.
+    let seen = eventually("both instances' logs", LONG, || {
+        let out = logs(&w, &["pair", "--tail", "2", "--logs-tls-ca", &ca]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let ids: BTreeSet<String> = text
+            .lines()
+            .filter_map(parse)
+            .filter_map(|(id, _)| id)
+            .collect();
+        (out.status.success() && ids.len() == 2).then_some(ids)
+    });
+    assert_eq!(seen, [i1.clone(), i2.clone()].into());
+
+    // Without it, the TLS node is named and the plain one still prints.
+    let out = logs(&w, &["pair", "--tail", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.is_empty() && text.lines().all(|l| l.starts_with(&format!("[{i1}] "))),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: node n2:") && err.contains("--logs-tls-ca") && err.contains(&i2),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_agent_with_an_unreadable_logs_certificate_exits_2_naming_it_before_etcd() {
+    let dir = crate::support::scratch::ScratchDir::create(
+        crate::support::scratch::scratch_root()
+            .join(crate::support::scratch::unique("rune-logs-tls")),
+    );
+    let missing = dir.path.join("missing.crt");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("rune-agent"))
+        .args(["--node-name", "n1", "--data-dir"])
+        .arg(dir.path.join("data"))
+        .args(["--listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
+        .arg("--logs-tls-cert")
+        .arg(&missing)
+        .arg("--logs-tls-key")
+        .arg(&missing)
+        // Nothing listens there: the error must come before etcd is tried.
+        .env("RUNE_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+        .env("RUNE_CGROUP_PARENT", "none")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--logs-tls-cert") && err.contains("missing.crt"),
+        "{err}"
+    );
 }

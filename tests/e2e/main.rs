@@ -18,6 +18,7 @@ mod docs;
 mod events;
 mod faults;
 mod hollow;
+mod isolation;
 mod logs;
 mod lost_nodes;
 mod node_scope;

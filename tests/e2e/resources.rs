@@ -437,3 +437,38 @@ fn resources_on_an_agent_without_cgroups_do_not_start() {
         "it ran without its limits"
     );
 }
+
+#[test]
+fn resources_an_instance_as_nobody_is_in_its_cgroup_and_limited() {
+    // The child joins its cgroup (a root-owned cgroup.procs) before it becomes
+    // nobody: both must hold.
+    let Some((w, parent, _reaper)) = world() else {
+        return;
+    };
+    let _a = agent(&w, &parent, &[]);
+    let m = marker();
+    let spec = json!({
+        "command": format!("sleep {m}"),
+        "user": "nobody",
+        "resources": {"pids": 16},
+        "stopGracePeriod": "1s",
+    });
+    put_record(&w, "limited", "i1", "Running", spec);
+    let s = status_where(&w, "limited", "i1", "running", |s| s["phase"] == "Running");
+    let pid = s["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{uid}"
+    );
+    let procs = parent
+        .file("default_limited_i1", "cgroup.procs")
+        .expect("the instance's cgroup");
+    let members = std::fs::read_to_string(procs).unwrap();
+    assert!(
+        members.lines().any(|l| l.trim() == pid.to_string()),
+        "{pid} not in {members}"
+    );
+}

@@ -534,3 +534,66 @@ fn cast_writes_config_and_secret_documents_with_versions() {
     let out = w.rune().args(["delete", "config", "app"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
+
+/// An instance that runs as another user owns its `$RUNE_FILES` (and nobody else
+/// can list the files dir), reads its secret there, and the agent removes the
+/// directory, which that user owns, with the instance.
+#[test]
+fn an_instance_user_owns_its_files_and_reads_its_secret() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let w = World::new();
+    let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
+    let keys = keys.to_str().unwrap();
+    let (_c, _a) = one_node_with_keys(&w, keys);
+    stdout_ok(w.rune().args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "password=for-nobody",
+        "--secrets-key-file",
+        keys,
+    ]));
+    let spec = w.file(
+        "own.yaml",
+        &format!(
+            "service:\n  name: own\n  scale: 1\n  user: nobody\n  stopGracePeriod: 2s\n  \
+             command: \"echo uid=$(id -u) secret=$(cat $RUNE_FILES/db/password) files=$RUNE_FILES; \
+             exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  files:\n    - {{secret: db, path: db}}\n",
+            m = marker(&w, "own")
+        ),
+    );
+    stdout_ok(w.rune().arg("cast").arg(&spec));
+    wait_ready(&w, "own", 1);
+    let id = running_ids(&w, "own").remove(0);
+    let log = w.dir.join(format!("agent-n1/logs/default_own_{id}.log"));
+    let line = eventually("the instance printed what it read", LONG, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .find(|l| l.starts_with("uid="))
+            .map(String::from)
+    });
+    let root = w.dir.join("agent-n1-files");
+    let dir = root.join(format!("default_own_{id}"));
+    assert_eq!(
+        line,
+        format!("uid={NOBODY} secret=for-nobody files={}", dir.display())
+    );
+    let meta = |p: &std::path::Path| std::fs::metadata(p).unwrap();
+    assert_eq!(meta(&root).permissions().mode() & 0o777, 0o711);
+    for (path, mode) in [
+        (dir.clone(), 0o700),
+        (dir.join("db"), 0o700),
+        (dir.join("db/password"), 0o400),
+    ] {
+        let m = meta(&path);
+        assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY), "{}", path.display());
+        assert_eq!(m.permissions().mode() & 0o777, mode, "{}", path.display());
+    }
+
+    stdout_ok(w.rune().args(["scale", "own", "0"]));
+    eventually("the files went with the instance", LONG, || {
+        (!dir.exists()).then_some(())
+    });
+}

@@ -4,7 +4,9 @@
 //!
 //! Authenticated with a bearer token: 256 random bits the agent makes at each
 //! start and publishes at `node-tokens/<node>` in etcd, where etcd's roles decide
-//! who may read it (deploy/logs.md). Compared in constant time.
+//! who may read it (deploy/logs.md). Compared in constant time. With mutual TLS
+//! (`--logs-client-ca`, `tls.rs`) the client certificate is the authentication
+//! instead: the handshake refused everyone else, and no token is checked.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -56,7 +58,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone)]
 struct LogsState {
     logs: Arc<Logs>,
-    token: Arc<str>,
+    /// None: mutual TLS authenticated the client already.
+    token: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,13 +76,14 @@ fn flag(v: &Option<String>) -> bool {
     matches!(v.as_deref(), Some("1" | "true" | ""))
 }
 
-/// The routes, for [`crate::serve::serve_with`].
-pub fn routes(logs: Arc<Logs>, token: String) -> Router {
+/// The routes, for [`crate::serve::serve_with`] or [`super::tls::serve`]. `token`:
+/// the bearer token every request must carry; None only behind mutual TLS.
+pub fn routes(logs: Arc<Logs>, token: Option<String>) -> Router {
     Router::new()
         .route("/v1/logs/{ns}/{svc}/{id}", get(instance_log))
         .with_state(LogsState {
             logs,
-            token: token.into(),
+            token: token.map(Into::into),
         })
 }
 
@@ -93,7 +97,9 @@ async fn instance_log(
     Query(p): Query<Params>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers, &s.token) {
+    if let Some(token) = &s.token
+        && !authorized(&headers, token)
+    {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

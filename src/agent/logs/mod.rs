@@ -9,12 +9,14 @@
 //! This file holds the blocking file operations; `keeper.rs` decides when they run
 //! (off the async threads) and which logs are in use; `retention.rs` is the pure
 //! policy that picks which logs of ended instances go. `read.rs` reads a log for
-//! `rune logs` (tail, since, following across rotation) and `http.rs` serves it.
+//! `rune logs` (tail, since, following across rotation) and `http.rs` serves it,
+//! over TLS when configured (`tls.rs`).
 
 pub mod http;
 mod keeper;
 pub mod read;
 mod retention;
+pub mod tls;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -28,12 +30,25 @@ pub use retention::{EndedLog, Retention, expired};
 /// Default cap of one log file.
 pub const LOG_CAP: u64 = 10 * 1024 * 1024;
 
-/// Opens (creating) the log for appending.
-pub fn open(path: &Path) -> io::Result<File> {
+/// Opens (creating, mode 0600) the log for appending, owned by `owner` (uid, gid)
+/// when given: the instance's user, when it runs as another than the agent's.
+pub fn open(path: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Some((uid, gid)) = owner {
+        let meta = f.metadata()?;
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(f)
 }
 
 /// Where rotation copies `path` to.
@@ -59,6 +74,12 @@ pub fn rotate_if_needed(path: &Path, cap: u64) -> io::Result<bool> {
         return Ok(false);
     }
     std::fs::copy(path, rotated(path))?;
+    // The copy is the agent's; it stays the instance user's like the live log.
+    let meta = std::fs::metadata(path)?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::chown(rotated(path), Some(meta.uid()), Some(meta.gid()));
+    }
     OpenOptions::new().write(true).open(path)?.set_len(0)?;
     Ok(true)
 }
@@ -155,7 +176,7 @@ mod tests {
     fn rotates_once_past_the_cap_and_appends_continue_at_the_start() {
         let dir = std::env::temp_dir().join(format!("rune-logs-{}", std::process::id()));
         let path = dir.join("logs/ns_svc_id.log");
-        let mut f = open(&path).unwrap();
+        let mut f = open(&path, None).unwrap();
         f.write_all(&[b'a'; 100]).unwrap();
         assert!(!rotate_if_needed(&path, 100).unwrap());
         f.write_all(b"b").unwrap();

@@ -430,7 +430,7 @@ mod tests {
     fn following_reads_across_copy_then_truncate() {
         let d = scratch("follow");
         let path = d.join("ns_svc_id.log");
-        let mut w = super::super::open(&path).unwrap();
+        let mut w = super::super::open(&path, None).unwrap();
         w.write_all(b"1\n2\n3\n").unwrap();
         let mut r = Reader::new(
             path.clone(),

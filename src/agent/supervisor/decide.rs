@@ -311,11 +311,21 @@ impl Core {
         fx
     }
 
-    /// The process could not be spawned: counts as an exit with code 127.
+    /// The process could not be spawned (no such program, an unknown `user:`):
+    /// counts as an exit with code 127. A restart that fails so is still a restart,
+    /// counted as `sh -c` of a missing program would be: the controller's health
+    /// gate then sees an instance that exits before it is ready.
     pub fn start_failed(&mut self, error: &str, now: Now) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.restart_pending {
+            self.restart_pending = false;
+            self.status.restarts += 1;
+            fx.push(Effect::CountRestart);
+        }
         let mut exit = unknown_exit(&format!("cannot start: {error}"), now.wall);
         exit.code = Some(127);
-        self.after_exit(exit, Duration::ZERO, now)
+        fx.extend(self.after_exit(exit, Duration::ZERO, now));
+        fx
     }
 
     /// The process ended on its own (what it left of its group is killed already).

@@ -30,6 +30,7 @@ use super::process;
 use super::reporter::{Report, Reports};
 use super::revisions::Assigned;
 use super::state::{DataDir, Persisted};
+use super::{environment, identity};
 use crate::model::{ExitInfo, InstanceRef, InstanceStatus};
 use crate::probe::{self, Which};
 pub use decide::{Backoff, Cmd, READY_WITHOUT_PROBE};
@@ -51,6 +52,8 @@ pub struct Shared {
     pub requests: Arc<cgroups::Requests>,
     /// Configs and secrets: resolved at each start, written under `$RUNE_FILES`.
     pub sources: Arc<super::files::Sources>,
+    /// The agent's variables instances get beyond the allowlist (`--pass-env`).
+    pub pass_env: Vec<String>,
 }
 
 pub struct Handle {
@@ -313,6 +316,8 @@ impl Supervisor {
     /// for its exit and probing it.
     fn launch(&mut self, resolved: &super::files::Resolved) -> std::io::Result<Proc> {
         let spec = &self.core.record().spec;
+        // Who it runs as comes first: an unknown user or a refusal starts nothing.
+        let who = identity::of_spec(spec.user.as_ref(), spec.group.as_ref())?;
         if self.core.ports().is_empty() && !spec.ports.is_empty() {
             let ports = self.shared.ports.allocate(&spec.ports)?;
             self.core.set_ports(ports);
@@ -320,9 +325,8 @@ impl Supervisor {
         let record = self.core.record();
         let mut env = process::build_env(record, &self.shared.node, self.core.ports());
         if !record.spec.files.is_empty() {
-            // The owner (the spec's `user:`/`group:`) is wired in with instance
-            // users; until then the files belong to the agent's user, as the process.
-            let owner = None;
+            // The files belong to whom the process runs as.
+            let owner = who.owner();
             let dir = self
                 .shared
                 .sources
@@ -348,6 +352,8 @@ impl Supervisor {
             record.spec.working_dir.as_deref(),
             &self.log,
             join,
+            &who,
+            &self.shared.pass_env,
         );
         let mut child = match spawned {
             Ok(child) => child,
@@ -494,10 +500,27 @@ impl Supervisor {
     fn supervise(&self, pid: u32, exit: oneshot::Receiver<ExitInfo>) -> Proc {
         let (tx, probe_rx) = mpsc::channel(16);
         let (status, record) = (self.core.status(), self.core.record());
+        // Exec probes run as the instance does (an adopted one's user resolved
+        // again: one gone meanwhile fails the probe, never runs it as the agent).
+        let (user, base_env) =
+            match identity::of_spec(record.spec.user.as_ref(), record.spec.group.as_ref()) {
+                Ok(who) => {
+                    let base = environment::base(std::env::vars_os(), &self.shared.pass_env, &who);
+                    let user = if who.switch {
+                        probe::RunAs::Instance(who)
+                    } else {
+                        probe::RunAs::Agent
+                    };
+                    (user, base)
+                }
+                Err(e) => (probe::RunAs::Unresolved(e.to_string()), Vec::new()),
+            };
         let target = probe::Target {
             first_port: status.port,
             ports: status.ports.clone(),
             env: process::build_env(record, &self.shared.node, self.core.ports()),
+            base_env,
+            user,
             working_dir: record.spec.working_dir.clone(),
         };
         let health = &record.spec.health;

@@ -517,7 +517,13 @@ fn a_process_that_cannot_start_counts_as_exit_127() {
         (last.code, last.reason.as_str()),
         (Some(127), "cannot start: no such file")
     );
-    assert_eq!(s.restart(), secs(1));
+    assert_eq!(s.backoff_left(), secs(1));
+    s.wait(secs(1));
+    assert_eq!(brief(&s.due()), ["Publish Pending", "Start"]);
+    // The restart fails too: counted, so the health gate sees the crash loop.
+    let fx = s.core.start_failed("no such file", s.now());
+    assert_eq!(brief(&fx), ["CountRestart", "Persist", "Publish Pending"]);
+    assert_eq!(s.core.status().restarts, 1);
 
     let mut s = Sim::new(json!({"restartPolicy": "Never"}));
     s.core.start_failed("no such file", s.now());

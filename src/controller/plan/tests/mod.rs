@@ -54,6 +54,7 @@ fn node(name: &str) -> (String, NodeRecord) {
             lease_id: 1,
             cgroups: None,
             allocatable: None,
+            logs: None,
         },
     )
 }
