@@ -248,5 +248,6 @@ pub fn node_record(name: &str, address: String) -> NodeRecord {
         cgroups: None,
         allocatable: None,
         labels: Default::default(),
+        ip: None,
     }
 }

@@ -23,6 +23,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// `stopGracePeriod`: SIGTERM to SIGKILL.
 pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+/// `shutdownDelay`: out of the endpoints to SIGTERM.
+pub const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(600);
 /// Probe `initialDelaySeconds`, `intervalSeconds`, `timeoutSeconds`.
 pub const MAX_PROBE_SECONDS: u32 = 3600;
 /// Probe `failureThreshold`, `successThreshold`.
@@ -90,6 +92,11 @@ fn bounded<'de, D: Deserializer<'de>>(
 /// `stopGracePeriod`, bounded.
 pub fn stop_grace<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     bounded(d, "stopGracePeriod", MAX_STOP_GRACE)
+}
+
+/// `shutdownDelay`, bounded.
+pub fn shutdown_delay<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, "shutdownDelay", MAX_SHUTDOWN_DELAY)
 }
 
 /// A gradual interval, bounded.

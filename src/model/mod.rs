@@ -3,6 +3,7 @@
 
 pub mod document;
 pub mod duration;
+pub mod endpoints;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
@@ -18,6 +19,7 @@ pub mod spec;
 pub mod status;
 
 pub use document::{SpecError, StoredService, parse_cast_file};
+pub use endpoints::{Endpoint, Endpoints};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Usage};
 pub use node::{NodeRecord, NodeState};
 pub use operation::{

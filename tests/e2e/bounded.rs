@@ -48,6 +48,7 @@ async fn fake_node(w: &World, store: &Store, node: &str) {
         lease_id: 0,
         cgroups: None,
         allocatable: None,
+        ip: None,
     };
     let value = serde_json::to_vec(&record).unwrap();
     store

@@ -178,6 +178,8 @@ impl World {
             // Agents run instances without cgroups unless a test gives them a
             // --cgroup-parent of its own (tests/e2e/resources.rs), which it removes.
             .env("RUNE_CGROUP_PARENT", "none")
+            // Instances bind loopback in tests: that is where `endpoints/` points.
+            .env("RUNE_NODE_IP", "127.0.0.1")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -52,6 +52,7 @@ fn node(name: &str) -> (String, NodeRecord) {
             lease_id: 1,
             cgroups: None,
             allocatable: None,
+            ip: None,
         },
     )
 }
