@@ -44,6 +44,9 @@ pub const MAX_CPU_MILLIS: u32 = 4096 * 1000;
 /// `resources.pids`: 1 to the kernel's largest `pid_max`.
 pub const MAX_PIDS: u32 = 4_194_304;
 
+/// A change-cause (`rune cast --reason`, `rune rollout undo --reason`), in characters.
+pub const MAX_CHANGE_CAUSE: usize = 1024;
+
 /// `rune-agent --capacity`: most instances one node accepts.
 pub const MAX_NODE_CAPACITY: u32 = 100_000;
 /// Labels of one node (`rune-agent --label`), and entries of one `nodeSelector`.

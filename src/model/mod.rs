@@ -1,6 +1,7 @@
 //! The data model: every value rune stores in etcd, and the rules that make a spec
 //! valid. Pure: no I/O here.
 
+pub mod diff;
 pub mod document;
 pub mod duration;
 pub mod endpoints;
