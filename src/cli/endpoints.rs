@@ -37,6 +37,13 @@ pub async fn run(
         (Format::Json | Format::Yaml, None) => print_document(output, &list),
         (Format::Table | Format::Wide, _) => {
             print_table(&render(&list));
+            for e in list.iter().filter(|e| e.truncated) {
+                println!(
+                    "note: {} has more ready instances than one value holds; the first {} are listed",
+                    e.service,
+                    e.endpoints.len()
+                );
+            }
             Ok(())
         }
     }

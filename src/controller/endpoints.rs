@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 
 use super::plan::{Observed, Plan};
+use crate::model::endpoints::MAX_ENDPOINTS_BYTES;
 use crate::model::{DesiredState, Endpoint, Endpoints, NodeRecord, Phase};
 
 /// The ready instances that stay after `plan`, sorted by instance id.
@@ -77,8 +78,40 @@ pub fn change(
     endpoints: Vec<Endpoint>,
     now: Timestamp,
 ) -> Option<Endpoints> {
+    change_within(
+        namespace,
+        service,
+        current,
+        endpoints,
+        now,
+        MAX_ENDPOINTS_BYTES,
+    )
+}
+
+/// [`change`] with the size bound as a parameter. A list too large for one value
+/// is cut to what fits and marked `truncated`: a value etcd refuses would fail
+/// every reconcile of the service, and leaving ready instances out (never
+/// stopped ones) keeps the guarantee that matters.
+fn change_within(
+    namespace: &str,
+    service: &str,
+    current: Option<&[u8]>,
+    mut endpoints: Vec<Endpoint>,
+    now: Timestamp,
+    max_bytes: usize,
+) -> Option<Endpoints> {
+    let mut truncated = false;
+    let mut size = 200 + namespace.len() + service.len();
+    for (i, e) in endpoints.iter().enumerate() {
+        size += serde_json::to_vec(e).map_or(0, |v| v.len()) + 1;
+        if size > max_bytes {
+            endpoints.truncate(i);
+            truncated = true;
+            break;
+        }
+    }
     let stored = current.and_then(|bytes| serde_json::from_slice::<Endpoints>(bytes).ok());
-    if stored.is_some_and(|s| s.endpoints == endpoints) {
+    if stored.is_some_and(|s| s.endpoints == endpoints && s.truncated == truncated) {
         return None;
     }
     Some(Endpoints {
@@ -86,6 +119,7 @@ pub fn change(
         service: service.to_string(),
         endpoints,
         updated_at: now,
+        truncated,
     })
 }
 
@@ -246,6 +280,32 @@ mod tests {
             change("default", "api", Some(b"garbage"), vec![], later).is_some(),
             "an unparseable value is replaced"
         );
+    }
+
+    #[test]
+    fn a_list_too_large_for_one_value_is_cut_and_marked() {
+        let many: Vec<Endpoint> = (0..100)
+            .map(|i| Endpoint {
+                instance: format!("api-{i:03}"),
+                node: "n1".into(),
+                address: "10.0.0.1".into(),
+                ports: BTreeMap::from([("http".to_string(), 1000 + i)]),
+            })
+            .collect();
+        let cut = change_within("default", "api", None, many.clone(), t(), 2_000).unwrap();
+        assert!(cut.truncated);
+        assert!(!cut.endpoints.is_empty() && cut.endpoints.len() < 100);
+        assert_eq!(cut.endpoints[..], many[..cut.endpoints.len()]);
+        assert!(serde_json::to_vec(&cut).unwrap().len() <= 2_000);
+        let bytes = serde_json::to_vec(&cut).unwrap();
+        assert_eq!(
+            change_within("default", "api", Some(&bytes), many.clone(), t(), 2_000),
+            None,
+            "the same cut is no change"
+        );
+        let whole = change_within("default", "api", Some(&bytes), many, t(), 1 << 20).unwrap();
+        assert!(!whole.truncated);
+        assert_eq!(whole.endpoints.len(), 100);
     }
 
     #[test]

@@ -18,7 +18,15 @@ pub struct Endpoints {
     pub endpoints: Vec<Endpoint>,
     /// When the list last changed.
     pub updated_at: Timestamp,
+    /// Set when the ready instances were too many for one value (over
+    /// [`MAX_ENDPOINTS_BYTES`]): `endpoints` lists only the first of them by id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
+
+/// The largest endpoints value the controller writes: well under etcd's default
+/// request limit of 1.5 MiB (about 7,000 endpoints of a typical size).
+pub const MAX_ENDPOINTS_BYTES: usize = 1 << 20;
 
 /// One ready instance: the node's address and the instance's ports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
