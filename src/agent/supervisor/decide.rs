@@ -512,16 +512,18 @@ impl Core {
     }
 
     /// Begins a stop; the status says Stopping before the signals go out.
-    /// An instance asked to go (its record says Stopped, or is gone) left the
-    /// endpoints already (the controller drops it first): it gets `shutdownDelay`
-    /// before its SIGTERM, for load balancers to catch up, and says so.
+    /// An instance whose record says Stopped left the endpoints already (the
+    /// controller drops it first): it gets `shutdownDelay` before its SIGTERM, for
+    /// load balancers to catch up, and says so. No other stop waits: a record
+    /// that is gone (also the self-fence's stop, whose deadline the node handover
+    /// counts on), a liveness kill, the agent's own shutdown.
     fn stop(&mut self, reason: &str, then: AfterStop) -> Vec<Effect> {
         self.state = State::Stopping(then);
         self.status.phase = Phase::Stopping;
         self.status.ready = false;
         let delay = match then {
-            AfterStop::Stopped | AfterStop::Removed => self.record.spec.shutdown_delay,
-            AfterStop::Restart { .. } | AfterStop::Shutdown => Duration::ZERO,
+            AfterStop::Stopped => self.record.spec.shutdown_delay,
+            AfterStop::Removed | AfterStop::Restart { .. } | AfterStop::Shutdown => Duration::ZERO,
         };
         if !delay.is_zero() {
             self.status.message = format!(

@@ -356,11 +356,18 @@ fn a_requested_stop_waits_out_the_shutdown_delay_and_says_so() {
         st.message,
         "out of the endpoints; SIGTERM after shutdownDelay 2s"
     );
-    // An agent shutting down stops its instances at once: no delay.
+    // An agent shutting down, or a record gone (also the self-fence's stop, which
+    // the node handover's deadline counts on), stops at once: no delay.
     let mut s = Sim::running(json!({"shutdownDelay": "2s"}));
     let fx = s.command(Cmd::Shutdown { stop: true });
     assert!(fx.contains(&Effect::Stop {
         reason: "agent shutting down".into(),
+        delay: Duration::ZERO,
+    }));
+    let mut s = Sim::running(json!({"shutdownDelay": "2s"}));
+    let fx = s.command(Cmd::Remove);
+    assert!(fx.contains(&Effect::Stop {
+        reason: "instance removed".into(),
         delay: Duration::ZERO,
     }));
 }
