@@ -296,7 +296,18 @@ async fn undo(store: &Store, a: UndoArgs) -> exit::Result<()> {
                         ))
                     })?,
             };
-            chosen = Some((target.revision, live));
+            let running: std::collections::BTreeSet<u64> = r
+                .instances
+                .iter()
+                .filter(|i| i.desired == DesiredState::Running)
+                .map(|i| i.revision)
+                .collect();
+            let already = running.iter().all(|n| {
+                r.revisions
+                    .iter()
+                    .any(|rev| rev.revision == *n && rev.spec == target.spec)
+            });
+            chosen = Some((target.revision, running, already));
             if target.spec == current {
                 return Ok(Decision::Done(false));
             }
@@ -316,7 +327,7 @@ async fn undo(store: &Store, a: UndoArgs) -> exit::Result<()> {
             })
         })
         .await?;
-    let (target, live) = chosen.expect("decided");
+    let (target, running, already) = chosen.expect("decided");
     let written = outcome.answer();
     if !written {
         println!("{what}: the spec already is revision {target}'s; nothing written");
@@ -325,11 +336,20 @@ async fn undo(store: &Store, a: UndoArgs) -> exit::Result<()> {
     println!(
         "{what}: spec of revision {target} written back (the controller records it as a new revision); scale kept"
     );
-    let running_since = live.map_or(String::new(), |l| format!(" (revision {l})"));
+    if running.is_empty() {
+        println!("no instance runs now; new ones start from this spec");
+        return Ok(());
+    }
+    if already {
+        println!("the instances already run this spec; nothing to replace");
+        return Ok(());
+    }
+    let revisions: Vec<String> = running.iter().map(u64::to_string).collect();
     println!(
         "instances follow the service's update settings: with `update: {{strategy: Rolling}}` \
          they are replaced now; otherwise (Recreate) they keep running the spec they started \
-         with{running_since} until `rune restart {name}`"
+         with (revision {}) until `rune restart {name}`",
+        revisions.join(", ")
     );
     Ok(())
 }

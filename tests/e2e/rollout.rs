@@ -232,6 +232,22 @@ fn diff_exits_0_for_no_change_1_for_changes_2_for_a_bad_file_5_without_etcd() {
         "diff writes nothing"
     );
 
+    // A cast's reason is bounded, and a reason alone changes nothing.
+    w.rune()
+        .arg("cast")
+        .arg(&v1)
+        .args(["--reason", &"x".repeat(1025)])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("over the limit of 1024"));
+    w.rune()
+        .arg("cast")
+        .arg(version(&w, "1", None))
+        .args(["--reason", "again"])
+        .assert()
+        .success()
+        .stdout("service default/api unchanged\n");
+
     let bad = w.file(
         "bad.yaml",
         "service:\n  name: api\n  command: x\n  scale: -1\n",
