@@ -158,20 +158,28 @@ fn a_scale_down_with_a_shutdown_delay_fails_no_request() {
     // During the delay the instance is out of the endpoints, still running, and
     // says why it has not stopped yet.
     let waiting = wait_until(Duration::from_secs(30), || {
-        instances(&w, "web").into_iter().find(|i| {
+        let stopping = instances(&w, "web").into_iter().find(|i| {
             i["status"]["phase"] == "Stopping"
                 && i["status"]["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("shutdownDelay 2s"))
-        })
+        })?;
+        Some((stopping, listed(&w, "web").unwrap_or_default()))
     });
     let status = scale.wait().unwrap();
     assert!(status.success(), "rune scale web 2: {status}");
     flowing(&t, 2, 100);
     let tally = t.stop();
+    let (stopping, listed_then) = waiting.expect("an instance seen waiting out its shutdownDelay");
     assert!(
-        waiting.is_some(),
-        "no instance was seen waiting out its shutdownDelay"
+        listed_then
+            .iter()
+            .all(|e| e["instance"] != stopping["instance"]["id"]),
+        "an instance waiting for its SIGTERM is out of the endpoints: {stopping} {listed_then:?}"
+    );
+    assert!(
+        stopping["status"]["pid"].is_u64(),
+        "still running: {stopping}"
     );
     assert_eq!(
         tally.failed, 0,
