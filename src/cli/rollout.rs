@@ -307,7 +307,9 @@ async fn undo(store: &Store, a: UndoArgs) -> exit::Result<()> {
                     .iter()
                     .any(|rev| rev.revision == *n && rev.spec == target.spec)
             });
-            chosen = Some((target.revision, running, already));
+            // Read as a value, so this needs no knowledge of the `update:` type.
+            let rolling = as_value(&r.stored.service)["update"]["strategy"] == "Rolling";
+            chosen = Some((target.revision, running, already, rolling));
             if target.spec == current {
                 return Ok(Decision::Done(false));
             }
@@ -327,7 +329,7 @@ async fn undo(store: &Store, a: UndoArgs) -> exit::Result<()> {
             })
         })
         .await?;
-    let (target, running, already) = chosen.expect("decided");
+    let (target, running, already, rolling) = chosen.expect("decided");
     let written = outcome.answer();
     if !written {
         println!("{what}: the spec already is revision {target}'s; nothing written");
@@ -345,11 +347,18 @@ async fn undo(store: &Store, a: UndoArgs) -> exit::Result<()> {
         return Ok(());
     }
     let revisions: Vec<String> = running.iter().map(u64::to_string).collect();
-    println!(
-        "instances follow the service's update settings: with `update: {{strategy: Rolling}}` \
-         they are replaced now; otherwise (Recreate) they keep running the spec they started \
-         with (revision {}) until `rune restart {name}`",
-        revisions.join(", ")
-    );
+    if rolling {
+        println!(
+            "update strategy Rolling: the controller rolls the instances (revision {}) out to \
+             it now; `rune get service {name} -w` follows it",
+            revisions.join(", ")
+        );
+    } else {
+        println!(
+            "update strategy Recreate: the instances keep running the spec they started with \
+             (revision {}) until `rune restart {name}`",
+            revisions.join(", ")
+        );
+    }
     Ok(())
 }
