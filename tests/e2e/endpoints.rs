@@ -13,8 +13,9 @@ use crate::system::*;
 use crate::traffic::Traffic;
 
 /// An HTTP service of `scale` python http.servers on loopback, ready when `/`
-/// answers (plus `extra` spec lines).
-fn web(w: &World, name: &str, scale: u32, extra: &str) -> std::path::PathBuf {
+/// answers (plus `extra` spec lines). With [`traffic`] and [`flowing`], what a
+/// zero-downtime test of another suite (rolling restarts) needs.
+pub(crate) fn web(w: &World, name: &str, scale: u32, extra: &str) -> std::path::PathBuf {
     w.file(
         &format!("{name}.yaml"),
         &format!(
@@ -34,7 +35,7 @@ fn web(w: &World, name: &str, scale: u32, extra: &str) -> std::path::PathBuf {
 }
 
 /// `rune get endpoints NAME -o json`, `Null` when the command fails.
-fn endpoints(w: &World, name: &str) -> Value {
+pub(crate) fn endpoints(w: &World, name: &str) -> Value {
     let out = w
         .rune()
         .args(["get", "endpoints", name, "-o", "json"])
@@ -43,17 +44,18 @@ fn endpoints(w: &World, name: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn listed(w: &World, name: &str) -> Option<Vec<Value>> {
+pub(crate) fn listed(w: &World, name: &str) -> Option<Vec<Value>> {
     endpoints(w, name)["endpoints"].as_array().cloned()
 }
 
-fn traffic(w: &World, name: &str) -> Traffic {
+/// Traffic at 50 requests/s against the `http` port of service `name`'s endpoints.
+pub(crate) fn traffic(w: &World, name: &str) -> Traffic {
     let key = w.key(&format!("endpoints/default/{name}"));
     Traffic::start(&w.etcd.client_url, &key, "http", "/", 50)
 }
 
 /// Waits until the traffic saw `n` endpoints and `more` successes beyond now.
-fn flowing(t: &Traffic, n: usize, more: u64) {
+pub(crate) fn flowing(t: &Traffic, n: usize, more: u64) {
     let base = t.tally().ok;
     eventually(
         &format!("traffic through {n} endpoints"),
