@@ -134,6 +134,15 @@ fn history_shows_who_and_why_a_revision_and_the_difference_between_two() {
         .args(["rollout", "history", "api", "--diff", "2"])
         .assert()
         .code(2);
+
+    // A GitOps writer may say why itself, beside `service:`.
+    doc["service"]["env"]["A"] = "4".into();
+    doc["changeCause"] = "commit 1a2b3c: A=4".into();
+    doc["changedBy"] = "argo".into();
+    w.etcd.put(&key, &doc.to_string());
+    let rows = history(&w, 4);
+    assert_eq!(rows[3]["changeCause"], "commit 1a2b3c: A=4");
+    assert_eq!(rows[3]["changedBy"], "argo");
 }
 
 #[test]
