@@ -152,7 +152,7 @@ fn endpoints_follow_readiness_and_go_with_the_service() {
 fn a_scale_down_with_a_shutdown_delay_fails_no_request() {
     let w = World::new();
     let _system = one_node(&w);
-    deploy(&w, &web(&w, "web", 4, "  shutdownDelay: 2s\n"), "web", 4);
+    deploy(&w, &web(&w, "web", 4, "  shutdownDelay: 3s\n"), "web", 4);
     let t = traffic(&w, "web");
     flowing(&t, 4, 100);
 
@@ -164,7 +164,7 @@ fn a_scale_down_with_a_shutdown_delay_fails_no_request() {
             i["status"]["phase"] == "Stopping"
                 && i["status"]["message"]
                     .as_str()
-                    .is_some_and(|m| m.contains("shutdownDelay 2s"))
+                    .is_some_and(|m| m.contains("shutdownDelay 3s"))
         })?;
         Some((stopping, listed(&w, "web").unwrap_or_default()))
     });

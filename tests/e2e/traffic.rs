@@ -228,10 +228,10 @@ fn request(endpoint: &Endpoint, port: &str, path: &str) -> Result<(), String> {
     if !addr.ip().is_loopback() {
         return Err(format!("{addr} is not loopback: not sent"));
     }
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(3))))
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(10))))
         .map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| format!("write: {e}"))?;
     let mut reply = Vec::new();
