@@ -22,7 +22,8 @@ pub async fn run(
                     return Err(super::get::not_found(namespace, name));
                 }
                 // A service the controller has not looked at yet: none ready.
-                println!("service {namespace}/{name} has no endpoints yet");
+                // (On stderr: standard output stays parseable for `-o json`.)
+                eprintln!("service {namespace}/{name} has no endpoints yet");
                 return Ok(());
             };
             vec![parse(&kv)?]
