@@ -92,8 +92,9 @@ say "starting rune-controller and rune-agent (node: local)"
 setsid "$bin/rune-controller" --listen "${RUNE_RUN_CONTROLLER_LISTEN:-127.0.0.1:9464}" --lease-duration 5s --renew-deadline 3s --retry-period 1s \
   >"$run_dir/logs/controller.log" 2>&1 &
 controller_pid=$!
+# --node-ip: the example services listen on loopback, so that is where endpoints/ points.
 setsid "$bin/rune-agent" --node-name local --data-dir "$run_dir/agent" --files-dir "$run_dir/files" --listen "${RUNE_RUN_AGENT_LISTEN:-127.0.0.1:9465}" \
-  --stop-instances-on-exit >"$run_dir/logs/agent.log" 2>&1 &
+  --node-ip 127.0.0.1 --stop-instances-on-exit >"$run_dir/logs/agent.log" 2>&1 &
 agent_pid=$!
 # Stopped in this order by cleanup: the controller first (so it does not replace the
 # instances the agent is about to stop), then the agent (stops the instances), etcd.

@@ -57,6 +57,12 @@ impl Error {
     pub fn etcd(message: impl Into<String>) -> Self {
         Error::new(Exit::Etcd, message)
     }
+
+    /// An exit code with nothing to print (the command said it all): `rune diff`'s
+    /// 1, "something would change".
+    pub fn silent(exit: Exit) -> Self {
+        Error::new(exit, "")
+    }
 }
 
 impl fmt::Display for Error {

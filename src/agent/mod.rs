@@ -81,7 +81,8 @@ pub struct Args {
     #[arg(long, env = "RUNE_AGENT_LISTEN", default_value = "127.0.0.1:9465")]
     pub listen: SocketAddr,
     /// The HOST:PORT of --listen that others reach, published in the node record
-    /// (default: the bound address; set it when listening on 0.0.0.0).
+    /// (default: the bound address; when bound to 0.0.0.0, --node-ip and the
+    /// bound port).
     #[arg(long, env = "RUNE_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
     pub advertise_address: Option<String>,
     /// Serve the logs endpoint (`rune logs`) on this address of its own instead of
@@ -122,6 +123,11 @@ pub struct Args {
         requires = "logs_tls_cert"
     )]
     pub logs_client_ca: Option<PathBuf>,
+    /// This node's IP address, where its instances' ports are reached: what
+    /// `endpoints/` lists for them (the node record's `ip`). Default: the host's
+    /// primary address (its route to the outside), 127.0.0.1 when it has none.
+    #[arg(long, env = "RUNE_NODE_IP", value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
     /// A live instance log is rotated (copied to `.log.1`, then truncated) past
     /// this size (KiB, MiB, GiB or bytes).
     #[arg(long, env = "RUNE_INSTANCE_LOG_MAX_SIZE", default_value = "10MiB", value_parser = logs::parse_bytes)]
@@ -346,10 +352,14 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let (bound, logs_endpoint) =
         serve_endpoints(&args, logs_tls, &store, &node, &logs, registry, ready_rx).await?;
 
-    let address = args
-        .advertise_address
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
+    // Bound to every address (0.0.0.0): advertise the node's, which others reach.
+    let address = args.advertise_address.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            SocketAddr::new(args.ip(), bound.port()).to_string()
+        } else {
+            bound.to_string()
+        }
+    });
     let mut record = args.describe(registration::node_record(&node, address))?;
     record.logs = logs_endpoint;
     record.cgroups = cgroups.as_ref().map(|c| c.controllers());
@@ -684,7 +694,19 @@ impl Args {
         crate::model::node::check_labels(&record.labels)
             .map_err(|e| AgentError::Setup(format!("--label: {e}")))?;
         record.capacity = self.capacity;
+        record.ip = Some(self.ip().to_string());
         Ok(record)
+    }
+
+    /// `--node-ip`, else the host's primary address, else loopback (a host with
+    /// no route out serves only itself).
+    pub(crate) fn ip(&self) -> std::net::IpAddr {
+        self.node_ip.unwrap_or_else(|| {
+            crate::host::primary_ip().unwrap_or_else(|| {
+                warn!("no route out of this host: --node-ip defaults to 127.0.0.1");
+                std::net::IpAddr::from([127, 0, 0, 1])
+            })
+        })
     }
 }
 

@@ -249,5 +249,6 @@ pub fn node_record(name: &str, address: String) -> NodeRecord {
         allocatable: None,
         labels: Default::default(),
         logs: None,
+        ip: None,
     }
 }

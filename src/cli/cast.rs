@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use crate::exit::{self, Error};
 use crate::model::document::check_stored_size;
 use crate::model::document::parse_cast_documents;
+use crate::model::source::SourceDocument;
 use crate::model::{ServiceSpec, SourceKind, StoredService, limits};
 use crate::store::cas::{Decision, Guard};
 use crate::store::{Store, op};
@@ -16,6 +17,8 @@ use crate::store::{Store, op};
   rune cast manifests/web.yaml
   rune cast manifests/*.yaml --dry-run
   cat api.json | rune cast -
+  rune cast api.yaml --reason \"LOG_LEVEL=debug for ticket 42\"
+  rune diff api.yaml            # what a cast would change, field by field
 
 A spec without `scale:` keeps the live scale on update (so a GitOps repository can
 leave scale to operators) and starts at 1 when the service is new.")]
@@ -26,6 +29,22 @@ pub struct CastArgs {
     /// Show what would change without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Why: the change-cause recorded with the spec and shown by `rune rollout
+    /// history` for the revision this cast makes (at most 1024 characters).
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: Option<String>,
+}
+
+/// `--reason`: at most [`limits::MAX_CHANGE_CAUSE`] characters.
+pub(crate) fn parse_reason(text: &str) -> Result<String, String> {
+    let n = text.chars().count();
+    if n > limits::MAX_CHANGE_CAUSE {
+        return Err(format!(
+            "the reason is {n} characters, over the limit of {}",
+            limits::MAX_CHANGE_CAUSE
+        ));
+    }
+    Ok(text.to_string())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -48,9 +67,58 @@ pub async fn run_with_keys(
     args: CastArgs,
 ) -> exit::Result<()> {
     // Parse everything first: one bad file means nothing is written.
+    let Documents { specs, sources } = read_documents(&args.files)?;
+    if sources.iter().any(|(kind, _)| *kind == SourceKind::Secret) {
+        // Before anything is written: a missing key file writes nothing.
+        keys.keyring()?;
+    }
+    for (kind, doc) in &sources {
+        println!(
+            "{}",
+            super::configs::cast(store, keys, *kind, doc, args.dry_run).await?
+        );
+    }
+    let suffix = if args.dry_run { " (dry run)" } else { "" };
+    let change = Cause {
+        by: super::scale::requested_by(),
+        reason: args.reason.clone(),
+    };
+    for spec in specs {
+        let what = format!("service {}/{}", spec.namespace(), spec.name());
+        let change = cast_one(store, spec, &change, args.dry_run).await?;
+        let verb = match change {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        println!("{what} {verb}{suffix}");
+    }
+    Ok(())
+}
+
+/// Who casts and why: recorded in the stored spec (`changedBy`, `changeCause`).
+struct Cause {
+    by: String,
+    reason: Option<String>,
+}
+
+/// Every spec of `files` (`-`: standard input), each checked against the stored
+/// size limit: all of them, or the first error.
+pub(crate) fn read_specs(files: &[PathBuf]) -> exit::Result<Vec<ServiceSpec>> {
+    Ok(read_documents(files)?.specs)
+}
+
+/// What cast files hold: services, and the configs and secrets they use.
+struct Documents {
+    specs: Vec<ServiceSpec>,
+    sources: Vec<(SourceKind, SourceDocument)>,
+}
+
+/// Every document of `files`, as [`read_specs`].
+fn read_documents(files: &[PathBuf]) -> exit::Result<Documents> {
     let mut specs = Vec::new();
     let mut sources = Vec::new();
-    for path in &args.files {
+    for path in files {
         let (name, text) = if path.as_os_str() == "-" {
             let text = read_bounded(std::io::stdin())
                 .map_err(|e| Error::usage(format!("reading standard input: {e}")))?;
@@ -71,35 +139,19 @@ pub async fn run_with_keys(
             specs.push(spec);
         }
     }
-    if sources.iter().any(|(kind, _)| *kind == SourceKind::Secret) {
-        // Before anything is written: a missing key file writes nothing.
-        keys.keyring()?;
-    }
-    for (kind, doc) in &sources {
-        println!(
-            "{}",
-            super::configs::cast(store, keys, *kind, doc, args.dry_run).await?
-        );
-    }
-    let suffix = if args.dry_run { " (dry run)" } else { "" };
-    for spec in specs {
-        let what = format!("service {}/{}", spec.namespace(), spec.name());
-        let change = cast_one(store, spec, args.dry_run).await?;
-        let verb = match change {
-            Change::Created => "created",
-            Change::Updated => "updated",
-            Change::Unchanged => "unchanged",
-        };
-        println!("{what} {verb}{suffix}");
-    }
-    Ok(())
+    Ok(Documents { specs, sources })
 }
 
 /// Writes one spec; retries when another writer got in between read and write.
-async fn cast_one(store: &Store, spec: ServiceSpec, dry_run: bool) -> exit::Result<Change> {
+async fn cast_one(
+    store: &Store,
+    spec: ServiceSpec,
+    cause: &Cause,
+    dry_run: bool,
+) -> exit::Result<Change> {
     let what = format!("service {}/{}", spec.namespace(), spec.name());
     let outcome = store
-        .read_modify_write(&what, async || decide(store, &spec, dry_run).await)
+        .read_modify_write(&what, async || decide(store, &spec, cause, dry_run).await)
         .await?;
     Ok(outcome.answer())
 }
@@ -109,6 +161,7 @@ async fn cast_one(store: &Store, spec: ServiceSpec, dry_run: bool) -> exit::Resu
 async fn decide(
     store: &Store,
     spec: &ServiceSpec,
+    cause: &Cause,
     dry_run: bool,
 ) -> exit::Result<Decision<Change>> {
     let key = store.keys().service(spec.namespace(), spec.name());
@@ -141,6 +194,12 @@ async fn decide(
             }
             let mut stored = StoredService::new(s);
             stored.created_at = existing.as_ref().and_then(|e| e.created_at);
+            // A cause alone is no change: the same spec with another reason
+            // writes nothing.
+            if let Some(e) = &existing {
+                stored.change_cause = e.change_cause.clone();
+                stored.changed_by = e.changed_by.clone();
+            }
             if existing.as_ref() == Some(&stored) {
                 return Ok(Decision::Done(Change::Unchanged));
             }
@@ -151,6 +210,8 @@ async fn decide(
         return Ok(Decision::Done(change_if_different));
     }
     next.deletion_timestamp = None;
+    next.changed_by = Some(cause.by.clone());
+    next.change_cause = cause.reason.clone();
     Ok(Decision::Write {
         guard: Guard::on(&key, current.as_ref()),
         ops: vec![op::put(&key, next.to_json())],
@@ -174,7 +235,7 @@ fn read_bounded(r: impl std::io::Read) -> std::io::Result<String> {
 
 /// The scale to keep when a cast omits `scale:`: the stored spec's, or, when the
 /// stored spec is unreadable, what the controller last reported.
-async fn live_scale(
+pub(crate) async fn live_scale(
     store: &Store,
     spec: &ServiceSpec,
     existing: Option<&StoredService>,

@@ -333,9 +333,17 @@ pub fn render_service(d: &ServiceDescription, _now: Timestamp) -> String {
                 &mut out,
                 "Restart policy",
                 &format!(
-                    "{:?}, stopGracePeriod {}",
+                    "{:?}, stopGracePeriod {}{}",
                     s.restart_policy,
-                    humantime::format_duration(s.stop_grace_period)
+                    humantime::format_duration(s.stop_grace_period),
+                    if s.shutdown_delay.is_zero() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", shutdownDelay {}",
+                            humantime::format_duration(s.shutdown_delay)
+                        )
+                    }
                 ),
             );
             let scaling = match &s.scaling {

@@ -1,4 +1,4 @@
-//! `rune get services|service|instances`.
+//! `rune get services|service|instances` (and the dispatch of `endpoints`, `nodes`).
 
 use std::collections::BTreeMap;
 
@@ -88,6 +88,22 @@ pub enum GetCommand {
   rune get secret db --show-values -o yaml"
     )]
     Secrets(super::configs::GetArgs),
+    /// Where a service's ready instances answer (`endpoints/<ns>/<svc>`, what load
+    /// balancers follow).
+    #[command(
+        visible_aliases = ["endpoint", "ep"],
+        after_help = "Examples:
+  rune get endpoints
+  rune get endpoints api -o json"
+    )]
+    Endpoints {
+        /// One service.
+        name: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// List nodes: registered, lost (named by instances, not registered), cordoned.
     #[command(
         visible_aliases = ["node", "no"],
@@ -129,6 +145,11 @@ pub async fn run(store: &Store, cmd: GetCommand) -> exit::Result<()> {
             namespace,
             output,
         } => list_instances(store, &namespace, service.as_deref(), output).await,
+        GetCommand::Endpoints {
+            name,
+            namespace,
+            output,
+        } => super::endpoints::run(store, &namespace, name.as_deref(), output).await,
         GetCommand::Nodes { name, output } => {
             super::node::list_nodes(store, name.as_deref(), output).await
         }

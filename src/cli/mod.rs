@@ -7,12 +7,15 @@ pub mod config;
 pub mod configs;
 pub mod delete;
 pub mod describe;
+pub mod diff;
+pub mod endpoints;
 pub mod events;
 pub mod get;
 pub mod history;
 pub mod logs;
 pub mod node;
 pub mod output;
+pub mod rollout;
 pub mod scale;
 pub mod wait;
 
@@ -51,6 +54,12 @@ pub enum Command {
     /// Show services and instances.
     #[command(subcommand)]
     Get(get::GetCommand),
+    /// Show what casting spec files would change, field by field, without writing
+    /// (exit 0: nothing, 1: something).
+    Diff(diff::DiffArgs),
+    /// A service's spec revisions: history (who, why, what changed) and undo.
+    #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
+    Rollout(rollout::RolloutCommand),
     /// Change a service's scale, immediately or gradually, health-gated.
     Scale(scale::ScaleArgs),
     /// Stop every instance, then start them again from the current spec.
@@ -125,7 +134,9 @@ pub async fn main() -> i32 {
     match run(cli).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.message.is_empty() {
+                eprintln!("error: {e}");
+            }
             e.exit as i32
         }
     }
@@ -194,6 +205,8 @@ async fn run(cli: Cli) -> exit::Result<()> {
         Command::Secrets(cmd) => configs::secrets(&store, keys, cmd).await,
         Command::Cast(args) => cast::run_with_keys(&store, keys, args).await,
         Command::Get(cmd) => get::run(&store, cmd).await,
+        Command::Diff(a) => diff::run(&store, a).await,
+        Command::Rollout(cmd) => rollout::run(&store, cmd).await,
         Command::Scale(a) => scale::scale(&store, a).await,
         Command::Restart(a) => scale::restart(&store, a).await,
         Command::Stop(a) => scale::stop(&store, a).await,

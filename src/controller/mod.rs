@@ -3,6 +3,7 @@
 //! a few workers. Never runs instances itself.
 
 pub mod election;
+pub mod endpoints;
 mod events;
 mod informer;
 pub mod metrics;

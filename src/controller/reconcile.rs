@@ -118,13 +118,20 @@ fn parsed_with<T>(
 
 pub async fn reconcile(ctx: &Context, key: &ServiceRef) -> Result<Action, ReconcileError> {
     let (ns, name) = (&key.namespace, &key.name);
-    let observed = observe(ctx, ns, name).await?;
+    let (observed, endpoints) = observe(ctx, ns, name).await?;
     let plan = plan::plan(&observed, &ctx.config);
-    apply(ctx, key, &observed, plan).await
+    apply(ctx, key, &observed, plan, endpoints).await
 }
 
-async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreError> {
-    let state = ctx.store.service_state_full(ns, name).await?;
+/// What is stored about the service, and its `endpoints/` key as read (which
+/// the planner does not need: the endpoints follow from its plan).
+async fn observe(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<(Observed, Option<Kv>), StoreError> {
+    let mut state = ctx.store.service_state_full(ns, name).await?;
+    let endpoints = state.endpoints.take();
     let spec = match &state.spec {
         None => SpecState::Missing,
         Some(kv) => match StoredService::parse(&kv.key, &kv.value, ns, name).and_then(|stored| {
@@ -207,7 +214,7 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         })
         .collect();
     let source_versions = source_versions(ctx, ns, &spec, &statuses).await?;
-    Ok(Observed {
+    let observed = Observed {
         source_versions,
         spec,
         operation,
@@ -223,7 +230,8 @@ async fn observe(ctx: &Context, ns: &str, name: &str) -> Result<Observed, StoreE
         operation_revision,
         unparseable,
         now: Timestamp::now(),
-    })
+    };
+    Ok((observed, endpoints))
 }
 
 /// The current version of every config and secret the spec or a running
@@ -263,10 +271,25 @@ async fn apply(
     key: &ServiceRef,
     o: &Observed,
     plan: Plan,
+    endpoints: Option<Kv>,
 ) -> Result<Action, ReconcileError> {
     let (ns, name) = (key.namespace.as_str(), key.name.as_str());
     let k = ctx.store.keys();
     let mut writes: Vec<Write> = Vec::new();
+    // The endpoints before any record that says Stopped: an instance leaves them
+    // before its agent learns it must stop (see `controller::endpoints`).
+    let endpoints_key = k.endpoints_of(ns, name);
+    // A service without a spec gets no new key (one already purged must not come
+    // back as a stray key); an existing key follows it down to empty.
+    let gone = matches!(o.spec, SpecState::Missing) && endpoints.is_none();
+    if !plan.purge && !gone {
+        let list = super::endpoints::compute(o, &plan);
+        let current = endpoints.as_ref().map(|kv| kv.value.as_slice());
+        if let Some(next) = super::endpoints::change(ns, name, current, list, o.now) {
+            let read_at = endpoints.as_ref().map_or(0, |kv| kv.mod_revision);
+            writes.push(Write::put_json(&endpoints_key, &next).if_mod_rev(&endpoints_key, read_at));
+        }
+    }
     // The revision first: transactions commit in order, so no record names a
     // revision that is not stored yet.
     if let Some(new) = &plan.new_revision {
@@ -342,6 +365,7 @@ async fn apply(
             .and(Write::delete(&spec_key).if_mod_rev(&spec_key, spec_rev.unwrap_or(0)))
             .and(Write::delete(&op_key).if_mod_rev(&op_key, o.operation_revision.unwrap_or(0)))
             .and(Write::delete(&status_key))
+            .and(Write::delete(&endpoints_key))
             // Controller-owned and run by no instance any more (none is left).
             .and(Write::delete_prefix(&k.revisions_of(ns, name)));
     } else if plan.status != o.status {

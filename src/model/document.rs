@@ -270,6 +270,16 @@ pub struct StoredService {
     /// Set by `rune delete`: the controller stops the instances, then removes the keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<Timestamp>,
+    /// Why the spec was last written (`rune cast --reason`, `rune rollout undo`),
+    /// as Kubernetes' `kubernetes.io/change-cause` annotation; the controller
+    /// copies it into the revision the write makes. A GitOps writer may set it
+    /// (a commit subject, say); without it, history shows `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_cause: Option<String>,
+    /// Who last wrote the spec (`user@host` of `rune cast` or `rune rollout
+    /// undo`); copied into the revision like `changeCause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
 }
 
 impl StoredService {
@@ -278,6 +288,8 @@ impl StoredService {
             service,
             created_at: None,
             deletion_timestamp: None,
+            change_cause: None,
+            changed_by: None,
         }
     }
 

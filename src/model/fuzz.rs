@@ -48,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("revision", revision),
     ("instance_status", instance_status),
     ("node", node),
+    ("endpoints", endpoints),
     ("duration", duration),
     ("quantity", quantity),
 ];
@@ -257,6 +258,24 @@ pub fn node(bytes: &[u8]) -> bool {
         return false;
     };
     json_round_trip(&n);
+    true
+}
+
+/// `endpoints/<ns>/<svc>`: the controller's list of ready instances, read by the
+/// CLI, the controller itself and load balancers.
+pub fn endpoints(bytes: &[u8]) -> bool {
+    let Some(e) = json::<super::endpoints::Endpoints>(bytes) else {
+        return false;
+    };
+    json_round_trip(&e);
+    for one in &e.endpoints {
+        let any = one.socket(None);
+        assert_eq!(any.is_some(), !one.ports.is_empty(), "{one:?}");
+        for name in one.ports.keys() {
+            let socket = one.socket(Some(name)).expect("a named port has a socket");
+            assert!(socket.ends_with(&one.ports[name].to_string()), "{socket}");
+        }
+    }
     true
 }
 

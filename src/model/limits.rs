@@ -23,6 +23,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// `stopGracePeriod`: SIGTERM to SIGKILL.
 pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+/// `shutdownDelay`: out of the endpoints to SIGTERM.
+pub const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(600);
 /// Probe `initialDelaySeconds`, `intervalSeconds`, `timeoutSeconds`.
 pub const MAX_PROBE_SECONDS: u32 = 3600;
 /// Probe `failureThreshold`, `successThreshold`.
@@ -45,6 +47,8 @@ pub const MAX_PIDS: u32 = 4_194_304;
 /// `update.minReadySeconds` and `rune restart --min-ready`: how long a new
 /// instance must stay ready before a rolling update counts it available.
 pub const MAX_MIN_READY: Duration = Duration::from_secs(3600);
+/// A change-cause (`rune cast --reason`, `rune rollout undo --reason`), in characters.
+pub const MAX_CHANGE_CAUSE: usize = 1024;
 
 /// `rune-agent --capacity`: most instances one node accepts.
 pub const MAX_NODE_CAPACITY: u32 = 100_000;
@@ -98,6 +102,11 @@ fn bounded<'de, D: Deserializer<'de>>(
 /// `stopGracePeriod`, bounded.
 pub fn stop_grace<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     bounded(d, "stopGracePeriod", MAX_STOP_GRACE)
+}
+
+/// `shutdownDelay`, bounded.
+pub fn shutdown_delay<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, "shutdownDelay", MAX_SHUTDOWN_DELAY)
 }
 
 /// A gradual interval, bounded.

@@ -2,8 +2,10 @@
 //! valid. Pure: no I/O here.
 
 pub mod account;
+pub mod diff;
 pub mod document;
 pub mod duration;
+pub mod endpoints;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
@@ -22,6 +24,7 @@ pub mod update;
 
 pub use account::Account;
 pub use document::{SpecError, StoredService, parse_cast_file};
+pub use endpoints::{Endpoint, Endpoints};
 pub use instance::{DesiredState, ExitInfo, InstanceRecord, InstanceStatus, Phase, Usage};
 pub use node::{NodeRecord, NodeState};
 pub use operation::{

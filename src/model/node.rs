@@ -32,6 +32,11 @@ pub struct NodeRecord {
     /// instances ask for (their `resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocatable: Option<Allocatable>,
+    /// The node's IP address (`rune-agent --node-ip`), where its instances' ports
+    /// are reached: the address `endpoints/` lists. Absent in records of older
+    /// agents (the host part of `address` is used then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
     /// The node's labels (`rune-agent --label k=v`), matched by `placement.nodeSelector`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

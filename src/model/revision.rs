@@ -25,6 +25,12 @@ pub struct Revision {
     /// The spec key's mod revision this was taken from.
     pub spec_revision: i64,
     pub created_at: Timestamp,
+    /// Who wrote the spec this was taken from (the stored document's `changedBy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
+    /// Why (the stored document's `changeCause`): what `rune rollout history` shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_cause: Option<String>,
 }
 
 /// The part of a spec that instances run with. `scale` and `scaling` say how many

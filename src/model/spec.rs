@@ -54,6 +54,17 @@ pub struct ServiceSpec {
         deserialize_with = "limits::stop_grace"
     )]
     pub stop_grace_period: Duration,
+    /// How long an instance being stopped keeps running after it left the
+    /// endpoints, before its SIGTERM (Nomad's `shutdown_delay`): time for load
+    /// balancers following `endpoints/` to stop sending it requests.
+    /// `stopGracePeriod` counts from the SIGTERM. Part of the revision.
+    #[serde(
+        default,
+        skip_serializing_if = "Duration::is_zero",
+        serialize_with = "duration::serialize",
+        deserialize_with = "limits::shutdown_delay"
+    )]
+    pub shutdown_delay: Duration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingDefaults>,
     /// Limits per instance (cgroups); none: unlimited, as before.

@@ -313,6 +313,7 @@ mod roundtrip {
                 health: Health { readiness: Some(readiness), liveness },
                 restart_policy: RestartPolicy::OnFailure,
                 stop_grace_period: Duration::from_secs(grace),
+                shutdown_delay: Duration::ZERO,
                 scaling: gradual.then(|| ScalingDefaults {
                     mode: ScaleMode::Gradual,
                     step,

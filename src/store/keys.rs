@@ -78,6 +78,18 @@ impl Keys {
         format!("{}revisions/{ns}/{svc}/{n}", self.root)
     }
 
+    /// Where a service's ready instances answer (`endpoints/<ns>/<svc>`), written by
+    /// the controller leader for load balancers; no trigger for a reconcile.
+    pub fn endpoints(&self) -> String {
+        format!("{}endpoints/", self.root)
+    }
+    pub fn endpoints_in(&self, ns: &str) -> String {
+        format!("{}endpoints/{ns}/", self.root)
+    }
+    pub fn endpoints_of(&self, ns: &str, svc: &str) -> String {
+        format!("{}endpoints/{ns}/{svc}", self.root)
+    }
+
     /// Node-scoped copies of the instance records, for that node's agent alone:
     /// `assignments/<node>/<ns>/<svc>/<id>`. Written by the controller in the same
     /// transaction as `instances/…`, so an agent watches (and may be allowed to read)

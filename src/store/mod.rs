@@ -603,6 +603,8 @@ pub struct ServiceState {
     pub instance_statuses: Vec<Kv>,
     /// The service's spec revisions (`revisions/<ns>/<svc>/<n>`), in key order.
     pub revisions: Vec<Kv>,
+    /// `endpoints/<ns>/<svc>` (read by [`Store::service_state_full`] only).
+    pub endpoints: Option<Kv>,
     pub revision: i64,
 }
 
@@ -657,6 +659,7 @@ impl Store {
             k.instance_statuses_of(ns, name),
             k.revisions_of(ns, name),
         );
+        let endpoints = k.endpoints_of(ns, name);
         let reads = [
             Read::Key(&spec),
             Read::Key(&op),
@@ -664,6 +667,7 @@ impl Store {
             Read::Prefix(&inst),
             Read::Prefix(&ist),
             Read::Prefix(&revs),
+            Read::Key(&endpoints),
         ];
         let (mut r, revision) = self.snapshot(&reads).await?;
         let mut take = |i: usize| std::mem::take(&mut r[i]);
@@ -674,6 +678,7 @@ impl Store {
             instances: take(3),
             instance_statuses: take(4),
             revisions: take(5),
+            endpoints: take(6).into_iter().next(),
             revision,
         };
         Ok(state)

@@ -49,6 +49,7 @@ async fn fake_node(w: &World, store: &Store, node: &str) {
         cgroups: None,
         allocatable: None,
         logs: None,
+        ip: None,
     };
     let value = serde_json::to_vec(&record).unwrap();
     store
@@ -77,6 +78,8 @@ async fn records(store: &Store, name: &str, node: &str, n: usize) {
         spec: template(&spec),
         spec_revision: stored.mod_revision,
         created_at: jiff::Timestamp::now(),
+        changed_by: None,
+        change_cause: None,
     };
     // The prefix marked as a controller marks it before writing any record.
     let layout = serde_json::json!({"layout": rune::store::layout::LAYOUT, "writtenBy": "test"});

@@ -180,6 +180,8 @@ impl World {
             .env("RUNE_CGROUP_PARENT", "none")
             // Instances' $RUNE_FILES in the test's scratch dir, not /run.
             .env("RUNE_FILES_DIR", self.dir.join(format!("{name}-files")))
+            // Instances bind loopback in tests: that is where `endpoints/` points.
+            .env("RUNE_NODE_IP", "127.0.0.1")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

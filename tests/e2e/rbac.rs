@@ -243,6 +243,18 @@ fn the_documented_roles_run_the_system_and_confine_each_agent() {
         &["put", &w.key("operations/default/api"), "{}"],
     );
     s.assert_allowed("rune-gitops", &["get", &w.key("status/default/api")]);
+    // Load balancers read the endpoints the controller wrote, and nothing else.
+    eventually(
+        "the controller wrote endpoints",
+        Duration::from_secs(30),
+        || w.etcd.get(&w.key("endpoints/default/api")).map(|_| ()),
+    );
+    s.assert_allowed("rune-discovery", &["get", &w.key("endpoints/default/api")]);
+    s.assert_refused("rune-discovery", &["get", &w.key("services/default/api")]);
+    s.assert_refused(
+        "rune-discovery",
+        &["put", &w.key("endpoints/default/api"), "{}"],
+    );
 
     // The logs tokens: each agent wrote its own; GitOps cannot read them (nor the
     // whole prefix, which holds them), the operator can, and `rune logs` works.

@@ -60,6 +60,7 @@ targets!(
     revision,
     instance_status,
     node,
+    endpoints,
     duration,
     quantity,
 );

@@ -119,9 +119,11 @@ pub enum Effect {
     Start,
     /// Watch and probe a process a previous agent started (not our child).
     Adopt { pid: u32, start_time: u64 },
-    /// SIGTERM to the group, the grace period, SIGKILL; how it ended (with `reason`)
-    /// goes back through [`Core::stopped`].
-    Stop { reason: String },
+    /// Wait `delay` (the spec's `shutdownDelay`, while the process still serves
+    /// requests that were on their way), then SIGTERM to the group, the grace
+    /// period, SIGKILL; how it ended (with `reason`) goes back through
+    /// [`Core::stopped`].
+    Stop { reason: String, delay: Duration },
     /// The process died while the agent was away: kill what is left of its group,
     /// unless its pid now belongs to an unrelated process.
     ReapLeftovers { pid: u32 },
@@ -527,14 +529,30 @@ impl Core {
     }
 
     /// Begins a stop; the status says Stopping before the signals go out.
+    /// An instance whose record says Stopped left the endpoints already (the
+    /// controller drops it first): it gets `shutdownDelay` before its SIGTERM, for
+    /// load balancers to catch up, and says so. No other stop waits: a record
+    /// that is gone (also the self-fence's stop, whose deadline the node handover
+    /// counts on), a liveness kill, the agent's own shutdown.
     fn stop(&mut self, reason: &str, then: AfterStop) -> Vec<Effect> {
         self.state = State::Stopping(then);
         self.status.phase = Phase::Stopping;
         self.status.ready = false;
+        let delay = match then {
+            AfterStop::Stopped => self.record.spec.shutdown_delay,
+            AfterStop::Removed | AfterStop::Restart { .. } | AfterStop::Shutdown => Duration::ZERO,
+        };
+        if !delay.is_zero() {
+            self.status.message = format!(
+                "out of the endpoints; SIGTERM after shutdownDelay {}",
+                humantime::format_duration(delay)
+            );
+        }
         vec![
             self.publish(),
             Effect::Stop {
                 reason: reason.to_string(),
+                delay,
             },
         ]
     }

@@ -197,7 +197,7 @@ impl Supervisor {
         while let Some(effect) = todo.pop_front() {
             let next = match effect {
                 Effect::Start => self.start().await,
-                Effect::Stop { reason } => self.stop(reason).await,
+                Effect::Stop { reason, delay } => self.stop(reason, delay).await,
                 Effect::Quit => return false,
                 // Both clear the instance's cgroup before anything else happens
                 // to the instance (a start would create it again).
@@ -552,13 +552,18 @@ impl Supervisor {
         }
     }
 
-    /// SIGTERM to the group, grace period, SIGKILL; the core hears how it ended.
-    async fn stop(&mut self, reason: String) -> Vec<Effect> {
+    /// The shutdown delay, SIGTERM to the group, grace period, SIGKILL; the core
+    /// hears how it ended.
+    async fn stop(&mut self, reason: String, delay: Duration) -> Vec<Effect> {
         let mut exit = match self.proc.take() {
             Some(mut p) => {
                 info!(instance = %self.core.key(), pid = p.pid, reason, "stopping process");
                 for probe in &p.probes {
                     probe.abort();
+                }
+                if !delay.is_zero() {
+                    info!(instance = %self.core.key(), ?delay, "shutdownDelay before SIGTERM");
+                    tokio::time::sleep(delay).await;
                 }
                 let grace = self.core.record().spec.stop_grace_period;
                 process::stop_group(p.pid, grace).await;

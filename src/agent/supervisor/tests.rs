@@ -62,7 +62,7 @@ fn brief(fx: &[Effect]) -> Vec<String> {
         .map(|e| match e {
             Effect::Publish(s) => format!("Publish {:?}", s.phase),
             Effect::Persist(_) => "Persist".into(),
-            Effect::Stop { reason } => format!("Stop: {reason}"),
+            Effect::Stop { reason, .. } => format!("Stop: {reason}"),
             other => format!("{other:?}"),
         })
         .collect()
@@ -339,6 +339,37 @@ fn a_stop_while_backing_off_reports_exited_without_stopping_anything() {
     assert_eq!(s.core.status().restarts, 4);
     s.exit(code(1));
     assert_eq!(s.backoff_left(), secs(1));
+}
+
+#[test]
+fn a_requested_stop_waits_out_the_shutdown_delay_and_says_so() {
+    let mut s = Sim::running(json!({"shutdownDelay": "2s"}));
+    let fx = s.desire("Stopped");
+    assert_eq!(brief(&fx), ["Publish Stopping", "Stop: stopped on request"]);
+    assert!(fx.contains(&Effect::Stop {
+        reason: "stopped on request".into(),
+        delay: secs(2),
+    }));
+    let st = s.core.status();
+    assert!(!st.ready);
+    assert_eq!(
+        st.message,
+        "out of the endpoints; SIGTERM after shutdownDelay 2s"
+    );
+    // An agent shutting down, or a record gone (also the self-fence's stop, which
+    // the node handover's deadline counts on), stops at once: no delay.
+    let mut s = Sim::running(json!({"shutdownDelay": "2s"}));
+    let fx = s.command(Cmd::Shutdown { stop: true });
+    assert!(fx.contains(&Effect::Stop {
+        reason: "agent shutting down".into(),
+        delay: Duration::ZERO,
+    }));
+    let mut s = Sim::running(json!({"shutdownDelay": "2s"}));
+    let fx = s.command(Cmd::Remove);
+    assert!(fx.contains(&Effect::Stop {
+        reason: "instance removed".into(),
+        delay: Duration::ZERO,
+    }));
 }
 
 #[test]

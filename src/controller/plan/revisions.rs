@@ -52,6 +52,8 @@ pub(super) fn current(
         spec: wanted,
         spec_revision,
         created_at: observed.now,
+        changed_by: stored.changed_by.clone(),
+        change_cause: stored.change_cause.clone(),
     });
     n
 }

@@ -55,6 +55,7 @@ fn node(name: &str) -> (String, NodeRecord) {
             cgroups: None,
             allocatable: None,
             logs: None,
+            ip: None,
         },
     )
 }

@@ -172,9 +172,38 @@ fn deleting_the_service_purges_its_revisions() {
             spec: crate::model::revision::template(&stored(1, "").service),
             spec_revision: 1,
             created_at: t(0),
+            changed_by: None,
+            change_cause: None,
         },
         5,
     ));
     let p = s.step();
     assert!(p.purge);
+}
+
+#[test]
+fn a_revision_records_who_changed_the_spec_and_why() {
+    let mut s = Sim::converged(1, &["n1"]);
+    let mut next = stored(1, "  env: {A: b}\n");
+    next.changed_by = Some("ana@laptop".into());
+    next.change_cause = Some("bump A".into());
+    s.rev += 1;
+    s.o.spec = SpecState::Valid {
+        stored: Box::new(next),
+        revision: s.rev,
+    };
+    let p = s.step();
+    let new = p.new_revision.expect("the spec changed");
+    assert_eq!(new.revision, 2);
+    assert_eq!(new.changed_by.as_deref(), Some("ana@laptop"));
+    assert_eq!(new.change_cause.as_deref(), Some("bump A"));
+    // A cause alone changes no spec: no revision.
+    let mut same = stored(1, "  env: {A: b}\n");
+    same.change_cause = Some("only words".into());
+    s.rev += 1;
+    s.o.spec = SpecState::Valid {
+        stored: Box::new(same),
+        revision: s.rev,
+    };
+    assert!(s.step().new_revision.is_none());
 }
