@@ -275,6 +275,7 @@ mod tests {
         );
         let root = std::env::temp_dir().join(format!("rune-files-{}", std::process::id()));
         let dir = root.join("ns_a_i1");
+        std::fs::create_dir_all(&root).unwrap();
         for _ in 0..2 {
             // Twice: a restart writes them again over what the last start left.
             write_files(&dir, &s, &r, None).unwrap();

@@ -123,6 +123,10 @@ const MAX_SCALAR_BYTES: usize = 4 << 20;
 fn yaml_options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
     o.strict_booleans = true;
+    // `007` and `1_000` stay text where a string may go (an env value), instead of
+    // becoming 7 and 1000; where a number must go they are refused.
+    o.leading_zero_numbers_as_strings = true;
+    o.underscored_numbers_as_strings = true;
     o.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
     let mut budget = serde_saphyr::Budget::default();
     budget.max_merge_keys = MAX_MERGE_KEYS;

@@ -256,7 +256,13 @@ impl<'de> Deserialize<'de> for EnvValue {
                 Ok(EnvValue::Plain(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<EnvValue, E> {
-                Ok(EnvValue::Plain(v.to_string()))
+                // YAML reads `1.10` as the number 1.1: taking it would change the
+                // value silently. Say so, as Kubernetes refuses any number here.
+                Err(E::custom(format!(
+                    "an env value that YAML reads as a number with a fraction or an \
+                     exponent ({v}) would lose its spelling (`1.10` reads as 1.1): \
+                     quote it, e.g. \"1.10\""
+                )))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EnvValue, A::Error> {
                 let fields = RefFields::collect(map, "key")?;
@@ -483,21 +489,32 @@ mod tests {
 #[cfg(test)]
 mod yaml_scalars {
     /// An env value is a string or a ref (a map), so YAML's plain scalars are read
-    /// by their YAML type first: numbers come back in their canonical form. Quoting
-    /// keeps the text as written (documented in docs/gitops.md).
+    /// by their YAML type first. Whole numbers and booleans keep their text
+    /// (leading zeros and underscores included); a number with a fraction would
+    /// not, so it is refused, naming where (documented in docs/gitops.md).
     #[test]
     fn yaml_env_scalars_become_strings() {
         let spec = crate::model::parse_cast_file(
             "t",
-            "service:\n  name: a\n  command: x\n  env: {A: 1.5, B: 7, C: true, Q: \"1.10\", R: {secret: db, key: p}}\n",
+            "service:\n  name: a\n  command: x\n  env: {B: 7, Z: 007, U: 1_000, C: true, Q: \"1.10\", R: {secret: db, key: p}}\n",
         )
         .unwrap()
         .remove(0);
         let plain = |k: &str| spec.env[k].plain().unwrap().to_string();
         assert_eq!(
-            [plain("A"), plain("B"), plain("C"), plain("Q")],
-            ["1.5", "7", "true", "1.10"]
+            [plain("B"), plain("Z"), plain("U"), plain("C"), plain("Q")],
+            ["7", "007", "1_000", "true", "1.10"]
         );
         assert!(spec.env["R"].plain().is_none());
+        let err = crate::model::parse_cast_file(
+            "t.yaml",
+            "service:\n  name: a\n  command: x\n  env:\n    V: 1.10\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("t.yaml:5:") && err.contains("quote it"),
+            "{err}"
+        );
     }
 }

@@ -34,3 +34,4 @@ mod scale;
 mod secrets;
 mod store;
 mod traffic;
+mod zero_downtime;

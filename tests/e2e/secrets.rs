@@ -98,7 +98,7 @@ fn restart_after_rotating_a_secret() {
         assert_eq!(i["status"]["sources"]["secret/db"], 1, "{i}");
         assert_eq!(i["status"]["sources"]["config/app"], 1, "{i}");
     }
-    let files = w.dir.join("agent-n1").join("files");
+    let files = w.dir.join("agent-n1-files");
     let ids = running_ids(&w, "api");
     for id in &ids {
         let dir = files.join(format!("default_api_{id}"));
