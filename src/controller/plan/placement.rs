@@ -55,17 +55,8 @@ pub(super) fn converge(
         let placed = place(observed, census, want, &rules);
         let operation_id = plan.status.running_operation().map(|op| op.id.clone());
         for node in &placed.chosen {
-            plan.create.push(InstanceRecord {
-                id: (cfg.new_id)(stored.service.name()),
-                namespace: stored.service.namespace().to_string(),
-                service: stored.service.name().to_string(),
-                node: node.clone(),
-                desired: DesiredState::Running,
-                revision,
-                created_at: observed.now,
-                operation_id: operation_id.clone(),
-                node_lost: false,
-            });
+            let record = new_instance(observed, cfg, stored, node, revision, &operation_id);
+            plan.create.push(record);
         }
         if placed.chosen.len() < want {
             let message = unschedulable(observed, want - placed.chosen.len(), &rules, &placed);
@@ -93,6 +84,29 @@ pub(super) fn converge(
 /// FailedScheduling: "0 of 3 nodes are available: 1 node cordoned, 2 nodes don't
 /// match nodeSelector {disk: ssd}". Each node is counted once, by the first rule
 /// it fails, in the order the rules are checked.
+/// The record of a new instance of `stored` on `node`, running `revision`: what
+/// every scale-up, replacement and rolling batch writes before anything starts.
+pub(super) fn new_instance(
+    observed: &Observed,
+    cfg: &PlanConfig,
+    stored: &StoredService,
+    node: &str,
+    revision: u64,
+    operation_id: &Option<String>,
+) -> InstanceRecord {
+    InstanceRecord {
+        id: (cfg.new_id)(stored.service.name()),
+        namespace: stored.service.namespace().to_string(),
+        service: stored.service.name().to_string(),
+        node: node.to_string(),
+        desired: DesiredState::Running,
+        revision,
+        created_at: observed.now,
+        operation_id: operation_id.clone(),
+        node_lost: false,
+    }
+}
+
 pub(super) fn unschedulable(
     observed: &Observed,
     missing: usize,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::super::census::Census;
-use super::super::placement::{Rules, place, unschedulable, victims_among};
+use super::super::placement::{Rules, new_instance, place, unschedulable, victims_among};
 use super::super::{Plan, PlanConfig};
 use super::{Observed, available, updated};
 use crate::model::revision::template;
@@ -46,18 +46,10 @@ pub(in crate::controller::plan) fn converge(
         .saturating_sub(total)
         .min(desired.saturating_sub(new.len()));
     let placed = place(observed, census, creatable, &rules);
+    let operation_id = Some(progress.id.clone());
     for node in &placed.chosen {
-        plan.create.push(InstanceRecord {
-            id: (cfg.new_id)(stored.service.name()),
-            namespace: stored.service.namespace().to_string(),
-            service: stored.service.name().to_string(),
-            node: node.clone(),
-            desired: DesiredState::Running,
-            revision,
-            created_at: observed.now,
-            operation_id: Some(progress.id.clone()),
-            node_lost: false,
-        });
+        let record = new_instance(observed, cfg, stored, node, revision, &operation_id);
+        plan.create.push(record);
     }
     // A pinned port cannot surge on a node that runs an old instance: when no
     // node is free, make room by stopping one first.
