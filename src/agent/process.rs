@@ -252,6 +252,23 @@ pub fn start_time(pid: u32) -> Option<u64> {
     f.get(19)?.parse().ok()
 }
 
+/// The environment `pid` was started with (/proc/<pid>/environ), for the exec
+/// probes of an adopted process; None if it cannot be read. Entries that are not
+/// UTF-8 or have no '=' are left out.
+pub fn environ(pid: u32) -> Option<Vec<(String, String)>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(parse_environ(&raw))
+}
+
+fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
+    raw.split(|b| *b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .filter_map(|entry| entry.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Whether `pid` is still the very process that was started at `start`.
 pub fn same_process(pid: u32, start: u64) -> bool {
     start_time(pid) == Some(start)
@@ -329,5 +346,53 @@ mod tests {
         let me = std::process::id();
         assert!(start_time(me).is_some());
         assert!(same_process(me, start_time(me).unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod environ_tests {
+    use super::*;
+
+    #[test]
+    fn environ_entries_split_on_nul_and_first_equals() {
+        let raw = b"A=1\0DB_PASSWORD=p=w\0broken\0=x\0\xff=y\0EMPTY=\0";
+        assert_eq!(
+            parse_environ(raw),
+            [
+                ("A".to_string(), "1".to_string()),
+                ("DB_PASSWORD".into(), "p=w".into()),
+                ("EMPTY".into(), String::new()),
+            ]
+        );
+    }
+
+    /// An adopted process's exec probes run with what it was started with, values
+    /// of secrets and `RUNE_FILES` included: read back from /proc.
+    #[tokio::test]
+    async fn an_exec_probe_with_a_process_environ_sees_its_secret_values() {
+        let dir = std::env::temp_dir().join(format!("rune-environ-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let who = super::super::identity::of_spec(None, None).unwrap();
+        let env = vec![
+            ("DB_PASSWORD".to_string(), "s3cret".to_string()),
+            ("RUNE_FILES".to_string(), "/files/x".to_string()),
+        ];
+        let argv = ["sleep".to_string(), "30".to_string()];
+        let mut child = spawn(&argv, &env, None, &dir.join("log"), None, &who, &[]).unwrap();
+        let pid = child.id().unwrap();
+        let seen = environ(pid).unwrap();
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let target = crate::probe::Target {
+            env: seen,
+            ..Default::default()
+        };
+        let probe: crate::model::spec::Probe = serde_json::from_value(serde_json::json!({
+            "type": "exec",
+            "command": ["sh", "-c", "test \"$DB_PASSWORD\" = s3cret && test \"$RUNE_FILES\" = /files/x"],
+        }))
+        .unwrap();
+        crate::probe::check(&probe, &target).await.unwrap();
     }
 }

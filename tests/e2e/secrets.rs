@@ -597,3 +597,37 @@ fn an_instance_user_owns_its_files_and_reads_its_secret() {
         (!dir.exists()).then_some(())
     });
 }
+
+/// An exec probe runs with the instance's own environment: a value from a secret
+/// and `RUNE_FILES` included (the readiness probe below passes only with both).
+#[test]
+fn an_exec_probe_sees_secret_values_and_rune_files() {
+    let w = World::new();
+    let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
+    let keys = keys.to_str().unwrap();
+    let (_c, _a) = one_node_with_keys(&w, keys);
+    stdout_ok(w.rune().args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "password=probe-me",
+        "--secrets-key-file",
+        keys,
+    ]));
+    let probe =
+        "test \"$DB_PASSWORD\" = probe-me && test \"$(cat $RUNE_FILES/db/password)\" = probe-me";
+    let spec = w.file(
+        "probed.yaml",
+        &format!(
+            "service:\n  name: probed\n  scale: 1\n  stopGracePeriod: 2s\n  \
+             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
+             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
+             files:\n    - {{secret: db, path: db}}\n  \
+             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
+            m = marker(&w, "probed")
+        ),
+    );
+    stdout_ok(w.rune().arg("cast").arg(&spec));
+    wait_ready(&w, "probed", 1);
+}
