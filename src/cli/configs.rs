@@ -317,6 +317,19 @@ pub async fn write(
     Ok(outcome.answer())
 }
 
+/// The secret a `secrets/` key holds, for errors, and the associated data its value
+/// must open with: from the key, as the agent takes it, never from the value's own
+/// `namespace`/`name` (a value copied under another key must not open there).
+fn bound_to(store: &Store, key: &str) -> exit::Result<(String, String)> {
+    match store.keys().source_of(key) {
+        Some((ns, r)) => Ok((
+            format!("secret {ns}/{}", r.name),
+            secrets::aad(&ns, &r.name),
+        )),
+        None => Err(Error::usage(format!("{key} is not a secret's key"))),
+    }
+}
+
 /// Whether `old` holds exactly `data` (a secret that does not open counts as
 /// changed: it is written again, sealed with the current key).
 fn same_data(
@@ -417,12 +430,8 @@ pub async fn get(
                     .sealed
                     .as_ref()
                     .ok_or_else(|| Error::usage(format!("{} holds no sealed data", kv.key)))?;
-                let what = format!("secret {}/{}", stored.namespace, stored.name);
-                Some(ring.open(
-                    &what,
-                    &secrets::aad(&stored.namespace, &stored.name),
-                    sealed,
-                )?)
+                let (what, aad) = bound_to(store, &kv.key)?;
+                Some(ring.open(&what, &aad, sealed)?)
             }
             _ => None,
         };
@@ -547,8 +556,7 @@ async fn rotate_key(store: &Store, keys: &KeyFileArgs) -> exit::Result<()> {
                 if sealed.key_id == ring.primary() {
                     return Ok(Decision::Done(false));
                 }
-                let aad = secrets::aad(&stored.namespace, &stored.name);
-                let shown = format!("secret {}/{}", stored.namespace, stored.name);
+                let (shown, aad) = bound_to(store, &kv.key)?;
                 let data = ring.open(&shown, &aad, sealed)?;
                 stored.sealed = Some(ring.seal(&aad, &data));
                 Ok(Decision::Write {

@@ -631,3 +631,73 @@ fn an_exec_probe_sees_secret_values_and_rune_files() {
     stdout_ok(w.rune().arg("cast").arg(&spec));
     wait_ready(&w, "probed", 1);
 }
+
+/// A sealed value is bound to its key in etcd: copied under another secret's key
+/// (its JSON `namespace`/`name` and all), it opens nowhere but where it was sealed,
+/// for `get --show-values` and `rotate-key` as for the agent.
+#[test]
+fn a_sealed_value_copied_to_another_secret_does_not_open_there() {
+    let w = World::new();
+    let (k1, k2) = (new_key(&w, "k1"), new_key(&w, "k2"));
+    let old = key_file(&w, "old", std::slice::from_ref(&k1));
+    let both = key_file(&w, "both", &[k2, k1]);
+    let with = |file: &PathBuf| {
+        let mut c = w.rune();
+        c.env("RUNE_SECRETS_KEY_FILE", file);
+        c
+    };
+    stdout_ok(with(&old).args([
+        "create",
+        "secret",
+        "db",
+        "-n",
+        "team-a",
+        "--from-literal",
+        "password=team-a-only",
+    ]));
+    let out = w
+        .etcd
+        .etcdctl(&["get", &w.key("secrets/team-a/db"), "--print-value-only"]);
+    let value = String::from_utf8(out.stdout).unwrap();
+    let put = w
+        .etcd
+        .etcdctl(&["put", &w.key("secrets/team-b/db"), value.trim()]);
+    assert!(put.status.success(), "{put:?}");
+
+    let out = with(&old)
+        .args(["get", "secret", "db", "-n", "team-b", "--show-values"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!stdout.contains("team-a-only"), "{stdout}");
+    assert!(
+        stderr.contains("secret team-b/db does not decrypt with key \"k1\""),
+        "{stderr}"
+    );
+
+    let out = with(&both)
+        .args(["secrets", "rotate-key"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("secret team-b/db does not decrypt"),
+        "{stderr}"
+    );
+    // The original still opens, and was re-encrypted.
+    let shown = String::from_utf8(stdout_ok(with(&both).args([
+        "get",
+        "secret",
+        "db",
+        "-n",
+        "team-a",
+        "--show-values",
+    ])))
+    .unwrap();
+    assert!(shown.contains("db/password=team-a-only"), "{shown}");
+}
