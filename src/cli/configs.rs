@@ -185,10 +185,12 @@ fn gather(args: &CreateArgs) -> exit::Result<BTreeMap<String, String>> {
         }
         Ok(())
     };
-    for lit in &args.from_literal {
+    for (i, lit) in args.from_literal.iter().enumerate() {
+        // Not quoted: without its '=' it may be a secret's value alone.
         let Some((k, v)) = lit.split_once('=') else {
             return Err(Error::usage(format!(
-                "--from-literal {lit:?}: expected KEY=VALUE"
+                "--from-literal (number {} given): expected KEY=VALUE, and it has no '='",
+                i + 1
             )));
         };
         add(k, v.to_string(), &format!("--from-literal {k}"))?;
@@ -590,4 +592,29 @@ async fn rotate_key(store: &Store, keys: &KeyFileArgs) -> exit::Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A literal given without its key is refused without echoing it: it may be
+    /// a secret's value, and errors end up in terminals and CI logs.
+    #[test]
+    fn a_literal_without_a_key_is_not_echoed() {
+        let args = CreateArgs {
+            name: "db".into(),
+            from_literal: vec!["user=admin".into(), "hunter2".into()],
+            from_file: vec![],
+            from_env_file: vec![],
+            overwrite: false,
+            namespace: "default".into(),
+        };
+        let e = gather(&args).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("--from-literal (number 2 given): expected KEY=VALUE"),
+            "{e}"
+        );
+    }
 }
