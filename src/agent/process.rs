@@ -53,6 +53,22 @@ pub fn add_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
+/// Adds the env values taken from configs and secrets, then `RUNE_FILES` (the
+/// instance's files directory, when it has one): last, so that a spec's `env`
+/// naming `RUNE_FILES`, from a config or secret too, never hides the real one.
+pub fn add_sources(
+    env: &mut Vec<(String, String)>,
+    values: &BTreeMap<String, String>,
+    files: Option<&str>,
+) {
+    for (k, v) in values {
+        add_env(env, k, v);
+    }
+    if let Some(dir) = files {
+        add_env(env, "RUNE_FILES", dir);
+    }
+}
+
 /// `RUNE_PORT_<NAME>`: uppercase, '-' → '_'.
 pub fn port_var(name: &str) -> String {
     format!("RUNE_PORT_{}", name.to_uppercase().replace('-', "_"))
@@ -352,6 +368,25 @@ mod tests {
 #[cfg(test)]
 mod environ_tests {
     use super::*;
+
+    /// rune's names win over values from configs and secrets, `RUNE_FILES` too.
+    #[test]
+    fn source_values_never_hide_rune_files_or_port() {
+        let mut env = vec![
+            ("PORT".to_string(), "5000".to_string()),
+            ("RUNE_FILES".to_string(), "/plain/from/spec".to_string()),
+        ];
+        let values = BTreeMap::from([
+            ("RUNE_FILES".to_string(), "/from/a/config".to_string()),
+            ("PORT".to_string(), "1".to_string()),
+            ("DB_PASSWORD".to_string(), "s3cret".to_string()),
+        ]);
+        add_sources(&mut env, &values, Some("/run/files/x"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("RUNE_FILES"), Some("/run/files/x"));
+        assert_eq!(get("PORT"), Some("5000"));
+        assert_eq!(get("DB_PASSWORD"), Some("s3cret"));
+    }
 
     #[test]
     fn environ_entries_split_on_nul_and_first_equals() {

@@ -324,6 +324,7 @@ impl Supervisor {
         }
         let record = self.core.record();
         let mut env = process::build_env(record, &self.shared.node, self.core.ports());
+        let mut files = None;
         if !record.spec.files.is_empty() {
             // The files belong to whom the process runs as.
             let owner = who.owner();
@@ -332,11 +333,9 @@ impl Supervisor {
                 .sources
                 .materialise(&self.file_name, &record.spec, resolved, owner)
                 .map_err(|e| std::io::Error::other(format!("cannot write $RUNE_FILES: {e}")))?;
-            process::add_env(&mut env, "RUNE_FILES", &dir.to_string_lossy());
+            files = Some(dir.to_string_lossy().into_owned());
         }
-        for (k, v) in &resolved.env {
-            process::add_env(&mut env, k, v);
-        }
+        process::add_sources(&mut env, &resolved.env, files.as_deref());
         let argv = process::build_argv(record, &env);
         let (cgroup, join) = match self.cgroup()? {
             Some(cg) => {
