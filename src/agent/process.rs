@@ -149,9 +149,8 @@ pub fn spawn(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .kill_on_drop(false);
-    if let Some(dir) = working_dir {
-        cmd.current_dir(dir);
-    }
+    // Entered in the child once it is the instance's user (see `enter_in`).
+    let cwd = working_dir.map(super::identity::c_path).transpose()?;
     let who = who.clone();
     // SAFETY: setsid, write(2) on descriptors opened before the fork, setgroups,
     // setgid and setuid are async-signal-safe and touch no memory of the parent
@@ -162,7 +161,7 @@ pub fn spawn(
             if let Some(join) = &cgroup {
                 join.enter()?;
             }
-            who.enter()
+            who.enter_in(cwd.as_deref())
         });
     }
     cmd.spawn()
@@ -386,6 +385,40 @@ mod environ_tests {
         assert_eq!(get("RUNE_FILES"), Some("/run/files/x"));
         assert_eq!(get("PORT"), Some("5000"));
         assert_eq!(get("DB_PASSWORD"), Some("s3cret"));
+    }
+
+    /// `workingDir` is entered as the instance's user: a directory only the agent
+    /// may enter is refused, not handed over as the process's cwd.
+    #[tokio::test]
+    async fn the_working_dir_is_entered_as_the_instance_user() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // switching users needs root
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("rune-cwd-{}", std::process::id()));
+        let private = root.join("private");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody = crate::model::Account::Name("nobody".into());
+        let who = super::super::identity::of_spec(Some(&nobody), None).unwrap();
+        let argv = ["true".to_string()];
+        let log = root.join("log");
+        let dir = private.to_str().unwrap();
+        let spawned = spawn(&argv, &[], Some(dir), &log, None, &who, &[]);
+        let refused = match spawned {
+            Ok(mut child) => {
+                let _ = child.wait().await;
+                None
+            }
+            Err(e) => Some(e.kind()),
+        };
+        // The agent's own user still may.
+        let me = super::super::identity::of_spec(None, None).unwrap();
+        let mut child = spawn(&argv, &[], Some(dir), &log, None, &me, &[]).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(refused, Some(std::io::ErrorKind::PermissionDenied));
     }
 
     #[test]
