@@ -119,6 +119,23 @@ pub fn build_argv(record: &Assigned, env: &[(String, String)]) -> Vec<String> {
     }
 }
 
+/// The variables `${VAR}` in the command line may expand: `env` less the values
+/// of secrets. A command line is readable by every user of the node
+/// (/proc/<pid>/cmdline); a shell command still sees `${VAR}` and expands it
+/// from its own environment.
+pub fn argv_vars(record: &Assigned, env: &[(String, String)]) -> Vec<(String, String)> {
+    use crate::model::{EnvValue, SourceKind};
+    let secret = |name: &str| {
+        let owned = name == "PORT" || name.starts_with("RUNE_");
+        !owned
+            && matches!(
+                record.spec.env.get(name),
+                Some(EnvValue::From { source, .. }) if source.kind == SourceKind::Secret
+            )
+    };
+    env.iter().filter(|(k, _)| !secret(k)).cloned().collect()
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -367,6 +384,31 @@ mod tests {
 #[cfg(test)]
 mod environ_tests {
     use super::*;
+
+    /// A secret's value never lands in the command line (world-readable in /proc);
+    /// the shell expands `${VAR}` from its environment instead. Configs' do.
+    #[test]
+    fn secret_values_stay_out_of_the_command_line() {
+        let r: Assigned = serde_json::from_value(serde_json::json!({
+            "record": {
+                "id": "i1", "namespace": "default", "service": "api", "node": "n1",
+                "desired": "Running", "revision": 1, "createdAt": "2024-01-01T00:00:00Z",
+            },
+            "spec": {"name": "api", "command": "run ${DB_PASSWORD} ${MODE} ${RUNE_NODE}",
+                     "env": {"DB_PASSWORD": {"secret": "db", "key": "password"},
+                             "MODE": {"config": "app", "key": "mode"}}}
+        }))
+        .unwrap();
+        let mut env = build_env(&r, "n1", &[]);
+        let values = BTreeMap::from([
+            ("DB_PASSWORD".to_string(), "s3cret".to_string()),
+            ("MODE".to_string(), "fast".to_string()),
+        ]);
+        add_sources(&mut env, &values, None);
+        let argv = build_argv(&r, &argv_vars(&r, &env));
+        assert_eq!(argv[2], "run ${DB_PASSWORD} fast n1");
+        assert!(env.iter().any(|(k, v)| k == "DB_PASSWORD" && v == "s3cret"));
+    }
 
     /// rune's names win over values from configs and secrets, `RUNE_FILES` too.
     #[test]

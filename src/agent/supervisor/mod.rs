@@ -336,7 +336,7 @@ impl Supervisor {
             files = Some(dir.to_string_lossy().into_owned());
         }
         process::add_sources(&mut env, &resolved.env, files.as_deref());
-        let argv = process::build_argv(record, &env);
+        let argv = process::build_argv(record, &process::argv_vars(record, &env));
         let (cgroup, join) = match self.cgroup()? {
             Some(cg) => {
                 let join = cg.create(record.spec.resources.as_ref())?;
