@@ -701,3 +701,63 @@ fn a_sealed_value_copied_to_another_secret_does_not_open_there() {
     .unwrap();
     assert!(shown.contains("db/password=team-a-only"), "{shown}");
 }
+
+/// After an agent restart, an adopted instance keeps its files (the start's sweep
+/// knows it) and its exec probe still sees its secret: read back from the process.
+#[test]
+fn an_adopted_instance_keeps_its_files_and_its_probe_sees_its_secret() {
+    let w = World::new();
+    let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
+    let keys = keys.to_str().unwrap();
+    let (_c, mut a) = one_node_with_keys(&w, keys);
+    stdout_ok(w.rune().args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "password=adopt-me",
+        "--secrets-key-file",
+        keys,
+    ]));
+    let passed = w.dir.join("probes-passed");
+    let probe = format!(
+        "test \"$DB_PASSWORD\" = adopt-me && test -f \"$RUNE_FILES/db/password\" && echo ok >> {}",
+        passed.display()
+    );
+    let spec = w.file(
+        "adopted.yaml",
+        &format!(
+            "service:\n  name: adopted\n  scale: 1\n  stopGracePeriod: 2s\n  \
+             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
+             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
+             files:\n    - {{secret: db, path: db}}\n  \
+             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
+            m = marker(&w, "adopted")
+        ),
+    );
+    stdout_ok(w.rune().arg("cast").arg(&spec));
+    wait_ready(&w, "adopted", 1);
+    let before = instances(&w, "adopted").remove(0);
+    let pid = before["status"]["pid"].as_i64().unwrap();
+    let id = before["instance"]["id"].as_str().unwrap().to_string();
+    let files = w.dir.join(format!("agent-n1-files/default_adopted_{id}"));
+    assert!(files.join("db/password").exists());
+
+    a.kill9();
+    let count = || {
+        std::fs::read_to_string(&passed)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let _a = w.agent("n1", &["--lease-ttl", "3s", "--secrets-key-file", keys]);
+    // Probes passed before the agent died; two more are the new agent's.
+    let at_restart = count();
+    eventually(
+        "the adopted instance's exec probe passes again",
+        LONG,
+        || (count() >= at_restart + 2).then_some(()),
+    );
+    let after = instances(&w, "adopted").remove(0);
+    assert_eq!(after["status"]["pid"].as_i64(), Some(pid), "{after}");
+    assert!(files.join("db/password").exists(), "swept while it runs");
+}
