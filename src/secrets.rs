@@ -213,7 +213,16 @@ impl Keyring {
                 key_id: sealed.key_id.clone(),
                 path: self.path.clone(),
             })?;
-        serde_json::from_slice(&plaintext).map_err(|e| malformed(e.to_string()))
+        // serde_json's message may quote the value it met: only where, never what.
+        serde_json::from_slice(&plaintext).map_err(|e| {
+            malformed(format!(
+                "the decrypted data is not a map of text values ({:?} error at line {} \
+                 column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
     }
 }
 
@@ -316,6 +325,25 @@ mod tests {
             right.open("s", "ns/db", &cut),
             Err(SecretsError::Malformed { .. })
         ));
+    }
+
+    /// Authentic data of the wrong shape is an error that does not quote it.
+    #[test]
+    fn data_that_is_not_a_map_is_refused_without_quoting_it() {
+        let r = ring(&[&generate_key_line("k").unwrap()]);
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let msg = br#""hunter2""#;
+        let ciphertext = Aes256Gcm::new(&r.keys[0].1)
+            .encrypt(&nonce, Payload { msg, aad: b"ns/db" })
+            .unwrap();
+        let sealed = Sealed {
+            key_id: "k".into(),
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(ciphertext),
+        };
+        let e = r.open("secret ns/db", "ns/db", &sealed).unwrap_err();
+        assert!(matches!(e, SecretsError::Malformed { .. }), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -215,6 +215,10 @@ pub fn write_files(
             .get(&f.source)
             .ok_or_else(|| std::io::Error::other(format!("{} was not resolved", f.source)))?;
         for (key, value) in data {
+            // Checked again here: a config written straight into etcd (a GitOps
+            // tool may) never had the CLI's check, and a key is a file name.
+            crate::model::source::check_key_name(key)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", f.source)))?;
             let path = sub.join(key);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -297,6 +301,31 @@ mod tests {
         assert!(dir.exists(), "known: kept");
         sources.sweep(&Default::default());
         assert!(!dir.exists(), "unknown: swept");
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// Keys of a config written straight into etcd become file names only if they
+    /// are names: never a path out of `$RUNE_FILES`.
+    #[test]
+    fn keys_that_are_not_names_write_nothing_outside() {
+        let s =
+            spec("service:\n  name: a\n  command: x\n  files:\n    - {config: app, path: app}\n");
+        let root = std::env::temp_dir().join(format!("rune-files-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let outside = root.join("outside");
+        for key in ["../../outside", outside.to_str().unwrap(), "..", "a/b"] {
+            let mut r = Resolved::default();
+            r.data.insert(
+                SourceRef::new(SourceKind::Config, "app"),
+                BTreeMap::from([(key.to_string(), "planted".to_string())]),
+            );
+            let e = write_files(&root.join("ns_a_i1"), &s, &r, None).unwrap_err();
+            assert!(
+                e.to_string().contains("config/app: invalid key name"),
+                "{key}: {e}"
+            );
+            assert!(!outside.exists(), "{key}");
+        }
         let _ = std::fs::remove_dir_all(root);
     }
 

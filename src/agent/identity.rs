@@ -228,6 +228,32 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// [`Identity::enter`], then into `dir`: as this identity, so a directory its
+    /// user may not enter stays closed to it (std's `current_dir` changes it
+    /// before `pre_exec` closures run: as the agent). For the child between fork
+    /// and exec, like `enter`; `dir` made before the fork ([`c_path`]).
+    pub fn enter_in(&self, dir: Option<&std::ffi::CStr>) -> std::io::Result<()> {
+        self.enter()?;
+        if let Some(dir) = dir {
+            // SAFETY: chdir is async-signal-safe; the string outlives the call.
+            let r = unsafe { nix::libc::chdir(dir.as_ptr()) };
+            nix::errno::Errno::result(r).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// A working directory for [`Identity::enter_in`].
+pub fn c_path(dir: &str) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(dir).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("workingDir {dir:?} contains a NUL byte"),
+        )
+    })
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {

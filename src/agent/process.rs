@@ -53,6 +53,22 @@ pub fn add_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
+/// Adds the env values taken from configs and secrets, then `RUNE_FILES` (the
+/// instance's files directory, when it has one): last, so that a spec's `env`
+/// naming `RUNE_FILES`, from a config or secret too, never hides the real one.
+pub fn add_sources(
+    env: &mut Vec<(String, String)>,
+    values: &BTreeMap<String, String>,
+    files: Option<&str>,
+) {
+    for (k, v) in values {
+        add_env(env, k, v);
+    }
+    if let Some(dir) = files {
+        add_env(env, "RUNE_FILES", dir);
+    }
+}
+
 /// `RUNE_PORT_<NAME>`: uppercase, '-' → '_'.
 pub fn port_var(name: &str) -> String {
     format!("RUNE_PORT_{}", name.to_uppercase().replace('-', "_"))
@@ -103,6 +119,23 @@ pub fn build_argv(record: &Assigned, env: &[(String, String)]) -> Vec<String> {
     }
 }
 
+/// The variables `${VAR}` in the command line may expand: `env` less the values
+/// of secrets. A command line is readable by every user of the node
+/// (/proc/<pid>/cmdline); a shell command still sees `${VAR}` and expands it
+/// from its own environment.
+pub fn argv_vars(record: &Assigned, env: &[(String, String)]) -> Vec<(String, String)> {
+    use crate::model::{EnvValue, SourceKind};
+    let secret = |name: &str| {
+        let owned = name == "PORT" || name.starts_with("RUNE_");
+        !owned
+            && matches!(
+                record.spec.env.get(name),
+                Some(EnvValue::From { source, .. }) if source.kind == SourceKind::Secret
+            )
+    };
+    env.iter().filter(|(k, _)| !secret(k)).cloned().collect()
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -133,9 +166,8 @@ pub fn spawn(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .kill_on_drop(false);
-    if let Some(dir) = working_dir {
-        cmd.current_dir(dir);
-    }
+    // Entered in the child once it is the instance's user (see `enter_in`).
+    let cwd = working_dir.map(super::identity::c_path).transpose()?;
     let who = who.clone();
     // SAFETY: setsid, write(2) on descriptors opened before the fork, setgroups,
     // setgid and setuid are async-signal-safe and touch no memory of the parent
@@ -146,7 +178,7 @@ pub fn spawn(
             if let Some(join) = &cgroup {
                 join.enter()?;
             }
-            who.enter()
+            who.enter_in(cwd.as_deref())
         });
     }
     cmd.spawn()
@@ -252,6 +284,23 @@ pub fn start_time(pid: u32) -> Option<u64> {
     f.get(19)?.parse().ok()
 }
 
+/// The environment `pid` was started with (/proc/<pid>/environ), for the exec
+/// probes of an adopted process; None if it cannot be read. Entries that are not
+/// UTF-8 or have no '=' are left out.
+pub fn environ(pid: u32) -> Option<Vec<(String, String)>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(parse_environ(&raw))
+}
+
+fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
+    raw.split(|b| *b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .filter_map(|entry| entry.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Whether `pid` is still the very process that was started at `start`.
 pub fn same_process(pid: u32, start: u64) -> bool {
     start_time(pid) == Some(start)
@@ -329,5 +378,131 @@ mod tests {
         let me = std::process::id();
         assert!(start_time(me).is_some());
         assert!(same_process(me, start_time(me).unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod environ_tests {
+    use super::*;
+
+    /// A secret's value never lands in the command line (world-readable in /proc);
+    /// the shell expands `${VAR}` from its environment instead. Configs' do.
+    #[test]
+    fn secret_values_stay_out_of_the_command_line() {
+        let r: Assigned = serde_json::from_value(serde_json::json!({
+            "record": {
+                "id": "i1", "namespace": "default", "service": "api", "node": "n1",
+                "desired": "Running", "revision": 1, "createdAt": "2024-01-01T00:00:00Z",
+            },
+            "spec": {"name": "api", "command": "run ${DB_PASSWORD} ${MODE} ${RUNE_NODE}",
+                     "env": {"DB_PASSWORD": {"secret": "db", "key": "password"},
+                             "MODE": {"config": "app", "key": "mode"}}}
+        }))
+        .unwrap();
+        let mut env = build_env(&r, "n1", &[]);
+        let values = BTreeMap::from([
+            ("DB_PASSWORD".to_string(), "s3cret".to_string()),
+            ("MODE".to_string(), "fast".to_string()),
+        ]);
+        add_sources(&mut env, &values, None);
+        let argv = build_argv(&r, &argv_vars(&r, &env));
+        assert_eq!(argv[2], "run ${DB_PASSWORD} fast n1");
+        assert!(env.iter().any(|(k, v)| k == "DB_PASSWORD" && v == "s3cret"));
+    }
+
+    /// rune's names win over values from configs and secrets, `RUNE_FILES` too.
+    #[test]
+    fn source_values_never_hide_rune_files_or_port() {
+        let mut env = vec![
+            ("PORT".to_string(), "5000".to_string()),
+            ("RUNE_FILES".to_string(), "/plain/from/spec".to_string()),
+        ];
+        let values = BTreeMap::from([
+            ("RUNE_FILES".to_string(), "/from/a/config".to_string()),
+            ("PORT".to_string(), "1".to_string()),
+            ("DB_PASSWORD".to_string(), "s3cret".to_string()),
+        ]);
+        add_sources(&mut env, &values, Some("/run/files/x"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("RUNE_FILES"), Some("/run/files/x"));
+        assert_eq!(get("PORT"), Some("5000"));
+        assert_eq!(get("DB_PASSWORD"), Some("s3cret"));
+    }
+
+    /// `workingDir` is entered as the instance's user: a directory only the agent
+    /// may enter is refused, not handed over as the process's cwd.
+    #[tokio::test]
+    async fn the_working_dir_is_entered_as_the_instance_user() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // switching users needs root
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("rune-cwd-{}", std::process::id()));
+        let private = root.join("private");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody = crate::model::Account::Name("nobody".into());
+        let who = super::super::identity::of_spec(Some(&nobody), None).unwrap();
+        let argv = ["true".to_string()];
+        let log = root.join("log");
+        let dir = private.to_str().unwrap();
+        let spawned = spawn(&argv, &[], Some(dir), &log, None, &who, &[]);
+        let refused = match spawned {
+            Ok(mut child) => {
+                let _ = child.wait().await;
+                None
+            }
+            Err(e) => Some(e.kind()),
+        };
+        // The agent's own user still may.
+        let me = super::super::identity::of_spec(None, None).unwrap();
+        let mut child = spawn(&argv, &[], Some(dir), &log, None, &me, &[]).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(refused, Some(std::io::ErrorKind::PermissionDenied));
+    }
+
+    #[test]
+    fn environ_entries_split_on_nul_and_first_equals() {
+        let raw = b"A=1\0DB_PASSWORD=p=w\0broken\0=x\0\xff=y\0EMPTY=\0";
+        assert_eq!(
+            parse_environ(raw),
+            [
+                ("A".to_string(), "1".to_string()),
+                ("DB_PASSWORD".into(), "p=w".into()),
+                ("EMPTY".into(), String::new()),
+            ]
+        );
+    }
+
+    /// An adopted process's exec probes run with what it was started with, values
+    /// of secrets and `RUNE_FILES` included: read back from /proc.
+    #[tokio::test]
+    async fn an_exec_probe_with_a_process_environ_sees_its_secret_values() {
+        let dir = std::env::temp_dir().join(format!("rune-environ-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let who = super::super::identity::of_spec(None, None).unwrap();
+        let env = vec![
+            ("DB_PASSWORD".to_string(), "s3cret".to_string()),
+            ("RUNE_FILES".to_string(), "/files/x".to_string()),
+        ];
+        let argv = ["sleep".to_string(), "30".to_string()];
+        let mut child = spawn(&argv, &env, None, &dir.join("log"), None, &who, &[]).unwrap();
+        let pid = child.id().unwrap();
+        let seen = environ(pid).unwrap();
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let target = crate::probe::Target {
+            env: seen,
+            ..Default::default()
+        };
+        let probe: crate::model::spec::Probe = serde_json::from_value(serde_json::json!({
+            "type": "exec",
+            "command": ["sh", "-c", "test \"$DB_PASSWORD\" = s3cret && test \"$RUNE_FILES\" = /files/x"],
+        }))
+        .unwrap();
+        crate::probe::check(&probe, &target).await.unwrap();
     }
 }

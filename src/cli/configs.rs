@@ -185,10 +185,12 @@ fn gather(args: &CreateArgs) -> exit::Result<BTreeMap<String, String>> {
         }
         Ok(())
     };
-    for lit in &args.from_literal {
+    for (i, lit) in args.from_literal.iter().enumerate() {
+        // Not quoted: without its '=' it may be a secret's value alone.
         let Some((k, v)) = lit.split_once('=') else {
             return Err(Error::usage(format!(
-                "--from-literal {lit:?}: expected KEY=VALUE"
+                "--from-literal (number {} given): expected KEY=VALUE, and it has no '='",
+                i + 1
             )));
         };
         add(k, v.to_string(), &format!("--from-literal {k}"))?;
@@ -317,6 +319,19 @@ pub async fn write(
     Ok(outcome.answer())
 }
 
+/// The secret a `secrets/` key holds, for errors, and the associated data its value
+/// must open with: from the key, as the agent takes it, never from the value's own
+/// `namespace`/`name` (a value copied under another key must not open there).
+fn bound_to(store: &Store, key: &str) -> exit::Result<(String, String)> {
+    match store.keys().source_of(key) {
+        Some((ns, r)) => Ok((
+            format!("secret {ns}/{}", r.name),
+            secrets::aad(&ns, &r.name),
+        )),
+        None => Err(Error::usage(format!("{key} is not a secret's key"))),
+    }
+}
+
 /// Whether `old` holds exactly `data` (a secret that does not open counts as
 /// changed: it is written again, sealed with the current key).
 fn same_data(
@@ -417,12 +432,8 @@ pub async fn get(
                     .sealed
                     .as_ref()
                     .ok_or_else(|| Error::usage(format!("{} holds no sealed data", kv.key)))?;
-                let what = format!("secret {}/{}", stored.namespace, stored.name);
-                Some(ring.open(
-                    &what,
-                    &secrets::aad(&stored.namespace, &stored.name),
-                    sealed,
-                )?)
+                let (what, aad) = bound_to(store, &kv.key)?;
+                Some(ring.open(&what, &aad, sealed)?)
             }
             _ => None,
         };
@@ -547,8 +558,7 @@ async fn rotate_key(store: &Store, keys: &KeyFileArgs) -> exit::Result<()> {
                 if sealed.key_id == ring.primary() {
                     return Ok(Decision::Done(false));
                 }
-                let aad = secrets::aad(&stored.namespace, &stored.name);
-                let shown = format!("secret {}/{}", stored.namespace, stored.name);
+                let (shown, aad) = bound_to(store, &kv.key)?;
                 let data = ring.open(&shown, &aad, sealed)?;
                 stored.sealed = Some(ring.seal(&aad, &data));
                 Ok(Decision::Write {
@@ -582,4 +592,29 @@ async fn rotate_key(store: &Store, keys: &KeyFileArgs) -> exit::Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A literal given without its key is refused without echoing it: it may be
+    /// a secret's value, and errors end up in terminals and CI logs.
+    #[test]
+    fn a_literal_without_a_key_is_not_echoed() {
+        let args = CreateArgs {
+            name: "db".into(),
+            from_literal: vec!["user=admin".into(), "hunter2".into()],
+            from_file: vec![],
+            from_env_file: vec![],
+            overwrite: false,
+            namespace: "default".into(),
+        };
+        let e = gather(&args).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("--from-literal (number 2 given): expected KEY=VALUE"),
+            "{e}"
+        );
+    }
 }

@@ -21,18 +21,24 @@ pub async fn check(command: &[String], target: &Target) -> Result<(), String> {
         .stderr(Stdio::null())
         // The check is bounded by a timeout; a probe that overstays is killed.
         .kill_on_drop(true);
-    if let Some(dir) = &target.working_dir {
-        cmd.current_dir(dir);
-    }
     match &target.user {
-        RunAs::Agent => {}
+        RunAs::Agent => {
+            if let Some(dir) = &target.working_dir {
+                cmd.current_dir(dir);
+            }
+        }
         RunAs::Unresolved(why) => return Err(format!("exec {prog}: {why}")),
         RunAs::Instance(who) => {
             let who = who.clone();
-            // SAFETY: setgroups, setgid and setuid are async-signal-safe; the
-            // identity was cloned before the fork.
+            // Entered as the instance's user, never as the agent (see `enter_in`).
+            let cwd = (target.working_dir.as_deref())
+                .map(crate::agent::identity::c_path)
+                .transpose()
+                .map_err(|e| format!("exec {prog}: {e}"))?;
+            // SAFETY: setgroups, setgid, setuid and chdir are async-signal-safe;
+            // the identity and the path were made before the fork.
             unsafe {
-                cmd.pre_exec(move || who.enter());
+                cmd.pre_exec(move || who.enter_in(cwd.as_deref()));
             }
         }
     }

@@ -181,6 +181,34 @@ mod tests {
         assert_eq!(t.port_for(Some(&PortRef::Name("x".into()))), None);
     }
 
+    /// An exec probe enters `workingDir` as the instance's user, never as the agent.
+    #[tokio::test]
+    async fn an_exec_probe_enters_the_working_dir_as_the_instance_user() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // switching users needs root
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::env::temp_dir().join(format!("rune-probe-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody = crate::model::Account::Name("nobody".into());
+        let who = crate::agent::identity::of_spec(Some(&nobody), None).unwrap();
+        let target = |user| Target {
+            user,
+            working_dir: Some(private.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        let probe: Probe = serde_json::from_str(r#"{"type":"exec","command":["true"]}"#).unwrap();
+        let as_nobody = check(&probe, &target(RunAs::Instance(who))).await;
+        let as_agent = check(&probe, &target(RunAs::Agent)).await;
+        let _ = std::fs::remove_dir_all(&private);
+        assert!(
+            as_nobody.is_err(),
+            "nobody entered a 0700 directory of root's"
+        );
+        as_agent.unwrap();
+    }
+
     #[tokio::test]
     async fn tcp_and_http_and_exec_checks() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -150,8 +150,9 @@ fn an_unknown_user_fails_the_scale_naming_it_and_rolls_back() {
         "service:\n  name: ghost\n  scale: 0\n  command: [\"sleep\", \"100000\"]\n  user: no-such-user\n",
     );
     system::cast(&w, &file);
-    // The controller has seen it settled at 0: that is the scale to roll back to.
-    crate::support::wait::eventually("ghost settled at 0", LONG, || {
+    // Where a rollback goes is the last scale at which the service was stable: a
+    // scale sent before the controller saw it at 0 would have nothing to go back to.
+    eventually("the controller saw ghost stable at 0", LONG, || {
         (service(&w, "ghost")["status"]["stableReplicas"] == 0).then_some(())
     });
     w.rune()

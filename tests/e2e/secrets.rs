@@ -597,3 +597,167 @@ fn an_instance_user_owns_its_files_and_reads_its_secret() {
         (!dir.exists()).then_some(())
     });
 }
+
+/// An exec probe runs with the instance's own environment: a value from a secret
+/// and `RUNE_FILES` included (the readiness probe below passes only with both).
+#[test]
+fn an_exec_probe_sees_secret_values_and_rune_files() {
+    let w = World::new();
+    let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
+    let keys = keys.to_str().unwrap();
+    let (_c, _a) = one_node_with_keys(&w, keys);
+    stdout_ok(w.rune().args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "password=probe-me",
+        "--secrets-key-file",
+        keys,
+    ]));
+    let probe =
+        "test \"$DB_PASSWORD\" = probe-me && test \"$(cat $RUNE_FILES/db/password)\" = probe-me";
+    let spec = w.file(
+        "probed.yaml",
+        &format!(
+            "service:\n  name: probed\n  scale: 1\n  stopGracePeriod: 2s\n  \
+             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
+             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
+             files:\n    - {{secret: db, path: db}}\n  \
+             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
+            m = marker(&w, "probed")
+        ),
+    );
+    stdout_ok(w.rune().arg("cast").arg(&spec));
+    wait_ready(&w, "probed", 1);
+}
+
+/// A sealed value is bound to its key in etcd: copied under another secret's key
+/// (its JSON `namespace`/`name` and all), it opens nowhere but where it was sealed,
+/// for `get --show-values` and `rotate-key` as for the agent.
+#[test]
+fn a_sealed_value_copied_to_another_secret_does_not_open_there() {
+    let w = World::new();
+    let (k1, k2) = (new_key(&w, "k1"), new_key(&w, "k2"));
+    let old = key_file(&w, "old", std::slice::from_ref(&k1));
+    let both = key_file(&w, "both", &[k2, k1]);
+    let with = |file: &PathBuf| {
+        let mut c = w.rune();
+        c.env("RUNE_SECRETS_KEY_FILE", file);
+        c
+    };
+    stdout_ok(with(&old).args([
+        "create",
+        "secret",
+        "db",
+        "-n",
+        "team-a",
+        "--from-literal",
+        "password=team-a-only",
+    ]));
+    let out = w
+        .etcd
+        .etcdctl(&["get", &w.key("secrets/team-a/db"), "--print-value-only"]);
+    let value = String::from_utf8(out.stdout).unwrap();
+    let put = w
+        .etcd
+        .etcdctl(&["put", &w.key("secrets/team-b/db"), value.trim()]);
+    assert!(put.status.success(), "{put:?}");
+
+    let out = with(&old)
+        .args(["get", "secret", "db", "-n", "team-b", "--show-values"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!stdout.contains("team-a-only"), "{stdout}");
+    assert!(
+        stderr.contains("secret team-b/db does not decrypt with key \"k1\""),
+        "{stderr}"
+    );
+
+    let out = with(&both)
+        .args(["secrets", "rotate-key"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("secret team-b/db does not decrypt"),
+        "{stderr}"
+    );
+    // The original still opens, and was re-encrypted.
+    let shown = String::from_utf8(stdout_ok(with(&both).args([
+        "get",
+        "secret",
+        "db",
+        "-n",
+        "team-a",
+        "--show-values",
+    ])))
+    .unwrap();
+    assert!(shown.contains("db/password=team-a-only"), "{shown}");
+}
+
+/// After an agent restart, an adopted instance keeps its files (the start's sweep
+/// knows it) and its exec probe still sees its secret: read back from the process.
+#[test]
+fn an_adopted_instance_keeps_its_files_and_its_probe_sees_its_secret() {
+    let w = World::new();
+    let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
+    let keys = keys.to_str().unwrap();
+    let (_c, mut a) = one_node_with_keys(&w, keys);
+    stdout_ok(w.rune().args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "password=adopt-me",
+        "--secrets-key-file",
+        keys,
+    ]));
+    let passed = w.dir.join("probes-passed");
+    let probe = format!(
+        "test \"$DB_PASSWORD\" = adopt-me && test -f \"$RUNE_FILES/db/password\" && echo ok >> {}",
+        passed.display()
+    );
+    let spec = w.file(
+        "adopted.yaml",
+        &format!(
+            "service:\n  name: adopted\n  scale: 1\n  stopGracePeriod: 2s\n  \
+             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
+             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
+             files:\n    - {{secret: db, path: db}}\n  \
+             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
+            m = marker(&w, "adopted")
+        ),
+    );
+    stdout_ok(w.rune().arg("cast").arg(&spec));
+    wait_ready(&w, "adopted", 1);
+    let before = instances(&w, "adopted").remove(0);
+    let pid = before["status"]["pid"].as_i64().unwrap();
+    let id = before["instance"]["id"].as_str().unwrap().to_string();
+    let files = w.dir.join(format!("agent-n1-files/default_adopted_{id}"));
+    assert!(files.join("db/password").exists());
+
+    a.kill9();
+    let count = || {
+        std::fs::read_to_string(&passed)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let _a = w.agent("n1", &["--lease-ttl", "3s", "--secrets-key-file", keys]);
+    // Probes passed before the agent died; two more are the new agent's.
+    let at_restart = count();
+    eventually(
+        "the adopted instance's exec probe passes again",
+        LONG,
+        || (count() >= at_restart + 2).then_some(()),
+    );
+    let after = instances(&w, "adopted").remove(0);
+    assert_eq!(after["status"]["pid"].as_i64(), Some(pid), "{after}");
+    assert!(files.join("db/password").exists(), "swept while it runs");
+}

@@ -324,6 +324,7 @@ impl Supervisor {
         }
         let record = self.core.record();
         let mut env = process::build_env(record, &self.shared.node, self.core.ports());
+        let mut files = None;
         if !record.spec.files.is_empty() {
             // The files belong to whom the process runs as.
             let owner = who.owner();
@@ -332,12 +333,10 @@ impl Supervisor {
                 .sources
                 .materialise(&self.file_name, &record.spec, resolved, owner)
                 .map_err(|e| std::io::Error::other(format!("cannot write $RUNE_FILES: {e}")))?;
-            process::add_env(&mut env, "RUNE_FILES", &dir.to_string_lossy());
+            files = Some(dir.to_string_lossy().into_owned());
         }
-        for (k, v) in &resolved.env {
-            process::add_env(&mut env, k, v);
-        }
-        let argv = process::build_argv(record, &env);
+        process::add_sources(&mut env, &resolved.env, files.as_deref());
+        let argv = process::build_argv(record, &process::argv_vars(record, &env));
         let (cgroup, join) = match self.cgroup()? {
             Some(cg) => {
                 let join = cg.create(record.spec.resources.as_ref())?;
@@ -382,7 +381,9 @@ impl Supervisor {
             };
             let _ = tx.send(info);
         });
-        let mut proc = self.supervise(pid, rx);
+        // Exec probes see what the process was given: configs' and secrets' values
+        // and `RUNE_FILES` included.
+        let mut proc = self.supervise(pid, rx, env);
         proc.cgroup = cgroup;
         Ok(proc)
     }
@@ -470,7 +471,12 @@ impl Supervisor {
                 Timestamp::now(),
             ));
         });
-        let mut proc = self.supervise(pid, rx);
+        // What it was started with is read back from /proc (values of configs and
+        // secrets are never kept on disk); failing that, what the record says.
+        let env = process::environ(pid).unwrap_or_else(|| {
+            process::build_env(self.core.record(), &self.shared.node, self.core.ports())
+        });
+        let mut proc = self.supervise(pid, rx, env);
         // Found again by the instance's id; OOM kills before adoption are not ours.
         proc.cgroup = self.existing_cgroup().map(|cg| {
             let before = cg.oom_kills();
@@ -496,8 +502,14 @@ impl Supervisor {
         }
     }
 
-    /// Starts the probes for a running process.
-    fn supervise(&self, pid: u32, exit: oneshot::Receiver<ExitInfo>) -> Proc {
+    /// Starts the probes for a running process; `env` is the process's own (exec
+    /// probes run with it).
+    fn supervise(
+        &self,
+        pid: u32,
+        exit: oneshot::Receiver<ExitInfo>,
+        env: Vec<(String, String)>,
+    ) -> Proc {
         let (tx, probe_rx) = mpsc::channel(16);
         let (status, record) = (self.core.status(), self.core.record());
         // Exec probes run as the instance does (an adopted one's user resolved
@@ -518,7 +530,7 @@ impl Supervisor {
         let target = probe::Target {
             first_port: status.port,
             ports: status.ports.clone(),
-            env: process::build_env(record, &self.shared.node, self.core.ports()),
+            env,
             base_env,
             user,
             working_dir: record.spec.working_dir.clone(),
