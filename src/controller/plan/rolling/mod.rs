@@ -323,6 +323,11 @@ pub(super) fn fail(
             .find(|r| r.value.revision == n)
             .map(|r| (n, r.value.spec.clone()))
     });
+    // A rollout back to the spec the instances ran (a cast back mid-rollout) has
+    // that spec as its previous revision: writing it back would change nothing
+    // and roll the same spec out again, failing again, forever. It pauses.
+    let wanted = template(&stored.service);
+    let previous = previous.filter(|(_, spec)| template(spec) != wanted);
     let rolls_back = on_failure == OnFailure::Rollback && progress.kind == OperationKind::Rollout;
     if rolls_back && revision != progress.spec_revision {
         progress.phase = OperationPhase::Superseded;

@@ -548,3 +548,39 @@ fn a_rollout_with_nowhere_to_surge_says_why_and_stops_nothing() {
     assert_eq!(c.reason, "Unschedulable");
     assert!(c.message.contains("cordoned"), "{}", c.message);
 }
+
+#[test]
+fn a_failed_rollout_back_to_the_previous_spec_pauses_instead_of_rolling_back_forever() {
+    // Cast v2, then back to the spec the instances ran (revision 1) mid-rollout:
+    // the rollout to that spec has "revision 1" as its previous revision, the
+    // same template. Failing, it has nothing to roll back to: it pauses, rather
+    // than write the same spec back and roll it out again, failing again.
+    let extra = "  update: {strategy: Rolling, progressDeadline: 30s}\n";
+    let mut s = rolling_sim(2, &["n1"], extra);
+    cast(&mut s, 2, &format!("{extra}  env: {{V: '2'}}\n"));
+    s.o.now = t(100);
+    s.step();
+    s.agents(true);
+    s.step();
+    s.agents(true);
+    s.step();
+    cast(&mut s, 2, extra);
+    s.o.now = t(101);
+    s.step();
+    let op = s.o.status.operation.clone().unwrap();
+    assert_eq!(op.kind, OperationKind::Rollout);
+    let rolling = op.rolling.clone().unwrap();
+    assert_ne!(rolling.previous_revision, Some(rolling.update_revision));
+    // The new instances of this rollout never become ready.
+    let mut rolled_back = 0;
+    for i in 0..300 {
+        s.o.now = t(102 + i);
+        s.agents(false);
+        let p = s.step();
+        rolled_back += usize::from(p.rollback.is_some());
+    }
+    assert_eq!(rolled_back, 0, "{:#?}", s.o.status.history);
+    assert_eq!(s.phase(), OperationPhase::Failed);
+    let message = &s.o.status.operation.as_ref().unwrap().message;
+    assert!(message.contains("paused"), "{message}");
+}
