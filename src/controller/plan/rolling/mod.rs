@@ -265,7 +265,7 @@ pub(super) fn look(
     if old.is_empty()
         && updated_count == progress.to
         && new_available == progress.to
-        && census.remaining as u32 == progress.to
+        && (census.remaining - census.stranded) as u32 == progress.to
     {
         progress.phase = OperationPhase::Succeeded;
         progress.finished_at = Some(now);

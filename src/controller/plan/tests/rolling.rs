@@ -584,3 +584,60 @@ fn a_failed_rollout_back_to_the_previous_spec_pauses_instead_of_rolling_back_for
     let message = &s.o.status.operation.as_ref().unwrap().message;
     assert!(message.contains("paused"), "{message}");
 }
+
+#[test]
+fn an_old_instance_stopped_on_a_node_lost_since_does_not_fail_a_healthy_rollout() {
+    // The rollout stopped an old instance, then its node went away before the
+    // agent confirmed the stop: every new instance is up and available, yet the
+    // rollout waited on that record (it held a surge slot) until its
+    // progressDeadline and rolled the healthy new revision back. Past the node's
+    // grace (30s here), the rollout goes on without it.
+    let extra = "  update: {strategy: Rolling, progressDeadline: 60s}\n";
+    let mut s = rolling_sim(2, &["n1", "n2", "n3"], extra);
+    cast(&mut s, 2, &format!("{extra}  env: {{V: '2'}}\n"));
+    let mut lost = None;
+    for i in 0..200 {
+        s.o.now = t(100 + i);
+        let p = s.step();
+        assert!(p.rollback.is_none(), "{:#?}", s.o.status.history);
+        if s.phase().is_terminal() {
+            break;
+        }
+        // The first old instance stopped: its node goes before it exits.
+        if lost.is_none()
+            && let Some(stopped) = p.stop.first()
+        {
+            let node = stopped.value.node.clone();
+            s.o.nodes.remove(&node);
+            lost = Some(node);
+        }
+        if let Some(node) = &lost {
+            s.o.node_lost_for
+                .insert(node.clone(), Duration::from_secs(i as u64));
+        }
+        let alive: Vec<String> = s.o.nodes.keys().cloned().collect();
+        for instance in &s.o.instances {
+            if !alive.contains(&instance.value.node) {
+                continue;
+            }
+            let record = &instance.value;
+            let st =
+                s.o.statuses
+                    .entry(record.id.clone())
+                    .or_insert_with(|| status(&record.id, Phase::Running, false));
+            if record.desired == DesiredState::Stopped {
+                (st.phase, st.ready) = (Phase::Exited, false);
+            } else {
+                st.ready = true;
+                st.ready_at.get_or_insert(t(0));
+            }
+        }
+    }
+    assert!(lost.is_some());
+    assert_eq!(
+        s.phase(),
+        OperationPhase::Succeeded,
+        "{:#?}",
+        s.o.status.operation
+    );
+}

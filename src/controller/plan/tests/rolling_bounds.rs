@@ -89,9 +89,20 @@ fn available(s: &Sim, min_ready: Duration) -> Vec<String> {
         .collect()
 }
 
-/// Records that hold a slot: all but the ones given up with their lost node.
+/// Records that hold a slot: all but the ones given up with their lost node, and
+/// stopped ones on a node lost for its grace (30s).
 fn records(s: &Sim) -> usize {
-    s.o.instances.iter().filter(|i| !i.value.node_lost).count()
+    s.o.instances
+        .iter()
+        .filter(|i| !i.value.node_lost)
+        .filter(|i| {
+            i.value.desired == DesiredState::Running
+                || s.o
+                    .node_lost_for
+                    .get(&i.value.node)
+                    .is_none_or(|lost| *lost < Duration::from_secs(30))
+        })
+        .count()
 }
 
 fn check(update: &str, pinned: bool, scale: u32, acts: &[Act]) -> Result<(), TestCaseError> {
@@ -105,6 +116,7 @@ fn check(update: &str, pinned: bool, scale: u32, acts: &[Act]) -> Result<(), Tes
     s.agents(true);
     s.step();
     let mut lost: Option<(String, NodeRecord)> = None;
+    let mut lost_at = 0;
     let mut now = 100;
     for a in acts {
         match a {
@@ -112,8 +124,8 @@ fn check(update: &str, pinned: bool, scale: u32, acts: &[Act]) -> Result<(), Tes
                 now += i64::from(*secs);
                 s.o.now = t(now);
                 if let Some((name, _)) = &lost {
-                    s.o.node_lost_for
-                        .insert(name.clone(), Duration::from_secs(now as u64));
+                    let since = Duration::from_secs((now - lost_at) as u64);
+                    s.o.node_lost_for.insert(name.clone(), since);
                 }
                 // Ready (and since when) before the look; available as the
                 // rollout counts it once its minReadySeconds is known.
@@ -250,6 +262,7 @@ fn check(update: &str, pinned: bool, scale: u32, acts: &[Act]) -> Result<(), Tes
             Act::LoseNode => {
                 if lost.is_none() {
                     lost = s.o.nodes.remove_entry("n2");
+                    lost_at = now;
                     if let Some((name, _)) = &lost {
                         s.o.node_lost_for.insert(name.clone(), Duration::ZERO);
                     }
