@@ -641,3 +641,43 @@ fn an_old_instance_stopped_on_a_node_lost_since_does_not_fail_a_healthy_rollout(
         s.o.status.operation
     );
 }
+
+#[test]
+fn an_old_instance_crashing_mid_rollout_is_replaced_not_blamed_on_the_new_revision() {
+    // An instance of the revision being replaced crashes while the rollout runs:
+    // that says nothing about the new revision. Failing the rollout for it rolled
+    // back to the very revision that crashed.
+    let mut s = rolling_sim(3, &["n1"], ROLLING);
+    let old = s.o.instances[0].value.id.clone();
+    cast(&mut s, 3, &format!("{ROLLING}  env: {{V: '2'}}\n"));
+    s.o.now = t(100);
+    s.step();
+    let st = s.o.statuses.get_mut(&old).unwrap();
+    (st.phase, st.ready) = (Phase::Failed, false);
+    st.last_exit = Some(ExitInfo {
+        code: Some(1),
+        signal: None,
+        at: t(100),
+        reason: String::new(),
+    });
+    for i in 0..200 {
+        s.o.now = t(101 + i);
+        let p = s.step();
+        assert!(p.rollback.is_none(), "{}", s.o.status.last_scale_reason);
+        if s.phase().is_terminal() {
+            break;
+        }
+        s.agents(true);
+        if let Some(st) = s.o.statuses.get_mut(&old) {
+            (st.phase, st.ready) = (Phase::Failed, false);
+        }
+    }
+    assert_eq!(
+        s.phase(),
+        OperationPhase::Succeeded,
+        "{:?}",
+        s.o.status.operation
+    );
+    assert_eq!(s.running(), 3);
+    assert!(s.o.instances.iter().all(|i| i.value.id != old));
+}
