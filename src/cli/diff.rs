@@ -46,15 +46,23 @@ async fn changes(store: &Store, spec: &ServiceSpec) -> exit::Result<Vec<Change>>
     let (ns, name) = (spec.namespace(), spec.name());
     let key = store.keys().service(ns, name);
     let what = format!("service {ns}/{name}");
+    let mut next = spec.clone();
     let existing = match store.get(&key).await? {
         None => None,
-        Some(kv) => Some(
-            StoredService::parse(&key, &kv.value, ns, name).map_err(|e| {
-                Error::usage(format!("the stored spec is invalid; fix it first: {e}"))
-            })?,
-        ),
+        Some(kv) => match StoredService::parse(&key, &kv.value, ns, name) {
+            Ok(stored) => Some(stored),
+            Err(e) => {
+                // A cast replaces a stored spec that does not parse: show all it writes.
+                if next.scale.is_none() {
+                    next.scale = Some(super::cast::live_scale(store, spec, None).await?);
+                }
+                println!("{what}: the stored spec is invalid ({e}); a cast would replace it");
+                let changes = diff::diff(&Value::Object(Default::default()), &as_value(&next));
+                print!("{}", diff::render(&changes));
+                return Ok(changes);
+            }
+        },
     };
-    let mut next = spec.clone();
     let changes = match &existing {
         None => {
             next.scale = Some(next.scale.unwrap_or(1));

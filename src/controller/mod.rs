@@ -366,9 +366,11 @@ async fn lead(
                         // A node registered (created) or gone (deleted): placement
                         // and lost-node handling change for every service. Agents
                         // also rewrite their record as their instance count changes;
-                        // that alone is not worth a sweep.
+                        // that alone is not worth a sweep; a new address is (the
+                        // endpoints list it).
                         if kv.key.starts_with(&keys.nodes()) {
-                            if is_delete || kv.create_revision == kv.mod_revision {
+                            let readdressed = informer.nodes.lock().unwrap().take_readdressed();
+                            if is_delete || kv.create_revision == kv.mod_revision || readdressed {
                                 for k in &known { queue.add_background(k.clone()); }
                             }
                         } else if kv.key.starts_with(&keys.node_states()) {

@@ -43,6 +43,10 @@ pub struct NodeTracker {
     /// The operator's node states (`node-state/<node>`) that parse: cordoned and
     /// draining nodes take no new instances.
     states: HashMap<String, NodeState>,
+    /// Set when a registered node's record changed where its instances are
+    /// reached (an agent restarted with another `--node-ip` on the same lease):
+    /// every service's endpoints must follow, not only at the next resync.
+    readdressed: bool,
 }
 
 /// The tracker's verdict on the nodes, for one reconcile.
@@ -64,6 +68,7 @@ impl NodeTracker {
             missing_since: HashMap::new(),
             healthy_since: now,
             states: HashMap::new(),
+            readdressed: false,
         }
     }
 
@@ -289,10 +294,18 @@ impl NodeTracker {
         }
     }
 
+    /// Whether a node's address changed since last asked (see `readdressed`).
+    pub fn take_readdressed(&mut self) -> bool {
+        std::mem::take(&mut self.readdressed)
+    }
+
     fn record(&mut self, node: String, kv: &Kv, bad: &mut Vec<BadNode>) {
         match kv.json::<NodeRecord>() {
             Ok(record) => {
-                self.records.insert(node, record);
+                let address = super::endpoints::address_of(&record);
+                if let Some(before) = self.records.insert(node, record) {
+                    self.readdressed |= super::endpoints::address_of(&before) != address;
+                }
             }
             Err(error) => {
                 self.records.remove(&node);
@@ -414,5 +427,36 @@ mod tests {
         };
         t.observe(&keys, &reset, t0);
         assert_eq!(t.states().keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn a_node_record_rewritten_with_another_address_is_noticed() {
+        let t0 = Instant::now();
+        let keys = Keys::new("/t");
+        let put = |ip: &str, instances: u32| {
+            let value = serde_json::json!({
+                "name": "a", "address": "10.0.0.9:9465", "agentVersion": "t",
+                "startedAt": "2027-01-15T08:00:00Z", "instances": instances, "leaseId": 1,
+                "ip": ip,
+            });
+            WatchEvent::Put(Kv {
+                key: keys.node("a"),
+                value: value.to_string().into_bytes(),
+                create_revision: 1,
+                mod_revision: 2 + i64::from(instances),
+                lease: 1,
+            })
+        };
+        let mut t = NodeTracker::new(t0);
+        t.observe(&keys, &put("127.0.0.1", 0), t0);
+        assert!(!t.take_readdressed(), "a new node is no change of address");
+        t.observe(&keys, &put("127.0.0.1", 1), t0);
+        assert!(
+            !t.take_readdressed(),
+            "an instance count is no change of address"
+        );
+        t.observe(&keys, &put("127.0.0.2", 1), t0);
+        assert!(t.take_readdressed(), "same key, same lease, another ip");
+        assert!(!t.take_readdressed(), "told once");
     }
 }

@@ -217,3 +217,32 @@ fn a_plain_restart_shows_the_gap() {
         tally.ok, tally.failed, tally.longest_empty
     );
 }
+
+#[test]
+fn endpoints_follow_a_node_address_rewritten_in_place() {
+    // An agent restarted with another --node-ip reclaims its live lease and
+    // rewrites its node key in place: the endpoints follow at once, not at the
+    // next resync (10 minutes here).
+    let w = World::new();
+    let _c = w.controller(
+        "c1",
+        &[crate::system::FAST_CONTROLLER, &["--resync", "10m"]].concat(),
+    );
+    let _a = crate::system::agent(&w, "n1");
+    cast(&w, &web(&w, "moved", 1, ""));
+    eventually("the instance listed", Duration::from_secs(60), || {
+        listed(&w, "moved").filter(|l| l.len() == 1)
+    });
+    let key = w.key("nodes/n1");
+    let mut node: Value = serde_json::from_str(&w.etcd.get(&key).unwrap()).unwrap();
+    assert_eq!(node["ip"], "127.0.0.1");
+    node["ip"] = "127.0.0.2".into();
+    let lease = format!("{:x}", node["leaseId"].as_i64().unwrap());
+    let out = w
+        .etcd
+        .etcdctl(&["put", &key, &node.to_string(), &format!("--lease={lease}")]);
+    assert!(out.status.success(), "{out:?}");
+    eventually("the new address listed", Duration::from_secs(30), || {
+        listed(&w, "moved").filter(|l| l.len() == 1 && l[0]["address"] == "127.0.0.2")
+    });
+}

@@ -277,3 +277,32 @@ fn diff_exits_0_for_no_change_1_for_changes_2_for_a_bad_file_5_without_etcd() {
         .assert()
         .code(5);
 }
+
+#[test]
+fn diff_of_a_service_whose_stored_spec_is_invalid_shows_what_a_cast_would_replace() {
+    // A cast replaces a stored spec that does not parse (a bad GitOps write): diff
+    // says so and exits 1, rather than refuse with "fix it first" (exit 2) the
+    // very change that fixes it.
+    let w = World::new();
+    w.etcd.put(
+        &w.key("services/default/api"),
+        r#"{"service": {"name": 7}}"#,
+    );
+    w.rune()
+        .arg("diff")
+        .arg(version(&w, "1", Some(2)))
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("a cast would replace it"))
+        .stdout(predicate::str::contains("+ scale: 2"));
+    w.rune()
+        .arg("cast")
+        .arg(version(&w, "1", Some(2)))
+        .assert()
+        .success();
+    w.rune()
+        .arg("diff")
+        .arg(version(&w, "1", Some(2)))
+        .assert()
+        .code(0);
+}

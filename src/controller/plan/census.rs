@@ -33,6 +33,9 @@ pub(super) struct Census<'a> {
     /// unlike the others they are not in `remaining`, so scaling goes on without
     /// them.
     pub lost: usize,
+    /// Those of `unconfirmed` still in `remaining` whose node has been gone for the
+    /// grace period: a rolling operation does not wait on them (see `rolling`).
+    pub stranded: usize,
 }
 
 impl<'a> Census<'a> {
@@ -46,6 +49,7 @@ impl<'a> Census<'a> {
             unconfirmed: vec![],
             stopping: vec![],
             lost: 0,
+            stranded: 0,
         };
         for instance in &observed.instances {
             let record = &instance.value;
@@ -59,6 +63,10 @@ impl<'a> Census<'a> {
                         census.lost += 1;
                     } else {
                         census.remaining += 1;
+                        let lost = observed.node_lost_for.get(&record.node);
+                        if lost.is_some_and(|lost| *lost >= cfg.node_lost_grace) {
+                            census.stranded += 1;
+                        }
                     }
                     continue;
                 }

@@ -12,8 +12,8 @@ use crate::model::{InstanceRecord, OperationProgress};
 /// Why the step fails its health checks, if it does: one of its instances exits
 /// before it is ready, reaches failureThreshold consecutive readiness failures, or
 /// turns unready while the operation runs. Judged are the instances this operation
-/// created (or the running operation it superseded: they were still coming up) and
-/// those that were ready when it started — never ones that were already unready,
+/// created (or the running operation it superseded: they were still coming up) and,
+/// unless it is rolling, those that were ready when it started — never ones that were already unready,
 /// and never ones the step removes anyway.
 pub(super) fn failure(
     observed: &Observed,
@@ -21,7 +21,12 @@ pub(super) fn failure(
     progress: &OperationProgress,
 ) -> Option<String> {
     let created = |record: &InstanceRecord| progress.started(record.operation_id.as_deref());
-    let was_ready = |record: &InstanceRecord| progress.ready_at_start.contains(&record.id);
+    // A rolling operation replaces the instances that were ready when it started:
+    // one of them failing says nothing of what it rolls out (rolling back would
+    // return to the revision that failed), so it judges only what it started.
+    let was_ready = |record: &InstanceRecord| {
+        progress.rolling.is_none() && progress.ready_at_start.contains(&record.id)
+    };
     // A rolling operation's surplus are the old instances it replaces, and those
     // are never what it starts: judge everything it started.
     let surplus = if progress.rolling.is_some() {

@@ -39,7 +39,10 @@ pub(in crate::controller::plan) fn converge(
         .iter()
         .cloned()
         .partition(|active| updated(observed, &progress, active.value, &wanted));
-    let total = census.remaining;
+    // Old ones stopped on a node lost since (past its grace) hold nothing a live
+    // node could give: waiting on them would stall the rollout until the node
+    // returns, then fail it at its progressDeadline and roll a healthy revision back.
+    let total = census.remaining - census.stranded;
     let rules = Rules::of(stored);
     // Start new ones while at most desired + maxSurge records exist.
     let creatable = (desired + rolling.max_surge as usize)

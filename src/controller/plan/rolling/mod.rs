@@ -265,7 +265,7 @@ pub(super) fn look(
     if old.is_empty()
         && updated_count == progress.to
         && new_available == progress.to
-        && census.remaining as u32 == progress.to
+        && (census.remaining - census.stranded) as u32 == progress.to
     {
         progress.phase = OperationPhase::Succeeded;
         progress.finished_at = Some(now);
@@ -323,6 +323,11 @@ pub(super) fn fail(
             .find(|r| r.value.revision == n)
             .map(|r| (n, r.value.spec.clone()))
     });
+    // A rollout back to the spec the instances ran (a cast back mid-rollout) has
+    // that spec as its previous revision: writing it back would change nothing
+    // and roll the same spec out again, failing again, forever. It pauses.
+    let wanted = template(&stored.service);
+    let previous = previous.filter(|(_, spec)| template(spec) != wanted);
     let rolls_back = on_failure == OnFailure::Rollback && progress.kind == OperationKind::Rollout;
     if rolls_back && revision != progress.spec_revision {
         progress.phase = OperationPhase::Superseded;

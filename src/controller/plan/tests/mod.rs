@@ -12,6 +12,7 @@ mod records;
 mod resources;
 mod revisions;
 mod rolling;
+mod rolling_bounds;
 mod stale;
 
 use std::sync::atomic::{AtomicU32, Ordering};

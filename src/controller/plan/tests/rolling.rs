@@ -548,3 +548,136 @@ fn a_rollout_with_nowhere_to_surge_says_why_and_stops_nothing() {
     assert_eq!(c.reason, "Unschedulable");
     assert!(c.message.contains("cordoned"), "{}", c.message);
 }
+
+#[test]
+fn a_failed_rollout_back_to_the_previous_spec_pauses_instead_of_rolling_back_forever() {
+    // Cast v2, then back to the spec the instances ran (revision 1) mid-rollout:
+    // the rollout to that spec has "revision 1" as its previous revision, the
+    // same template. Failing, it has nothing to roll back to: it pauses, rather
+    // than write the same spec back and roll it out again, failing again.
+    let extra = "  update: {strategy: Rolling, progressDeadline: 30s}\n";
+    let mut s = rolling_sim(2, &["n1"], extra);
+    cast(&mut s, 2, &format!("{extra}  env: {{V: '2'}}\n"));
+    s.o.now = t(100);
+    s.step();
+    s.agents(true);
+    s.step();
+    s.agents(true);
+    s.step();
+    cast(&mut s, 2, extra);
+    s.o.now = t(101);
+    s.step();
+    let op = s.o.status.operation.clone().unwrap();
+    assert_eq!(op.kind, OperationKind::Rollout);
+    let rolling = op.rolling.clone().unwrap();
+    assert_ne!(rolling.previous_revision, Some(rolling.update_revision));
+    // The new instances of this rollout never become ready.
+    let mut rolled_back = 0;
+    for i in 0..300 {
+        s.o.now = t(102 + i);
+        s.agents(false);
+        let p = s.step();
+        rolled_back += usize::from(p.rollback.is_some());
+    }
+    assert_eq!(rolled_back, 0, "{:#?}", s.o.status.history);
+    assert_eq!(s.phase(), OperationPhase::Failed);
+    let message = &s.o.status.operation.as_ref().unwrap().message;
+    assert!(message.contains("paused"), "{message}");
+}
+
+#[test]
+fn an_old_instance_stopped_on_a_node_lost_since_does_not_fail_a_healthy_rollout() {
+    // The rollout stopped an old instance, then its node went away before the
+    // agent confirmed the stop: every new instance is up and available, yet the
+    // rollout waited on that record (it held a surge slot) until its
+    // progressDeadline and rolled the healthy new revision back. Past the node's
+    // grace (30s here), the rollout goes on without it.
+    let extra = "  update: {strategy: Rolling, progressDeadline: 60s}\n";
+    let mut s = rolling_sim(2, &["n1", "n2", "n3"], extra);
+    cast(&mut s, 2, &format!("{extra}  env: {{V: '2'}}\n"));
+    let mut lost = None;
+    for i in 0..200 {
+        s.o.now = t(100 + i);
+        let p = s.step();
+        assert!(p.rollback.is_none(), "{:#?}", s.o.status.history);
+        if s.phase().is_terminal() {
+            break;
+        }
+        // The first old instance stopped: its node goes before it exits.
+        if lost.is_none()
+            && let Some(stopped) = p.stop.first()
+        {
+            let node = stopped.value.node.clone();
+            s.o.nodes.remove(&node);
+            lost = Some(node);
+        }
+        if let Some(node) = &lost {
+            s.o.node_lost_for
+                .insert(node.clone(), Duration::from_secs(i as u64));
+        }
+        let alive: Vec<String> = s.o.nodes.keys().cloned().collect();
+        for instance in &s.o.instances {
+            if !alive.contains(&instance.value.node) {
+                continue;
+            }
+            let record = &instance.value;
+            let st =
+                s.o.statuses
+                    .entry(record.id.clone())
+                    .or_insert_with(|| status(&record.id, Phase::Running, false));
+            if record.desired == DesiredState::Stopped {
+                (st.phase, st.ready) = (Phase::Exited, false);
+            } else {
+                st.ready = true;
+                st.ready_at.get_or_insert(t(0));
+            }
+        }
+    }
+    assert!(lost.is_some());
+    assert_eq!(
+        s.phase(),
+        OperationPhase::Succeeded,
+        "{:#?}",
+        s.o.status.operation
+    );
+}
+
+#[test]
+fn an_old_instance_crashing_mid_rollout_is_replaced_not_blamed_on_the_new_revision() {
+    // An instance of the revision being replaced crashes while the rollout runs:
+    // that says nothing about the new revision. Failing the rollout for it rolled
+    // back to the very revision that crashed.
+    let mut s = rolling_sim(3, &["n1"], ROLLING);
+    let old = s.o.instances[0].value.id.clone();
+    cast(&mut s, 3, &format!("{ROLLING}  env: {{V: '2'}}\n"));
+    s.o.now = t(100);
+    s.step();
+    let st = s.o.statuses.get_mut(&old).unwrap();
+    (st.phase, st.ready) = (Phase::Failed, false);
+    st.last_exit = Some(ExitInfo {
+        code: Some(1),
+        signal: None,
+        at: t(100),
+        reason: String::new(),
+    });
+    for i in 0..200 {
+        s.o.now = t(101 + i);
+        let p = s.step();
+        assert!(p.rollback.is_none(), "{}", s.o.status.last_scale_reason);
+        if s.phase().is_terminal() {
+            break;
+        }
+        s.agents(true);
+        if let Some(st) = s.o.statuses.get_mut(&old) {
+            (st.phase, st.ready) = (Phase::Failed, false);
+        }
+    }
+    assert_eq!(
+        s.phase(),
+        OperationPhase::Succeeded,
+        "{:?}",
+        s.o.status.operation
+    );
+    assert_eq!(s.running(), 3);
+    assert!(s.o.instances.iter().all(|i| i.value.id != old));
+}
