@@ -546,15 +546,7 @@ fn an_instance_user_owns_its_files_and_reads_its_secret() {
     let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
     let keys = keys.to_str().unwrap();
     let (_c, _a) = one_node_with_keys(&w, keys);
-    stdout_ok(w.rune().args([
-        "create",
-        "secret",
-        "db",
-        "--from-literal",
-        "password=for-nobody",
-        "--secrets-key-file",
-        keys,
-    ]));
+    create_db_secret(&w, keys, "for-nobody");
     let spec = w.file(
         "own.yaml",
         &format!(
@@ -606,28 +598,10 @@ fn an_exec_probe_sees_secret_values_and_rune_files() {
     let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
     let keys = keys.to_str().unwrap();
     let (_c, _a) = one_node_with_keys(&w, keys);
-    stdout_ok(w.rune().args([
-        "create",
-        "secret",
-        "db",
-        "--from-literal",
-        "password=probe-me",
-        "--secrets-key-file",
-        keys,
-    ]));
+    create_db_secret(&w, keys, "probe-me");
     let probe =
         "test \"$DB_PASSWORD\" = probe-me && test \"$(cat $RUNE_FILES/db/password)\" = probe-me";
-    let spec = w.file(
-        "probed.yaml",
-        &format!(
-            "service:\n  name: probed\n  scale: 1\n  stopGracePeriod: 2s\n  \
-             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
-             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
-             files:\n    - {{secret: db, path: db}}\n  \
-             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
-            m = marker(&w, "probed")
-        ),
-    );
+    let spec = probed_by(&w, "probed", &probe);
     stdout_ok(w.rune().arg("cast").arg(&spec));
     wait_ready(&w, "probed", 1);
 }
@@ -710,31 +684,13 @@ fn an_adopted_instance_keeps_its_files_and_its_probe_sees_its_secret() {
     let keys = key_file(&w, "keys", &[new_key(&w, "k1")]);
     let keys = keys.to_str().unwrap();
     let (_c, mut a) = one_node_with_keys(&w, keys);
-    stdout_ok(w.rune().args([
-        "create",
-        "secret",
-        "db",
-        "--from-literal",
-        "password=adopt-me",
-        "--secrets-key-file",
-        keys,
-    ]));
+    create_db_secret(&w, keys, "adopt-me");
     let passed = w.dir.join("probes-passed");
     let probe = format!(
         "test \"$DB_PASSWORD\" = adopt-me && test -f \"$RUNE_FILES/db/password\" && echo ok >> {}",
         passed.display()
     );
-    let spec = w.file(
-        "adopted.yaml",
-        &format!(
-            "service:\n  name: adopted\n  scale: 1\n  stopGracePeriod: 2s\n  \
-             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
-             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
-             files:\n    - {{secret: db, path: db}}\n  \
-             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
-            m = marker(&w, "adopted")
-        ),
-    );
+    let spec = probed_by(&w, "adopted", &probe);
     stdout_ok(w.rune().arg("cast").arg(&spec));
     wait_ready(&w, "adopted", 1);
     let before = instances(&w, "adopted").remove(0);
@@ -760,4 +716,34 @@ fn an_adopted_instance_keeps_its_files_and_its_probe_sees_its_secret() {
     let after = instances(&w, "adopted").remove(0);
     assert_eq!(after["status"]["pid"].as_i64(), Some(pid), "{after}");
     assert!(files.join("db/password").exists(), "swept while it runs");
+}
+
+/// Secret `db` with one key, `password`, sealed with `keys`.
+fn create_db_secret(w: &World, keys: &str, password: &str) {
+    let literal = format!("password={password}");
+    stdout_ok(w.rune().args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        &literal,
+        "--secrets-key-file",
+        keys,
+    ]));
+}
+
+/// A service `name` that gets secret `db` as `DB_PASSWORD` and as
+/// `$RUNE_FILES/db/password`, ready once the exec probe `probe` passes.
+fn probed_by(w: &World, name: &str, probe: &str) -> PathBuf {
+    w.file(
+        &format!("{name}.yaml"),
+        &format!(
+            "service:\n  name: {name}\n  scale: 1\n  stopGracePeriod: 2s\n  \
+             command: \"exec python3 -c 'import time; time.sleep(100000)' {m}\"\n  \
+             env:\n    DB_PASSWORD: {{secret: db, key: password}}\n  \
+             files:\n    - {{secret: db, path: db}}\n  \
+             health:\n    readiness:\n      type: exec\n      command: [\"sh\", \"-c\", {probe:?}]\n      intervalSeconds: 1\n",
+            m = marker(w, name)
+        ),
+    )
 }

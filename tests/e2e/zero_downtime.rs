@@ -17,6 +17,7 @@ use crate::endpoints::{flowing, traffic, web};
 use crate::harness::World;
 use crate::support::wait::eventually;
 use crate::system::*;
+use crate::traffic::Tally;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -26,6 +27,22 @@ fn ids(w: &World, name: &str) -> BTreeSet<String> {
         .iter()
         .filter_map(|i| i["instance"]["id"].as_str().map(String::from))
         .collect()
+}
+
+/// Every instance of `web` was replaced (none of `before` is left), and the
+/// traffic saw no failed request and never an empty endpoint list.
+fn replaced_without_a_failure(w: &World, before: &BTreeSet<String>, tally: &Tally, during: &str) {
+    let after = ids(w, "web");
+    assert!(
+        after.is_disjoint(before),
+        "every instance replaced: {before:?} → {after:?}"
+    );
+    assert_eq!(
+        tally.failed, 0,
+        "requests failed during {during}: {:#?}",
+        tally.failures
+    );
+    assert_eq!(tally.longest_empty, Duration::ZERO, "{tally:?}");
 }
 
 #[test]
@@ -44,17 +61,7 @@ fn a_rolling_restart_fails_no_request() {
     flowing(&t, 4, 100);
     let tally = t.stop();
 
-    let after = ids(&w, "web");
-    assert!(
-        after.is_disjoint(&before),
-        "every instance replaced: {before:?} → {after:?}"
-    );
-    assert_eq!(
-        tally.failed, 0,
-        "requests failed during the rolling restart: {:#?}",
-        tally.failures
-    );
-    assert_eq!(tally.longest_empty, Duration::ZERO, "{tally:?}");
+    replaced_without_a_failure(&w, &before, &tally, "the rolling restart");
     assert!(
         tally.answered_by.len() >= 8,
         "old and new instances served: {tally:?}"
@@ -90,15 +97,5 @@ fn a_rolling_spec_rollout_fails_no_request() {
     flowing(&t, 4, 100);
     let tally = t.stop();
 
-    let after = ids(&w, "web");
-    assert!(
-        after.is_disjoint(&before),
-        "every instance replaced: {before:?} → {after:?}"
-    );
-    assert_eq!(
-        tally.failed, 0,
-        "requests failed during the rollout: {:#?}",
-        tally.failures
-    );
-    assert_eq!(tally.longest_empty, Duration::ZERO, "{tally:?}");
+    replaced_without_a_failure(&w, &before, &tally, "the rollout");
 }
