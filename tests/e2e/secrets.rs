@@ -601,7 +601,7 @@ fn an_exec_probe_sees_secret_values_and_rune_files() {
     create_db_secret(&w, keys, "probe-me");
     let probe =
         "test \"$DB_PASSWORD\" = probe-me && test \"$(cat $RUNE_FILES/db/password)\" = probe-me";
-    let spec = probed_by(&w, "probed", &probe);
+    let spec = probed_by(&w, "probed", probe);
     stdout_ok(w.rune().arg("cast").arg(&spec));
     wait_ready(&w, "probed", 1);
 }
