@@ -227,6 +227,17 @@ fn a_cast_rolls_a_rolling_service_out_and_get_shows_the_revisions() {
     );
 }
 
+/// A revision of `web` (scale 2, with `update` lines `update`) whose instances
+/// exit with code 3 at once.
+fn exiting_revision(w: &World, update: &str) -> std::path::PathBuf {
+    w.file(
+        "bad.yaml",
+        &format!(
+            "service:\n  name: web\n  scale: 2\n  command: [\"sh\", \"-c\", \"exit 3\"]\n  ports: [{{name: http}}]\n  health:\n    readiness: {{type: tcp, port: http, intervalSeconds: 1}}\n{update}"
+        ),
+    )
+}
+
 #[test]
 fn a_bad_revision_is_rolled_back_and_the_old_instances_keep_running() {
     let w = World::new();
@@ -235,12 +246,7 @@ fn a_bad_revision_is_rolled_back_and_the_old_instances_keep_running() {
     deploy(&w, &web(&w, "web", 2, rolling), "web", 2);
     let before = pids(&w, "web");
     // The new revision's instances exit at once.
-    let bad = w.file(
-        "bad.yaml",
-        &format!(
-            "service:\n  name: web\n  scale: 2\n  command: [\"sh\", \"-c\", \"exit 3\"]\n  ports: [{{name: http}}]\n  health:\n    readiness: {{type: tcp, port: http, intervalSeconds: 1}}\n{rolling}"
-        ),
-    );
+    let bad = exiting_revision(&w, rolling);
     cast(&w, &bad);
     eventually("rolled back", Duration::from_secs(120), || {
         let history = service(&w, "web")["status"]["history"].clone();
@@ -285,12 +291,7 @@ fn on_failure_pause_stops_where_it_is_and_a_cast_resumes() {
     let pause = "  update: {strategy: Rolling, onFailure: pause}\n";
     deploy(&w, &web(&w, "web", 2, pause), "web", 2);
     let before = pids(&w, "web");
-    let bad = w.file(
-        "bad.yaml",
-        &format!(
-            "service:\n  name: web\n  scale: 2\n  command: [\"sh\", \"-c\", \"exit 3\"]\n  ports: [{{name: http}}]\n  health:\n    readiness: {{type: tcp, port: http, intervalSeconds: 1}}\n{pause}"
-        ),
-    );
+    let bad = exiting_revision(&w, pause);
     cast(&w, &bad);
     let paused = eventually("paused", Duration::from_secs(120), || {
         condition(&w, "web", "Progressing")
