@@ -26,8 +26,9 @@ pub struct Informer {
     keys: Keys,
     events: mpsc::Receiver<WatchEvent>,
     pub triage: Triage,
-    /// Which services use which configs and secrets (`sources.rs`).
-    pub sources: SourceIndex,
+    /// Which services use which configs and secrets, and their versions
+    /// (`sources.rs`); shared with the reconciles, as the nodes are.
+    pub sources: Arc<Mutex<SourceIndex>>,
     /// Shared with the reconciles of the current term.
     pub nodes: Arc<Mutex<NodeTracker>>,
     /// The first full listing has been seen.
@@ -41,7 +42,7 @@ impl Informer {
             keys: store.keys().clone(),
             events: watch_prefix(store.clone(), store.keys().root().to_string()),
             triage: Triage::default(),
-            sources: SourceIndex::default(),
+            sources: Arc::default(),
             nodes: Arc::new(Mutex::new(NodeTracker::new(tokio::time::Instant::now()))),
             synced: false,
             metrics,
@@ -53,7 +54,7 @@ impl Informer {
     pub async fn next(&mut self) -> Option<WatchEvent> {
         let ev = self.events.recv().await?;
         self.triage.observe(&self.keys, &ev);
-        self.sources.observe(&self.keys, &ev);
+        self.sources.lock().unwrap().observe(&self.keys, &ev);
         let now = tokio::time::Instant::now();
         let bad = self.nodes.lock().unwrap().observe(&self.keys, &ev, now);
         // A node record that does not parse counts as not registered; it concerns

@@ -193,6 +193,7 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             },
             metrics: metrics.clone(),
             nodes: informer.nodes.clone(),
+            sources: informer.sources.clone(),
             disruption_threshold: args.node_disruption_threshold,
             unparseable_seen: Mutex::new(Default::default()),
         });
@@ -385,7 +386,8 @@ async fn lead(
                         } else if let Some((ns, source)) = keys.source_of(&kv.key) {
                             // A config or secret changed: its users' `Stale`
                             // condition may have (see sources.rs).
-                            for k in informer.sources.users(&ns, &source) { queue.add(k); }
+                            let users = informer.sources.lock().unwrap().users(&ns, &source);
+                            for k in users { queue.add(k); }
                         } else if let Some(k) = keys.service_of(&kv.key) {
                             known.insert(k.clone());
                             queue.add(k);

@@ -15,7 +15,7 @@ use super::nodes::NodeTracker;
 use super::plan::{self, Observed, Plan, PlanConfig, RecordKind, SpecState, Unparseable};
 use crate::model::{
     InstanceRecord, InstanceStatus, NodeRecord, OperationRecord, Revision, ServiceRef, SourceRef,
-    StoredService, StoredSource, Versioned,
+    StoredService, Versioned,
 };
 use crate::store::batch::{self, Write};
 use crate::store::{Kv, Store, StoreError, op};
@@ -54,6 +54,8 @@ pub struct Context {
     /// Node health and records from the informer (kept across terms; a new term
     /// counts node loss from its start, see `Informer::new_term`).
     pub nodes: Arc<Mutex<NodeTracker>>,
+    /// Configs' and secrets' versions, from the same watch (`sources.rs`).
+    pub sources: Arc<Mutex<super::sources::SourceIndex>>,
     /// Share of nodes lost at once above which replacements pause.
     pub disruption_threshold: f64,
     /// Unparseable records already logged and counted: each key at its mod revision.
@@ -213,7 +215,7 @@ async fn observe(
             (record.node.clone(), lost)
         })
         .collect();
-    let source_versions = source_versions(ctx, ns, &spec, &statuses).await?;
+    let source_versions = source_versions(ctx, ns, &spec, &statuses);
     let observed = Observed {
         source_versions,
         spec,
@@ -235,14 +237,15 @@ async fn observe(
 }
 
 /// The current version of every config and secret the spec or a running
-/// instance names: one get each (metadata only; the controller never decrypts).
-/// Services that use none read nothing more.
-async fn source_versions(
+/// instance names, from the informer's watch (metadata only; the controller never
+/// decrypts): no etcd request. A change of one re-enqueues its users, so a version
+/// the watch has not delivered yet is caught up on that reconcile.
+fn source_versions(
     ctx: &Context,
     ns: &str,
     spec: &SpecState,
     statuses: &std::collections::HashMap<String, InstanceStatus>,
-) -> Result<BTreeMap<String, Option<u64>>, StoreError> {
+) -> BTreeMap<String, Option<u64>> {
     let mut refs: std::collections::BTreeSet<SourceRef> = match spec {
         SpecState::Valid { stored, .. } => stored.service.sources(),
         _ => Default::default(),
@@ -253,17 +256,13 @@ async fn source_versions(
             .flat_map(|s| s.sources.keys())
             .filter_map(|s| SourceRef::parse(s)),
     );
-    let mut out = BTreeMap::new();
-    for r in refs {
-        let key = ctx.store.keys().source(r.kind, ns, &r.name);
-        let version = ctx.store.get(&key).await?.and_then(|kv| {
-            // Only the clear metadata is read; one that does not parse counts as
-            // absent (no Stale claim from it).
-            StoredSource::parse(&key, &kv.value).ok().map(|s| s.version)
-        });
-        out.insert(r.to_string(), version);
+    if refs.is_empty() {
+        return BTreeMap::new();
     }
-    Ok(out)
+    let index = ctx.sources.lock().unwrap();
+    refs.into_iter()
+        .map(|r| (r.to_string(), index.version(ns, &r)))
+        .collect()
 }
 
 async fn apply(

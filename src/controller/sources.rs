@@ -1,7 +1,10 @@
 //! Which services use which configs and secrets, from the informer's watch of
 //! their specs: a change of `configs/<ns>/<name>` or `secrets/<ns>/<name>` enqueues
 //! exactly the services whose current spec names it (for the `Stale` condition),
-//! with no scan over every service. Kept by every replica, as the triage is.
+//! with no scan over every service. The same watch gives each config's and
+//! secret's current `version` (clear metadata; nothing is decrypted), which the
+//! reconciles read here instead of asking etcd once per source. Kept by every
+//! replica, as the triage is.
 //!
 //! Only spec values that can hold a ref at all (they mention `secret` or
 //! `config`) are parsed, so a fleet of services that use none costs a substring
@@ -10,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::model::{ServiceRef, SourceRef, StoredService};
+use crate::model::{ServiceRef, SourceRef, StoredService, StoredSource};
 use crate::store::Keys;
 use crate::store::watch::WatchEvent;
 
@@ -20,6 +23,9 @@ type Source = (String, SourceRef);
 pub struct SourceIndex {
     users: HashMap<Source, HashSet<ServiceRef>>,
     used: HashMap<ServiceRef, BTreeSet<SourceRef>>,
+    /// Each config's and secret's current version; one that does not parse is
+    /// absent (no `Stale` claim from it).
+    versions: HashMap<Source, u64>,
 }
 
 impl SourceIndex {
@@ -35,6 +41,8 @@ impl SourceIndex {
             WatchEvent::Delete(kv) => {
                 if let Some(service) = spec_key(keys, &kv.key) {
                     self.set(service, BTreeSet::new());
+                } else if let Some(source) = keys.source_of(&kv.key) {
+                    self.versions.remove(&source);
                 }
             }
             WatchEvent::Connected(_) => {}
@@ -50,7 +58,22 @@ impl SourceIndex {
             .unwrap_or_default()
     }
 
+    /// The current version of config or secret `source` of namespace `ns`, as
+    /// last watched.
+    pub fn version(&self, ns: &str, source: &SourceRef) -> Option<u64> {
+        self.versions
+            .get(&(ns.to_string(), source.clone()))
+            .copied()
+    }
+
     fn put(&mut self, keys: &Keys, key: &str, value: &[u8]) {
+        if let Some(source) = keys.source_of(key) {
+            match StoredSource::parse(key, value) {
+                Ok(stored) => self.versions.insert(source, stored.version),
+                Err(_) => self.versions.remove(&source),
+            };
+            return;
+        }
         let Some(service) = spec_key(keys, key) else {
             return;
         };
@@ -146,5 +169,26 @@ mod tests {
         );
         index.observe(&k, &WatchEvent::Delete(kv(k.service("ns", "api"), "")));
         assert!(index.users("ns", &db).is_empty(), "deleted");
+    }
+
+    #[test]
+    fn versions_follow_the_watch_of_configs_and_secrets() {
+        let k = Keys::new("/t");
+        let mut index = SourceIndex::default();
+        let db = SourceRef::new(SourceKind::Secret, "db");
+        let key = k.source(SourceKind::Secret, "ns", "db");
+        let value = |version: u64| {
+            format!(
+                "{{\"name\":\"db\",\"namespace\":\"ns\",\"version\":{version},\"createdAt\":\"2026-01-01T00:00:00Z\",\"updatedAt\":\"2026-01-01T00:00:00Z\",\"keys\":{{}}}}"
+            )
+        };
+        index.observe(&k, &WatchEvent::Put(kv(key.clone(), &value(2))));
+        assert_eq!(index.version("ns", &db), Some(2));
+        assert_eq!(index.version("other", &db), None, "namespaced");
+        index.observe(&k, &WatchEvent::Put(kv(key.clone(), "not json")));
+        assert_eq!(index.version("ns", &db), None, "unparseable: no claim");
+        index.observe(&k, &WatchEvent::Put(kv(key.clone(), &value(3))));
+        index.observe(&k, &WatchEvent::Delete(kv(key, "")));
+        assert_eq!(index.version("ns", &db), None, "deleted");
     }
 }

@@ -22,15 +22,16 @@ fn rolling_sim(scale: u32, nodes: &[&str], extra: &str) -> Sim {
     s
 }
 
-fn current_stored(s: &Sim) -> StoredService {
+pub(super) fn current_stored(s: &Sim) -> StoredService {
     match &s.o.spec {
         SpecState::Valid { stored, .. } => (**stored).clone(),
         _ => panic!("no valid spec"),
     }
 }
 
-/// `rune restart --rolling` with these overrides.
-fn restart(s: &mut Sim, request: Option<RollingRequest>) -> String {
+/// `rune restart --rolling` with these overrides: the operation record, with the
+/// spec rewritten in the same transaction.
+pub(super) fn restart(s: &mut Sim, request: Option<RollingRequest>) -> String {
     let stored = current_stored(s);
     let scale = stored.service.desired_scale();
     s.rev += 1;
@@ -63,7 +64,7 @@ fn restart(s: &mut Sim, request: Option<RollingRequest>) -> String {
 }
 
 /// A cast of the same service with `extra` spec lines (a new template).
-fn cast(s: &mut Sim, scale: u32, extra: &str) {
+pub(super) fn cast(s: &mut Sim, scale: u32, extra: &str) {
     s.rev += 1;
     s.o.spec = SpecState::Valid {
         stored: Box::new(stored(scale, extra)),

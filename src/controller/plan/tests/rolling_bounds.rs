@@ -10,6 +10,7 @@
 
 use proptest::prelude::*;
 
+use super::rolling::{cast, current_stored, restart};
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -244,9 +245,11 @@ fn check(update: &str, pinned: bool, scale: u32, acts: &[Act]) -> Result<(), Tes
             } => {
                 version = *v;
                 let lines = spec_lines_with(update, pinned, version, *rolling);
-                cast_spec(&mut s, u32::from(*to), &lines);
+                cast(&mut s, u32::from(*to), &lines);
             }
-            Act::Restart => restart(&mut s),
+            Act::Restart => {
+                restart(&mut s, Some(Default::default()));
+            }
             Act::NodeState { cordoned, draining } => {
                 s.o.node_states.insert(
                     "n3".into(),
@@ -314,9 +317,9 @@ fn settle(
     if op
         .as_ref()
         .is_some_and(|op| op.phase == OperationPhase::Succeeded)
-        && current(s).service.is_rolling()
+        && current_stored(s).service.is_rolling()
     {
-        let wanted = crate::model::revision::template(&current(s).service);
+        let wanted = crate::model::revision::template(&current_stored(s).service);
         let running: Vec<_> =
             s.o.instances
                 .iter()
@@ -340,13 +343,6 @@ fn settle(
     Ok(())
 }
 
-fn current(s: &Sim) -> StoredService {
-    match &s.o.spec {
-        SpecState::Valid { stored, .. } => (**stored).clone(),
-        _ => panic!("no valid spec"),
-    }
-}
-
 /// Every agent does its job at once: running instances ready (since `now`),
 /// stopped ones exited, crashed ones stay crashed until replaced.
 fn agents_prompt(s: &mut Sim, now: i64) {
@@ -364,46 +360,6 @@ fn agents_prompt(s: &mut Sim, now: i64) {
             st.ready_at = Some(t(now));
         }
     }
-}
-
-/// `rune restart NAME --rolling`: the operation record, with the spec rewritten
-/// in the same transaction.
-fn restart(s: &mut Sim) {
-    let stored = current(s);
-    let scale = stored.service.desired_scale();
-    s.rev += 1;
-    s.o.spec = SpecState::Valid {
-        stored: Box::new(stored),
-        revision: s.rev,
-    };
-    s.o.operation_revision = Some(s.rev);
-    s.o.operation = Some(Versioned::new(
-        OperationRecord {
-            id: format!("restart-{}", s.rev),
-            kind: OperationKind::Restart,
-            from: scale,
-            to: scale,
-            mode: ScaleMode::Immediate,
-            step: 1,
-            interval: Duration::ZERO,
-            rollback_on_fail: false,
-            timeout: Duration::from_secs(300),
-            requested_at: s.o.now,
-            requested_by: "me@here".into(),
-            reason: String::new(),
-            supersedes: vec![],
-            rolling: Some(Default::default()),
-        },
-        s.rev,
-    ));
-}
-
-fn cast_spec(s: &mut Sim, scale: u32, extra: &str) {
-    s.rev += 1;
-    s.o.spec = SpecState::Valid {
-        stored: Box::new(stored(scale, extra)),
-        revision: s.rev,
-    };
 }
 
 proptest! {
