@@ -202,11 +202,7 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     let old = key_file(&w, "old", std::slice::from_ref(&k1));
     let both = key_file(&w, "both", &[k2.clone(), k1.clone()]);
     let new = key_file(&w, "new", std::slice::from_ref(&k2));
-    let with = |file: &PathBuf| {
-        let mut c = w.rune();
-        c.env("RUNE_SECRETS_KEY_FILE", file);
-        c
-    };
+    let with = |file: &PathBuf| keyed(&w, file);
     stdout_ok(with(&old).args([
         "create",
         "secret",
@@ -615,11 +611,7 @@ fn a_sealed_value_copied_to_another_secret_does_not_open_there() {
     let (k1, k2) = (new_key(&w, "k1"), new_key(&w, "k2"));
     let old = key_file(&w, "old", std::slice::from_ref(&k1));
     let both = key_file(&w, "both", &[k2, k1]);
-    let with = |file: &PathBuf| {
-        let mut c = w.rune();
-        c.env("RUNE_SECRETS_KEY_FILE", file);
-        c
-    };
+    let with = |file: &PathBuf| keyed(&w, file);
     stdout_ok(with(&old).args([
         "create",
         "secret",
@@ -746,4 +738,11 @@ fn probed_by(w: &World, name: &str, probe: &str) -> PathBuf {
             m = marker(w, name)
         ),
     )
+}
+
+/// `rune` with the key file `file`.
+fn keyed(w: &World, file: &std::path::Path) -> assert_cmd::Command {
+    let mut c = w.rune();
+    c.env("RUNE_SECRETS_KEY_FILE", file);
+    c
 }
